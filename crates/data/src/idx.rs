@@ -1,0 +1,158 @@
+//! The IDX format of MNIST-style files (LeCun et al.): a big-endian magic `0x0000_08_NN` where NN
+//! is the number of dimensions, NN big-endian u32 sizes, then the unsigned bytes. Files may be
+//! gzip-compressed; the gzip magic selects decompression.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+use crate::DataError;
+
+/// A decoded IDX array of unsigned bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Sizes of each dimension.
+    pub dims: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<u8>,
+}
+
+/// Reads a file's bytes, decompressing gzip when the file starts with the gzip magic.
+pub fn read_decompressed(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| DataError::CorruptIdx {
+            path: path.to_owned(),
+            reason: format!("gzip stream is damaged or truncated ({e})"),
+        })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses IDX bytes, checking the magic, the number of dimensions and that the payload length
+/// equals the product of the sizes exactly.
+pub fn parse(bytes: &[u8], path: &Path, expected_dims: usize) -> Result<IdxArray, DataError> {
+    let corrupt = |reason: String| DataError::CorruptIdx { path: path.to_owned(), reason };
+    if bytes.len() < 4 {
+        return Err(corrupt(format!("{} bytes is too short for an IDX header", bytes.len())));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(corrupt(format!(
+            "bad magic {:02x}{:02x}{:02x}{:02x} (expected 0000 08 {:02x})",
+            bytes[0], bytes[1], bytes[2], bytes[3], expected_dims
+        )));
+    }
+    if bytes[2] != 0x08 {
+        return Err(corrupt(format!("element type 0x{:02x} is not unsigned byte (0x08)", bytes[2])));
+    }
+    let ndim = usize::from(bytes[3]);
+    if ndim != expected_dims {
+        return Err(corrupt(format!("{ndim} dimensions, expected {expected_dims}")));
+    }
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        return Err(corrupt("header is truncated".into()));
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
+        .collect();
+    let expected_len = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let payload = bytes.len() - header;
+    match expected_len {
+        Some(n) if n == payload => Ok(IdxArray { dims, data: bytes[header..].to_vec() }),
+        Some(n) if n > payload => Err(corrupt(format!(
+            "truncated: header promises {n} bytes of data ({dims:?}), file holds {payload}"
+        ))),
+        Some(n) => Err(corrupt(format!(
+            "{} trailing bytes after the {n} the header promises ({dims:?})",
+            payload - n
+        ))),
+        None => Err(corrupt(format!("dimensions {dims:?} overflow"))),
+    }
+}
+
+/// Encodes an array as IDX bytes (unsigned byte elements).
+pub fn encode(array: &IdxArray) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, array.dims.len() as u8];
+    for &d in &array.dims {
+        out.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    out.extend_from_slice(&array.data);
+    out
+}
+
+/// The existing file among `path` and `path.gz`, preferring the uncompressed one.
+pub fn locate(path: &Path) -> Option<PathBuf> {
+    if path.is_file() {
+        return Some(path.to_owned());
+    }
+    let mut gz = path.as_os_str().to_owned();
+    gz.push(".gz");
+    let gz = PathBuf::from(gz);
+    gz.is_file().then_some(gz)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        encode(&IdxArray { dims: vec![2, 2, 3], data: (0..12).collect() })
+    }
+
+    #[test]
+    fn round_trip() {
+        let a = parse(&sample(), Path::new("x"), 3).unwrap();
+        assert_eq!(a.dims, vec![2, 2, 3]);
+        assert_eq!(a.data, (0..12).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn rejects_truncated_payload() {
+        let mut b = sample();
+        b.pop();
+        let e = parse(&b, Path::new("imgs"), 3).unwrap_err().to_string();
+        assert!(e.contains("imgs") && e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn rejects_trailing_bytes() {
+        let mut b = sample();
+        b.push(0);
+        assert!(parse(&b, Path::new("x"), 3).unwrap_err().to_string().contains("trailing"));
+    }
+
+    #[test]
+    fn rejects_bad_magic_type_and_rank() {
+        let mut b = sample();
+        b[0] = 1;
+        assert!(parse(&b, Path::new("x"), 3).unwrap_err().to_string().contains("bad magic"));
+        let mut b = sample();
+        b[2] = 0x0d;
+        assert!(parse(&b, Path::new("x"), 3).unwrap_err().to_string().contains("element type"));
+        assert!(parse(&sample(), Path::new("x"), 1).unwrap_err().to_string().contains("dimensions"));
+        assert!(parse(&[0, 0, 8], Path::new("x"), 1).unwrap_err().to_string().contains("too short"));
+        assert!(parse(&[0, 0, 8, 3, 0], Path::new("x"), 3).unwrap_err().to_string().contains("header"));
+    }
+
+    #[test]
+    fn reads_gzip_and_reports_truncated_gzip() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("idx-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&sample()).unwrap();
+        let gz = enc.finish().unwrap();
+        std::fs::write(&path, &gz).unwrap();
+        assert_eq!(read_decompressed(&path).unwrap(), sample());
+        std::fs::write(&path, &gz[..gz.len() / 2]).unwrap();
+        let e = read_decompressed(&path).unwrap_err().to_string();
+        assert!(e.contains("a.gz") && e.contains("gzip"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

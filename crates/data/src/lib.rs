@@ -1,0 +1,27 @@
+//! Data for align-fl: the IDX reader, the registry of MNIST and Fashion-MNIST with checksums,
+//! fetching and verifying a data directory, the committed subset, and the ALIGN-FL partition.
+//!
+//! ```no_run
+//! use data::{load_split, resolve_data_dir, DatasetKind, PartitionSpec, Split};
+//! let dir = resolve_data_dir(None); // --data-dir, else $ALIGN_FL_DATA, else ./data
+//! let train = load_split(&dir, DatasetKind::Mnist, Split::Train)?;
+//! let test = load_split(&dir, DatasetKind::Mnist, Split::Test)?;
+//! let other = load_split(&dir, DatasetKind::FashionMnist, Split::Train)?;
+//! let partition = PartitionSpec::paper(0).cut(&train, &test, &other)?;
+//! assert_eq!(partition.clients.len(), 5);
+//! # Ok::<(), data::DataError>(())
+//! ```
+
+mod error;
+pub mod idx;
+mod partition;
+mod registry;
+mod subset;
+
+pub use error::DataError;
+pub use partition::{ClientShard, Partition, PartitionSpec, Samples, OUTLIER_LABEL};
+pub use registry::{
+    fetch, load_split, resolve_data_dir, sha256_hex, verify, DatasetKind, FileCheck, LabelledImages, Split,
+    CHECKSUM_LIST, IMAGE_PIXELS, IMAGE_SIDE,
+};
+pub use subset::{make_subset, SubsetSizes, LICENCE_NOTICE};

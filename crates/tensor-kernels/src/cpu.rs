@@ -1,0 +1,477 @@
+//! The CPU backend: GEMM through the `gemm` crate (AVX2/AVX-512/FMA micro-kernels picked at run
+//! time), element-wise and reduction kernels threaded with rayon above a size threshold.
+
+use rayon::prelude::*;
+
+use crate::{noise, Activation, AdamStep, Backend, NoiseKey, Transpose};
+
+/// Below this many elements an element-wise kernel runs on the calling thread: spawning rayon
+/// tasks costs more than the work.
+const PARALLEL_MIN: usize = 1 << 15;
+/// Chunk length for parallel element-wise kernels.
+const CHUNK: usize = 1 << 13;
+
+/// The CPU backend. Buffers are `Vec<f32>`; threads come from the current rayon pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl Cpu {
+    /// A CPU backend using the current rayon thread pool.
+    pub fn new() -> Self {
+        Cpu
+    }
+}
+
+/// Applies `f` to matching chunks of `x` (and `y`), in parallel when large.
+fn zip_chunks(x: &mut [f32], y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if x.len() < PARALLEL_MIN {
+        f(x, y);
+    } else {
+        x.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(a, b)| f(a, b));
+    }
+}
+
+/// (row stride, column stride) of a row-major operand with `cols` stored columns, transposed or not.
+fn strides(trans: Transpose, stored_cols: usize) -> (isize, isize) {
+    match trans {
+        Transpose::No => (stored_cols as isize, 1),
+        Transpose::Yes => (1, stored_cols as isize),
+    }
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Backend for Cpu {
+    type Buffer = Vec<f32>;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn zeros(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn upload(&self, data: &[f32]) -> Vec<f32> {
+        data.to_vec()
+    }
+
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        buf.clone()
+    }
+
+    fn write(&self, buf: &mut Vec<f32>, data: &[f32]) {
+        buf[..data.len()].copy_from_slice(data);
+    }
+
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>, len: usize) {
+        dst[..len].copy_from_slice(&src[..len]);
+    }
+
+    fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &Vec<f32>,
+        trans_a: Transpose,
+        b: &Vec<f32>,
+        trans_b: Transpose,
+        c: &mut Vec<f32>,
+        alpha: f32,
+        beta: f32,
+    ) {
+        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operand too short");
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            c[..m * n].iter_mut().for_each(|v| *v *= beta);
+            return;
+        }
+        let (a_rs, a_cs) = strides(trans_a, if trans_a == Transpose::No { k } else { m });
+        let (b_rs, b_cs) = strides(trans_b, if trans_b == Transpose::No { n } else { k });
+        // SAFETY: the asserts above bound every index the strides reach: op(A) is m×k inside
+        // `a`, op(B) is k×n inside `b`, C is m×n inside `c`; `c` is uniquely borrowed and does not
+        // alias `a` or `b` (distinct Rust borrows).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                beta != 0.0,
+                a.as_ptr(),
+                a_cs,
+                a_rs,
+                b.as_ptr(),
+                b_cs,
+                b_rs,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+    }
+
+    fn bias_activation(
+        &self,
+        x: &mut Vec<f32>,
+        bias: &Vec<f32>,
+        rows: usize,
+        cols: usize,
+        act: Activation,
+    ) {
+        let bias = &bias[..cols];
+        let kernel = |row: &mut [f32]| match act {
+            Activation::Identity => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
+            Activation::Relu => row.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0)),
+            Activation::Sigmoid => row.iter_mut().zip(bias).for_each(|(v, b)| *v = sigmoid(*v + b)),
+        };
+        let x = &mut x[..rows * cols];
+        if x.len() < PARALLEL_MIN || cols == 0 {
+            x.chunks_mut(cols.max(1)).for_each(kernel);
+        } else {
+            x.par_chunks_mut(cols).for_each(kernel);
+        }
+    }
+
+    fn activation_backward(&self, grad: &mut Vec<f32>, y: &Vec<f32>, len: usize, act: Activation) {
+        let kernel = |g: &mut [f32], y: &[f32]| match act {
+            Activation::Identity => {}
+            Activation::Relu => g.iter_mut().zip(y).for_each(|(g, y)| {
+                if *y <= 0.0 {
+                    *g = 0.0
+                }
+            }),
+            Activation::Sigmoid => g.iter_mut().zip(y).for_each(|(g, y)| *g *= y * (1.0 - y)),
+        };
+        zip_chunks(&mut grad[..len], &y[..len], kernel);
+    }
+
+    fn column_sums(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        cols: usize,
+        out: &mut Vec<f32>,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let mut acc = vec![0.0f32; cols];
+        for row in x[..rows * cols].chunks(cols.max(1)) {
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+        }
+        for (o, a) in out[..cols].iter_mut().zip(acc) {
+            *o = if beta == 0.0 { alpha * a } else { alpha * a + beta * *o };
+        }
+    }
+
+    fn row_squared_norms(&self, x: &Vec<f32>, rows: usize, cols: usize, out: &mut Vec<f32>) {
+        for (o, row) in out[..rows].iter_mut().zip(x[..rows * cols].chunks(cols.max(1))) {
+            *o = row.iter().map(|v| v * v).sum();
+        }
+    }
+
+    fn axpy(&self, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) {
+        zip_chunks(&mut y[..len], &x[..len], |y, x| {
+            y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x)
+        });
+    }
+
+    fn squared_error(
+        &self,
+        pred: &Vec<f32>,
+        target: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        len: usize,
+        scale: f32,
+    ) -> f64 {
+        let kernel = |g: &mut [f32], p: &[f32], t: &[f32]| -> f64 {
+            let mut sum = 0.0f64;
+            for ((g, p), t) in g.iter_mut().zip(p).zip(t) {
+                let d = p - t;
+                sum += f64::from(d * d);
+                *g = 2.0 * scale * d;
+            }
+            sum
+        };
+        let (g, p, t) = (&mut grad[..len], &pred[..len], &target[..len]);
+        if len < PARALLEL_MIN {
+            kernel(g, p, t)
+        } else {
+            // Fixed chunking and an ordered sum keep the result independent of the thread count.
+            let partial: Vec<f64> = g
+                .par_chunks_mut(CHUNK)
+                .zip(p.par_chunks(CHUNK))
+                .zip(t.par_chunks(CHUNK))
+                .map(|((g, p), t)| kernel(g, p, t))
+                .collect();
+            partial.iter().sum()
+        }
+    }
+
+    fn fill_standard_normal(&self, out: &mut Vec<f32>, len: usize, key: NoiseKey) {
+        let out = &mut out[..len];
+        if len < PARALLEL_MIN {
+            noise::fill(out, key, 0);
+        } else {
+            out.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(c, chunk)| noise::fill(chunk, key, (c * CHUNK) as u64));
+        }
+    }
+
+    fn reparameterize(
+        &self,
+        head: &Vec<f32>,
+        eps: &Vec<f32>,
+        z: &mut Vec<f32>,
+        rows: usize,
+        latent: usize,
+    ) {
+        for r in 0..rows {
+            let h = &head[r * 2 * latent..(r + 1) * 2 * latent];
+            let (mu, logvar) = h.split_at(latent);
+            for j in 0..latent {
+                z[r * latent + j] = mu[j] + (0.5 * logvar[j]).exp() * eps[r * latent + j];
+            }
+        }
+    }
+
+    fn reparameterize_backward(
+        &self,
+        head: &Vec<f32>,
+        eps: &Vec<f32>,
+        grad_z: &Vec<f32>,
+        grad_head: &mut Vec<f32>,
+        rows: usize,
+        latent: usize,
+        kl_weight: f32,
+    ) -> f64 {
+        let mut kl = 0.0f64;
+        for r in 0..rows {
+            for j in 0..latent {
+                let mu = head[r * 2 * latent + j];
+                let lv = head[r * 2 * latent + latent + j];
+                let var = lv.exp();
+                let e = eps[r * latent + j];
+                let gz = grad_z[r * latent + j];
+                kl += -0.5 * f64::from(1.0 + lv - mu * mu - var);
+                grad_head[r * 2 * latent + j] = gz + kl_weight * mu;
+                grad_head[r * 2 * latent + latent + j] =
+                    gz * e * 0.5 * (0.5 * lv).exp() + kl_weight * 0.5 * (var - 1.0);
+            }
+        }
+        kl
+    }
+
+    fn adam(
+        &self,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        len: usize,
+        step: AdamStep,
+    ) {
+        let bc1 = 1.0 - step.beta1.powi(step.t as i32);
+        let bc2 = 1.0 - step.beta2.powi(step.t as i32);
+        let step_size = step.lr / bc1;
+        let bc2_sqrt = bc2.sqrt();
+        let kernel = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            for i in 0..p.len() {
+                m[i] = step.beta1 * m[i] + (1.0 - step.beta1) * g[i];
+                v[i] = step.beta2 * v[i] + (1.0 - step.beta2) * g[i] * g[i];
+                p[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + step.eps);
+            }
+        };
+        let (p, g, m, v) = (&mut param[..len], &grad[..len], &mut m[..len], &mut v[..len]);
+        if len < PARALLEL_MIN {
+            kernel(p, g, m, v);
+        } else {
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| kernel(p, g, m, v));
+        }
+    }
+
+    fn all_finite(&self, x: &Vec<f32>, len: usize) -> bool {
+        x[..len].iter().all(|v| v.is_finite())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::standard_normal_at;
+    use rand::{Rng, SeedableRng};
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol * (1.0 + w.abs()), "index {i}: got {g}, want {w}");
+        }
+    }
+
+    /// Reference GEMM in f64 with explicit indexing.
+    fn naive_gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        ta: Transpose,
+        b: &[f32],
+        tb: Transpose,
+    ) -> Vec<f32> {
+        let at = |i: usize, p: usize| match ta {
+            Transpose::No => a[i * k + p],
+            Transpose::Yes => a[p * m + i],
+        };
+        let bt = |p: usize, j: usize| match tb {
+            Transpose::No => b[p * n + j],
+            Transpose::Yes => b[j * k + p],
+        };
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| f64::from(at(i, p)) * f64::from(bt(p, j))).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn gemm_matches_naive_for_every_transpose_and_awkward_shapes() {
+        let cpu = Cpu::new();
+        for &(m, n, k) in &[(1, 101, 255), (60, 60, 60), (129, 7, 33), (3, 1, 1)] {
+            for ta in [Transpose::No, Transpose::Yes] {
+                for tb in [Transpose::No, Transpose::Yes] {
+                    let a = random(m * k, 1);
+                    let b = random(k * n, 2);
+                    let c0 = random(m * n, 3);
+                    let mut c = c0.clone();
+                    cpu.gemm(m, n, k, &a, ta, &b, tb, &mut c, 0.5, 2.0);
+                    let prod = naive_gemm(m, n, k, &a, ta, &b, tb);
+                    let want: Vec<f32> =
+                        prod.iter().zip(&c0).map(|(p, c)| 0.5 * p + 2.0 * c).collect();
+                    assert_close(&c, &want, 1e-4);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_with_zero_beta_ignores_nan_in_output() {
+        let cpu = Cpu::new();
+        let mut c = vec![f32::NAN; 4];
+        cpu.gemm(2, 2, 1, &vec![1.0, 2.0], Transpose::No, &vec![3.0, 4.0], Transpose::No, &mut c, 1.0, 0.0);
+        assert_eq!(c, vec![3.0, 4.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn bias_activation_and_backward() {
+        let cpu = Cpu::new();
+        let mut x = vec![-1.0, 0.5, 2.0, -3.0];
+        cpu.bias_activation(&mut x, &vec![0.5, -1.0], 2, 2, Activation::Relu);
+        assert_eq!(x, vec![0.0, 0.0, 2.5, 0.0]);
+        let mut g = vec![1.0; 4];
+        cpu.activation_backward(&mut g, &x, 4, Activation::Relu);
+        assert_eq!(g, vec![0.0, 0.0, 1.0, 0.0]);
+        let mut s = vec![0.0, 2.0];
+        cpu.bias_activation(&mut s, &vec![0.0, 0.0], 1, 2, Activation::Sigmoid);
+        assert_close(&s, &[0.5, 1.0 / (1.0 + (-2.0f32).exp())], 1e-6);
+        let mut gs = vec![1.0, 1.0];
+        cpu.activation_backward(&mut gs, &s, 2, Activation::Sigmoid);
+        assert_close(&gs, &[0.25, s[1] * (1.0 - s[1])], 1e-6);
+    }
+
+    #[test]
+    fn reductions() {
+        let cpu = Cpu::new();
+        let x = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut sums = vec![1.0; 3];
+        cpu.column_sums(&x, 2, 3, &mut sums, 2.0, 1.0);
+        assert_eq!(sums, vec![11.0, 15.0, 19.0]);
+        let mut norms = vec![0.0; 2];
+        cpu.row_squared_norms(&x, 2, 3, &mut norms);
+        assert_eq!(norms, vec![14.0, 77.0]);
+    }
+
+    #[test]
+    fn adam_matches_hand_computed_first_step() {
+        // First step of Adam moves each parameter by lr·sign(g) (up to ε).
+        let cpu = Cpu::new();
+        let mut p = vec![1.0, -1.0];
+        let g = vec![0.5, -2.0];
+        let (mut m, mut v) = (vec![0.0; 2], vec![0.0; 2]);
+        cpu.adam(&mut p, &g, &mut m, &mut v, 2, AdamStep::new(0.1, 1));
+        assert_close(&p, &[0.9, -0.9], 1e-6);
+        assert_close(&m, &[0.05, -0.2], 1e-6);
+    }
+
+    #[test]
+    fn noise_is_standard_normal_and_independent_of_chunking() {
+        let cpu = Cpu::new();
+        let key = NoiseKey { seed: 7, stream: 3, offset: 11 };
+        let n = 100_000;
+        let mut big = vec![0.0; n];
+        cpu.fill_standard_normal(&mut big, n, key);
+        let mean = big.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+        let var = big.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64 - mean * mean;
+        assert!(mean.abs() < 0.02, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.02, "variance {var}");
+        for i in [0u64, 1, 8191, 8192, 99_999] {
+            assert_eq!(big[i as usize], standard_normal_at(key, i), "index {i}");
+        }
+        let mut small = vec![0.0; 10];
+        cpu.fill_standard_normal(&mut small, 10, key);
+        assert_eq!(&small[..], &big[..10]);
+    }
+
+    #[test]
+    fn reparameterize_backward_matches_finite_differences() {
+        let cpu = Cpu::new();
+        let (rows, d) = (3, 2);
+        let head = random(rows * 2 * d, 5);
+        let eps = random(rows * d, 6);
+        let wz = random(rows * d, 7); // loss = Σ wz ⊙ z + w·KL
+        let w = 0.3f32;
+        let loss = |h: &Vec<f32>| -> f64 {
+            let mut z = vec![0.0; rows * d];
+            cpu.reparameterize(h, &eps, &mut z, rows, d);
+            let mut gh = vec![0.0; rows * 2 * d];
+            let kl = cpu.reparameterize_backward(h, &eps, &wz, &mut gh, rows, d, w);
+            z.iter().zip(&wz).map(|(a, b)| f64::from(a * b)).sum::<f64>() + f64::from(w) * kl
+        };
+        let mut grad = vec![0.0; rows * 2 * d];
+        cpu.reparameterize_backward(&head, &eps, &wz, &mut grad, rows, d, w);
+        for i in 0..head.len() {
+            let mut hp = head.clone();
+            let mut hm = head.clone();
+            hp[i] += 1e-3;
+            hm[i] -= 1e-3;
+            let fd = (loss(&hp) - loss(&hm)) / 2e-3;
+            assert!((fd as f32 - grad[i]).abs() < 1e-3, "index {i}: fd {fd}, analytic {}", grad[i]);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Numeric backends for align-fl.
+//!
+//! [`Backend`] is the small set of f32 operations the rest of the workspace needs: GEMM with
+//! transposes, fused bias + activation, activation backward, row/column reductions, the
+//! reparameterisation of a diagonal Gaussian, counter-based Gaussian noise and the Adam update.
+//! Everything above this crate (`vae`, `federation`, `metrics`) is generic over `B: Backend`, so a
+//! new backend is a new module here and nothing else changes.
+//!
+//! ```
+//! use tensor_kernels::{Backend, Cpu, Transpose};
+//! let cpu = Cpu::new();
+//! let a = cpu.upload(&[1.0, 2.0, 3.0, 4.0]); // 2×2, row-major
+//! let b = cpu.upload(&[1.0, 0.0, 0.0, 1.0]);
+//! let mut c = cpu.zeros(4);
+//! cpu.gemm(2, 2, 2, &a, Transpose::No, &b, Transpose::No, &mut c, 1.0, 0.0);
+//! assert_eq!(cpu.download(&c), vec![1.0, 2.0, 3.0, 4.0]);
+//! ```
+
+mod cpu;
+mod noise;
+
+pub use cpu::Cpu;
+pub use noise::standard_normal_at;
+
+/// Whether a GEMM operand is used as stored or transposed. Operands are row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transpose {
+    /// Use the matrix as stored.
+    No,
+    /// Use the transpose of the stored matrix.
+    Yes,
+}
+
+/// Element-wise activation applied after a bias add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Activation {
+    /// f(x) = x.
+    Identity,
+    /// f(x) = max(0, x).
+    Relu,
+    /// f(x) = 1 / (1 + e^(−x)).
+    Sigmoid,
+}
+
+/// Hyper-parameters of one Adam step (Kingma & Ba 2015, as in `torch.optim.Adam`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator stabiliser.
+    pub eps: f32,
+    /// 1-based step count, used for bias correction.
+    pub t: u64,
+}
+
+impl AdamStep {
+    /// PyTorch defaults (β₁ = 0.9, β₂ = 0.999, ε = 1e-8) at learning rate `lr` and step `t`.
+    pub fn new(lr: f32, t: u64) -> Self {
+        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, t }
+    }
+}
+
+/// A key for the counter-based Gaussian noise stream: the same key, stream and offset give the
+/// same values on every backend and every thread count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoiseKey {
+    /// ChaCha20 seed (expanded from a u64).
+    pub seed: u64,
+    /// ChaCha20 stream id: separates independent consumers of one seed.
+    pub stream: u64,
+    /// Index of the first normal value to produce within the stream.
+    pub offset: u64,
+}
+
+/// Buffers on a device plus the f32 operations the project needs.
+///
+/// Matrices are row-major. Operations take their dimensions explicitly and act on the prefix of
+/// the buffers they are given, so a buffer sized for the largest batch serves smaller ones too.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// A device buffer of f32 values.
+    type Buffer: Send + Sync;
+
+    /// Short name for reports ("cpu", "wgpu", "cuda").
+    fn name(&self) -> &'static str;
+    /// A buffer of `len` zeros.
+    fn zeros(&self, len: usize) -> Self::Buffer;
+    /// A buffer holding a copy of `data`.
+    fn upload(&self, data: &[f32]) -> Self::Buffer;
+    /// The buffer's contents copied to the host.
+    fn download(&self, buf: &Self::Buffer) -> Vec<f32>;
+    /// Overwrites the first `data.len()` values of `buf` with `data`.
+    fn write(&self, buf: &mut Self::Buffer, data: &[f32]);
+    /// Number of f32 values the buffer holds.
+    fn len(&self, buf: &Self::Buffer) -> usize;
+    /// Copies the first `len` values of `src` into `dst`.
+    fn copy(&self, src: &Self::Buffer, dst: &mut Self::Buffer, len: usize);
+
+    /// C = α·op(A)·op(B) + β·C with op(A) m×k, op(B) k×n, C m×n. With β = 0, C is not read.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &Self::Buffer,
+        trans_a: Transpose,
+        b: &Self::Buffer,
+        trans_b: Transpose,
+        c: &mut Self::Buffer,
+        alpha: f32,
+        beta: f32,
+    );
+    /// x[i, j] ← act(x[i, j] + bias[j]) for a rows×cols matrix.
+    fn bias_activation(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+        act: Activation,
+    );
+    /// grad[i] ← grad[i] · act′ evaluated through the activation's output `y` (ReLU: y > 0,
+    /// sigmoid: y(1 − y)), for the first `len` values.
+    fn activation_backward(
+        &self,
+        grad: &mut Self::Buffer,
+        y: &Self::Buffer,
+        len: usize,
+        act: Activation,
+    );
+    /// out[j] = α·Σᵢ x[i, j] + β·out[j] (the bias gradient of a linear layer).
+    fn column_sums(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+        out: &mut Self::Buffer,
+        alpha: f32,
+        beta: f32,
+    );
+    /// out[i] = Σⱼ x[i, j]² for a rows×cols matrix.
+    fn row_squared_norms(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer);
+    /// y ← y + α·x over the first `len` values.
+    fn axpy(&self, alpha: f32, x: &Self::Buffer, y: &mut Self::Buffer, len: usize);
+    /// Squared error Σ (pred − target)² over the first `len` values, returned to the host, and
+    /// grad = scale · 2 (pred − target).
+    fn squared_error(
+        &self,
+        pred: &Self::Buffer,
+        target: &Self::Buffer,
+        grad: &mut Self::Buffer,
+        len: usize,
+        scale: f32,
+    ) -> f64;
+    /// Fills the first `len` values of `out` with N(0, 1) samples of the counter-based stream
+    /// `key` (see [`standard_normal_at`]).
+    fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
+    /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014):
+    /// `head` is rows×2d holding [μ | log σ²] per row; z = μ + exp(½ log σ²) ⊙ ε.
+    fn reparameterize(
+        &self,
+        head: &Self::Buffer,
+        eps: &Self::Buffer,
+        z: &mut Self::Buffer,
+        rows: usize,
+        latent: usize,
+    );
+    /// Backward of [`Backend::reparameterize`] plus `kl_weight` times the KL divergence to
+    /// N(0, I) summed over every element, KL = −½ Σ (1 + log σ² − μ² − σ²).
+    /// Writes d(head) from d(z) and returns the summed KL (unweighted) to the host.
+    #[allow(clippy::too_many_arguments)]
+    fn reparameterize_backward(
+        &self,
+        head: &Self::Buffer,
+        eps: &Self::Buffer,
+        grad_z: &Self::Buffer,
+        grad_head: &mut Self::Buffer,
+        rows: usize,
+        latent: usize,
+        kl_weight: f32,
+    ) -> f64;
+    /// One Adam update of `param` from `grad`, with moment buffers `m` and `v`.
+    fn adam(
+        &self,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        m: &mut Self::Buffer,
+        v: &mut Self::Buffer,
+        len: usize,
+        step: AdamStep,
+    );
+    /// Whether every one of the first `len` values is finite.
+    fn all_finite(&self, x: &Self::Buffer, len: usize) -> bool;
+}
