@@ -1,1 +1,33 @@
-pub fn x(){}
+//! The MLP VAE of ALIGN-FL: configurable architecture, hand-written backward pass, the reference
+//! loss, Adam, latent priors (standard normal, diagonal GMM) and safetensors checkpoints.
+//!
+//! ```
+//! use tensor_kernels::Cpu;
+//! use vae::{Adam, TrainOptions, Vae, VaeConfig};
+//! use rand::SeedableRng;
+//! let config = VaeConfig { input: 4, encoder: vec![8], latent: 2, decoder: vec![8] };
+//! let mut model = Vae::new(&Cpu::new(), &config, 0)?;
+//! let mut adam = Adam::new(&mut model, 1e-3);
+//! let data = vec![0.5f32; 4 * 10];
+//! let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0);
+//! let loss = model.train_epoch(&data, &TrainOptions::default(), &mut adam, &mut rng, None, None)?;
+//! assert!(loss.total.is_finite());
+//! # Ok::<(), vae::VaeError>(())
+//! ```
+
+mod checkpoint;
+mod config;
+mod error;
+mod mlp;
+mod model;
+mod prior;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use config::{DecoderSpec, VaeConfig};
+pub use error::VaeError;
+pub use mlp::LayerWeights;
+pub use model::{Adam, Decoder, Loss, ProximalAnchor, TrainOptions, Vae, VaeWeights};
+pub use prior::{DiagonalGmm, LatentPrior};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! A stack of linear layers with fused bias + activation, its hand-written backward pass and
+//! the host-side form of its weights.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tensor_kernels::{Activation, Backend, Transpose};
+
+use crate::VaeError;
+
+/// Host copy of one linear layer y = W a + b, W stored out × in (PyTorch's layout).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerWeights {
+    /// Input width.
+    pub in_dim: usize,
+    /// Output width.
+    pub out_dim: usize,
+    /// out_dim × in_dim values, row-major.
+    pub weight: Vec<f32>,
+    /// out_dim values.
+    pub bias: Vec<f32>,
+}
+
+impl LayerWeights {
+    /// PyTorch's `nn.Linear` initialisation: W, b ~ U(−1/√in, 1/√in).
+    pub fn init(in_dim: usize, out_dim: usize, rng: &mut impl Rng) -> Self {
+        let bound = 1.0 / (in_dim as f32).sqrt();
+        LayerWeights {
+            in_dim,
+            out_dim,
+            weight: (0..in_dim * out_dim).map(|_| rng.gen_range(-bound..bound)).collect(),
+            bias: (0..out_dim).map(|_| rng.gen_range(-bound..bound)).collect(),
+        }
+    }
+
+    /// Checks that the stored values match the declared and the expected shape.
+    pub fn check(&self, what: &str, dims: (usize, usize)) -> Result<(), VaeError> {
+        if (self.in_dim, self.out_dim) != dims {
+            return Err(VaeError::ShapeMismatch(format!(
+                "{what} is {}→{}, the architecture says {}→{}",
+                self.in_dim, self.out_dim, dims.0, dims.1
+            )));
+        }
+        if self.weight.len() != self.in_dim * self.out_dim || self.bias.len() != self.out_dim {
+            return Err(VaeError::ShapeMismatch(format!(
+                "{what} declares {}→{} but holds {} weights and {} biases",
+                self.in_dim,
+                self.out_dim,
+                self.weight.len(),
+                self.bias.len()
+            )));
+        }
+        if !self.weight.iter().chain(&self.bias).all(|v| v.is_finite()) {
+            return Err(VaeError::ShapeMismatch(format!("{what} holds non-finite values")));
+        }
+        Ok(())
+    }
+}
+
+struct Linear<B: Backend> {
+    in_dim: usize,
+    out_dim: usize,
+    weight: B::Buffer,
+    bias: B::Buffer,
+    grad_weight: B::Buffer,
+    grad_bias: B::Buffer,
+}
+
+/// An MLP on backend `B` with per-layer activations and a workspace sized for `capacity` rows.
+pub struct Mlp<B: Backend> {
+    backend: B,
+    layers: Vec<Linear<B>>,
+    acts: Vec<Activation>,
+    /// Post-activation output of each layer.
+    outputs: Vec<B::Buffer>,
+    /// Gradient with respect to each layer's output (then, in place, its pre-activation).
+    deltas: Vec<B::Buffer>,
+    capacity: usize,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Builds an MLP from host weights; `acts[l]` follows layer l.
+    pub fn from_weights(backend: &B, weights: &[LayerWeights], acts: Vec<Activation>) -> Self {
+        assert_eq!(weights.len(), acts.len(), "one activation per layer");
+        let layers = weights
+            .iter()
+            .map(|w| Linear {
+                in_dim: w.in_dim,
+                out_dim: w.out_dim,
+                weight: backend.upload(&w.weight),
+                bias: backend.upload(&w.bias),
+                grad_weight: backend.zeros(w.weight.len()),
+                grad_bias: backend.zeros(w.bias.len()),
+            })
+            .collect();
+        Mlp { backend: backend.clone(), layers, acts, outputs: Vec::new(), deltas: Vec::new(), capacity: 0 }
+    }
+
+    /// Host copy of the weights.
+    pub fn weights(&self) -> Vec<LayerWeights> {
+        self.layers
+            .iter()
+            .map(|l| LayerWeights {
+                in_dim: l.in_dim,
+                out_dim: l.out_dim,
+                weight: self.backend.download(&l.weight),
+                bias: self.backend.download(&l.bias),
+            })
+            .collect()
+    }
+
+    /// Overwrites the weights (shapes must already match).
+    pub fn set_weights(&mut self, weights: &[LayerWeights]) {
+        for (l, w) in self.layers.iter_mut().zip(weights) {
+            self.backend.write(&mut l.weight, &w.weight);
+            self.backend.write(&mut l.bias, &w.bias);
+        }
+    }
+
+    fn ensure_capacity(&mut self, rows: usize) {
+        if rows <= self.capacity {
+            return;
+        }
+        let b = &self.backend;
+        self.outputs = self.layers.iter().map(|l| b.zeros(rows * l.out_dim)).collect();
+        self.deltas = self.layers.iter().map(|l| b.zeros(rows * l.out_dim)).collect();
+        self.capacity = rows;
+    }
+
+    /// Forward pass of `rows` rows of `input`; the result is in [`Mlp::output`].
+    pub fn forward(&mut self, input: &B::Buffer, rows: usize) {
+        self.ensure_capacity(rows);
+        for l in 0..self.layers.len() {
+            let (before, after) = self.outputs.split_at_mut(l);
+            let a = if l == 0 { input } else { &before[l - 1] };
+            let layer = &self.layers[l];
+            let out = &mut after[0];
+            self.backend.gemm(
+                rows,
+                layer.out_dim,
+                layer.in_dim,
+                a,
+                Transpose::No,
+                &layer.weight,
+                Transpose::Yes,
+                out,
+                1.0,
+                0.0,
+            );
+            self.backend.bias_activation(out, &layer.bias, rows, layer.out_dim, self.acts[l]);
+        }
+    }
+
+    /// Output of the last forward pass.
+    pub fn output(&self) -> &B::Buffer {
+        self.outputs.last().expect("forward was called")
+    }
+
+    /// Output of the last forward pass and the buffer for the loss gradient with respect to it.
+    pub fn output_and_grad(&mut self) -> (&B::Buffer, &mut B::Buffer) {
+        (self.outputs.last().expect("forward was called"), self.deltas.last_mut().expect("forward was called"))
+    }
+
+    /// Backward pass after [`Mlp::forward`] on the same `input`, with the gradient with respect to
+    /// the output already in place ([`Mlp::output_and_grad`]). Writes the parameter gradients when
+    /// `param_grads` (overwriting them), and the gradient with respect to the input into
+    /// `input_grad` when given.
+    pub fn backward(&mut self, input: &B::Buffer, rows: usize, param_grads: bool, mut input_grad: Option<&mut B::Buffer>) {
+        let b = &self.backend;
+        let n = self.layers.len();
+        for l in (0..n).rev() {
+            let layer = &mut self.layers[l];
+            let (d_before, d_after) = self.deltas.split_at_mut(l);
+            let delta = &mut d_after[0];
+            b.activation_backward(delta, &self.outputs[l], rows * layer.out_dim, self.acts[l]);
+            let a = if l == 0 { input } else { &self.outputs[l - 1] };
+            if param_grads {
+                // ∂W = δᵀ a, ∂b = Σ_rows δ.
+                b.gemm(
+                    layer.out_dim,
+                    layer.in_dim,
+                    rows,
+                    delta,
+                    Transpose::Yes,
+                    a,
+                    Transpose::No,
+                    &mut layer.grad_weight,
+                    1.0,
+                    0.0,
+                );
+                b.column_sums(delta, rows, layer.out_dim, &mut layer.grad_bias, 1.0, 0.0);
+            }
+            // ∂a = δ W, into the previous layer's delta or the caller's input gradient.
+            let target = if l > 0 { Some(&mut d_before[l - 1]) } else { input_grad.as_deref_mut() };
+            if let Some(target) = target {
+                b.gemm(rows, layer.in_dim, layer.out_dim, delta, Transpose::No, &layer.weight, Transpose::No, target, 1.0, 0.0);
+            }
+        }
+    }
+
+    /// Visits (parameter, gradient, length) of every weight and bias in a fixed order.
+    pub fn for_each_param(&mut self, mut f: impl FnMut(&mut B::Buffer, &mut B::Buffer, usize)) {
+        for l in &mut self.layers {
+            let (wl, bl) = (l.in_dim * l.out_dim, l.out_dim);
+            f(&mut l.weight, &mut l.grad_weight, wl);
+            f(&mut l.bias, &mut l.grad_bias, bl);
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+}

@@ -1,0 +1,430 @@
+//! The VAE (Kingma & Welling 2014) with the ALIGN-FL reference loss: Σ_pixels (x̂ − x)² averaged
+//! over the batch, plus β · KL where KL = −½ · mean over batch and latent dims of
+//! (1 + log σ² − μ² − σ²).
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use tensor_kernels::{Activation, AdamStep, Backend, NoiseKey};
+
+use crate::mlp::{LayerWeights, Mlp};
+use crate::{DecoderSpec, VaeConfig, VaeError};
+
+/// Rows processed at once when encoding or decoding many samples.
+const CHUNK_ROWS: usize = 5000;
+
+fn activations(layers: usize, last: Activation) -> Vec<Activation> {
+    let mut acts = vec![Activation::Relu; layers];
+    acts[layers - 1] = last;
+    acts
+}
+
+fn check_layers(what: &str, weights: &[LayerWeights], dims: &[(usize, usize)]) -> Result<(), VaeError> {
+    if weights.len() != dims.len() {
+        return Err(VaeError::ShapeMismatch(format!(
+            "{what} has {} layers, the architecture says {}",
+            weights.len(),
+            dims.len()
+        )));
+    }
+    for (l, (w, &d)) in weights.iter().zip(dims).enumerate() {
+        w.check(&format!("{what} layer {l}"), d)?;
+    }
+    Ok(())
+}
+
+/// A decoder z → image (ReLU hidden layers, sigmoid output).
+pub struct Decoder<B: Backend> {
+    spec: DecoderSpec,
+    mlp: Mlp<B>,
+    latents: B::Buffer,
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Builds a decoder from host weights, checking them against `spec`.
+    pub fn from_weights(backend: &B, spec: &DecoderSpec, weights: &[LayerWeights]) -> Result<Self, VaeError> {
+        spec.validate()?;
+        check_layers("decoder", weights, &spec.dims())?;
+        let mlp = Mlp::from_weights(backend, weights, activations(weights.len(), Activation::Sigmoid));
+        Ok(Decoder { spec: spec.clone(), mlp, latents: backend.zeros(0) })
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &DecoderSpec {
+        &self.spec
+    }
+
+    /// Host copy of the weights.
+    pub fn weights(&self) -> Vec<LayerWeights> {
+        self.mlp.weights()
+    }
+
+    fn upload_latents(&mut self, z: &[f32]) {
+        let b = self.mlp.backend();
+        if b.len(&self.latents) < z.len() {
+            self.latents = b.zeros(z.len());
+        }
+        b.write(&mut self.latents, z);
+    }
+
+    /// Decodes `z` (n × latent) into n × output values in [0, 1].
+    pub fn decode(&mut self, z: &[f32]) -> Vec<f32> {
+        let d = self.spec.latent;
+        let mut out = Vec::with_capacity(z.len() / d * self.spec.output);
+        for chunk in z.chunks(CHUNK_ROWS * d) {
+            let rows = chunk.len() / d;
+            self.upload_latents(chunk);
+            self.mlp.forward(&self.latents, rows);
+            let y = self.mlp.backend().download(self.mlp.output());
+            out.extend_from_slice(&y[..rows * self.spec.output]);
+        }
+        out
+    }
+
+    /// g(z) = ∂(Σⱼ decoder(z)ⱼ)/∂z for each row of `z` (n × latent): the quantity whose norm the
+    /// ALIGN-FL Lipschitz estimate and gradient penalty use.
+    pub fn output_sum_gradient(&mut self, z: &[f32]) -> Vec<f32> {
+        let d = self.spec.latent;
+        let mut out = Vec::with_capacity(z.len());
+        let mut grad = self.mlp.backend().zeros(CHUNK_ROWS.min(z.len() / d.max(1)).max(1) * d);
+        for chunk in z.chunks(CHUNK_ROWS * d) {
+            let rows = chunk.len() / d;
+            self.upload_latents(chunk);
+            self.mlp.forward(&self.latents, rows);
+            let ones = vec![1.0; rows * self.spec.output];
+            let b = self.mlp.backend().clone();
+            b.write(self.mlp.output_and_grad().1, &ones);
+            self.mlp.backward(&self.latents, rows, false, Some(&mut grad));
+            out.extend_from_slice(&b.download(&grad)[..rows * d]);
+        }
+        out
+    }
+}
+
+/// Host copy of a whole VAE's weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VaeWeights {
+    /// Encoder layers, the last being the [μ | log σ²] head.
+    pub encoder: Vec<LayerWeights>,
+    /// Decoder layers.
+    pub decoder: Vec<LayerWeights>,
+}
+
+impl VaeWeights {
+    /// Fresh weights with PyTorch's default initialisation.
+    pub fn init(config: &VaeConfig, rng: &mut impl Rng) -> Self {
+        VaeWeights {
+            encoder: config.encoder_dims().iter().map(|&(i, o)| LayerWeights::init(i, o, rng)).collect(),
+            decoder: config.decoder_spec().dims().iter().map(|&(i, o)| LayerWeights::init(i, o, rng)).collect(),
+        }
+    }
+
+    /// Checks every layer against `config`.
+    pub fn check(&self, config: &VaeConfig) -> Result<(), VaeError> {
+        check_layers("encoder", &self.encoder, &config.encoder_dims())?;
+        check_layers("decoder", &self.decoder, &config.decoder_spec().dims())
+    }
+
+    /// Every layer, encoder first.
+    pub fn layers(&self) -> impl Iterator<Item = &LayerWeights> {
+        self.encoder.iter().chain(&self.decoder)
+    }
+
+    /// Every layer, mutably, encoder first.
+    pub fn layers_mut(&mut self) -> impl Iterator<Item = &mut LayerWeights> {
+        self.encoder.iter_mut().chain(&mut self.decoder)
+    }
+}
+
+/// Optimiser settings of local training.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainOptions {
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// β, the weight of the KL term.
+    pub kl_weight: f32,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions { batch_size: 128, learning_rate: 1e-3, kl_weight: 0.1 }
+    }
+}
+
+/// Loss of one step (or the sample-weighted mean over an epoch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Loss {
+    /// Σ_pixels squared error, averaged over the batch.
+    pub reconstruction: f64,
+    /// KL averaged over batch and latent dims.
+    pub kl: f64,
+    /// reconstruction + β · kl.
+    pub total: f64,
+}
+
+/// Adam state for one model (moments per parameter, step count).
+pub struct Adam<B: Backend> {
+    learning_rate: f32,
+    m: Vec<B::Buffer>,
+    v: Vec<B::Buffer>,
+    t: u64,
+}
+
+impl<B: Backend> Adam<B> {
+    /// Fresh state (zero moments) for `vae`.
+    pub fn new(vae: &mut Vae<B>, learning_rate: f32) -> Self {
+        let b = vae.backend.clone();
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        vae.for_each_param(|_, _, len| {
+            m.push(b.zeros(len));
+            v.push(b.zeros(len));
+        });
+        Adam { learning_rate, m, v, t: 0 }
+    }
+
+    /// Applies one update from the gradients currently held by `vae`.
+    pub fn step(&mut self, vae: &mut Vae<B>) {
+        self.t += 1;
+        let b = vae.backend.clone();
+        let step = AdamStep::new(self.learning_rate, self.t);
+        let (m, v) = (&mut self.m, &mut self.v);
+        let mut i = 0;
+        vae.for_each_param(|p, g, len| {
+            b.adam(p, g, &mut m[i], &mut v[i], len, step);
+            i += 1;
+        });
+    }
+}
+
+/// A copy of reference parameters for FedProx's proximal term μ/2 ‖w − w_ref‖² (Li et al. 2020).
+pub struct ProximalAnchor<B: Backend> {
+    params: Vec<B::Buffer>,
+    mu: f32,
+}
+
+impl<B: Backend> ProximalAnchor<B> {
+    /// Anchors at the current parameters of `vae`.
+    pub fn new(vae: &mut Vae<B>, mu: f32) -> Self {
+        let b = vae.backend.clone();
+        let mut params = Vec::new();
+        vae.for_each_param(|p, _, len| {
+            let mut copy = b.zeros(len);
+            b.copy(p, &mut copy, len);
+            params.push(copy);
+        });
+        ProximalAnchor { params, mu }
+    }
+
+    /// grad += μ (w − w_ref) for every parameter.
+    fn apply(&self, vae: &mut Vae<B>) {
+        let b = vae.backend.clone();
+        let mut i = 0;
+        vae.for_each_param(|p, g, len| {
+            b.axpy(self.mu, p, g, len);
+            b.axpy(-self.mu, &self.params[i], g, len);
+            i += 1;
+        });
+    }
+}
+
+/// An MLP VAE on backend `B`.
+pub struct Vae<B: Backend> {
+    backend: B,
+    config: VaeConfig,
+    encoder: Mlp<B>,
+    decoder: Decoder<B>,
+    input: B::Buffer,
+    eps: B::Buffer,
+    z: B::Buffer,
+    grad_z: B::Buffer,
+    capacity: usize,
+    noise: NoiseKey,
+    steps: u64,
+}
+
+impl<B: Backend> Vae<B> {
+    /// A freshly initialised VAE; `seed` fixes the initial weights and the reparameterisation
+    /// noise stream.
+    pub fn new(backend: &B, config: &VaeConfig, seed: u64) -> Result<Self, VaeError> {
+        config.validate()?;
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        Self::from_weights(backend, config, &VaeWeights::init(config, &mut rng), seed)
+    }
+
+    /// A VAE holding `weights` (checked against `config`); `noise_seed` fixes the
+    /// reparameterisation noise stream.
+    pub fn from_weights(backend: &B, config: &VaeConfig, weights: &VaeWeights, noise_seed: u64) -> Result<Self, VaeError> {
+        config.validate()?;
+        weights.check(config)?;
+        let encoder = Mlp::from_weights(backend, &weights.encoder, activations(weights.encoder.len(), Activation::Identity));
+        let decoder = Decoder::from_weights(backend, &config.decoder_spec(), &weights.decoder)?;
+        Ok(Vae {
+            backend: backend.clone(),
+            config: config.clone(),
+            encoder,
+            decoder,
+            input: backend.zeros(0),
+            eps: backend.zeros(0),
+            z: backend.zeros(0),
+            grad_z: backend.zeros(0),
+            capacity: 0,
+            noise: NoiseKey { seed: noise_seed, stream: 1, offset: 0 },
+            steps: 0,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &VaeConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The decoder.
+    pub fn decoder(&mut self) -> &mut Decoder<B> {
+        &mut self.decoder
+    }
+
+    /// Host copy of all weights.
+    pub fn weights(&self) -> VaeWeights {
+        VaeWeights { encoder: self.encoder.weights(), decoder: self.decoder.mlp.weights() }
+    }
+
+    /// Replaces all weights (checked against the architecture).
+    pub fn set_weights(&mut self, weights: &VaeWeights) -> Result<(), VaeError> {
+        weights.check(&self.config)?;
+        self.encoder.set_weights(&weights.encoder);
+        self.decoder.mlp.set_weights(&weights.decoder);
+        Ok(())
+    }
+
+    /// Visits (parameter, gradient, length) of every parameter, encoder first.
+    pub fn for_each_param(&mut self, mut f: impl FnMut(&mut B::Buffer, &mut B::Buffer, usize)) {
+        self.encoder.for_each_param(&mut f);
+        self.decoder.mlp.for_each_param(&mut f);
+    }
+
+    fn ensure_capacity(&mut self, rows: usize) {
+        if rows > self.capacity {
+            let b = &self.backend;
+            self.input = b.zeros(rows * self.config.input);
+            self.eps = b.zeros(rows * self.config.latent);
+            self.z = b.zeros(rows * self.config.latent);
+            self.grad_z = b.zeros(rows * self.config.latent);
+            self.capacity = rows;
+        }
+    }
+
+    /// Forward and backward pass on one batch (`x`: rows × input, host memory), leaving the
+    /// gradients of the reference loss in the parameter gradients. When `latents` is given, the
+    /// sampled z of every row is appended to it.
+    pub fn forward_backward(&mut self, x: &[f32], kl_weight: f32, latents: Option<&mut Vec<f32>>) -> Loss {
+        let (input_dim, d) = (self.config.input, self.config.latent);
+        let rows = x.len() / input_dim;
+        self.ensure_capacity(rows);
+        let b = self.backend.clone();
+        b.write(&mut self.input, x);
+        self.encoder.forward(&self.input, rows);
+        b.fill_standard_normal(&mut self.eps, rows * d, self.noise);
+        self.noise.offset += (rows * d) as u64;
+        b.reparameterize(self.encoder.output(), &self.eps, &mut self.z, rows, d);
+        if let Some(l) = latents {
+            l.extend_from_slice(&b.download(&self.z)[..rows * d]);
+        }
+        self.decoder.mlp.forward(&self.z, rows);
+        let (x_hat, grad) = self.decoder.mlp.output_and_grad();
+        let squared = b.squared_error(x_hat, &self.input, grad, rows * input_dim, 1.0 / rows as f32);
+        self.decoder.mlp.backward(&self.z, rows, true, Some(&mut self.grad_z));
+        let (head, grad_head) = self.encoder.output_and_grad();
+        let kl_sum = b.reparameterize_backward(head, &self.eps, &self.grad_z, grad_head, rows, d, kl_weight / (rows * d) as f32);
+        self.encoder.backward(&self.input, rows, true, None);
+        let reconstruction = squared / rows as f64;
+        let kl = kl_sum / (rows * d) as f64;
+        Loss { reconstruction, kl, total: reconstruction + f64::from(kl_weight) * kl }
+    }
+
+    /// One optimiser step on one batch; errors if the loss is not finite.
+    pub fn train_step(
+        &mut self,
+        x: &[f32],
+        options: &TrainOptions,
+        adam: &mut Adam<B>,
+        proximal: Option<&ProximalAnchor<B>>,
+        latents: Option<&mut Vec<f32>>,
+    ) -> Result<Loss, VaeError> {
+        let loss = self.forward_backward(x, options.kl_weight, latents);
+        self.steps += 1;
+        if !loss.total.is_finite() {
+            return Err(VaeError::NonFinite { what: "loss", step: self.steps });
+        }
+        if let Some(anchor) = proximal {
+            anchor.apply(self);
+        }
+        adam.step(self);
+        Ok(loss)
+    }
+
+    /// One epoch over `data` (n × input, host memory) in shuffled mini-batches; returns the
+    /// sample-weighted mean loss. Errors if the loss or any parameter becomes non-finite.
+    pub fn train_epoch(
+        &mut self,
+        data: &[f32],
+        options: &TrainOptions,
+        adam: &mut Adam<B>,
+        rng: &mut impl Rng,
+        proximal: Option<&ProximalAnchor<B>>,
+        mut latents: Option<&mut Vec<f32>>,
+    ) -> Result<Loss, VaeError> {
+        let input = self.config.input;
+        let n = data.len() / input;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(rng);
+        let mut batch = Vec::with_capacity(options.batch_size * input);
+        let mut sum = Loss::default();
+        for rows in order.chunks(options.batch_size.max(1)) {
+            batch.clear();
+            rows.iter().for_each(|&i| batch.extend_from_slice(&data[i * input..(i + 1) * input]));
+            let loss = self.train_step(&batch, options, adam, proximal, latents.as_deref_mut())?;
+            let w = rows.len() as f64;
+            sum.reconstruction += w * loss.reconstruction;
+            sum.kl += w * loss.kl;
+            sum.total += w * loss.total;
+        }
+        let mut finite = true;
+        let b = self.backend.clone();
+        self.for_each_param(|p, _, len| finite &= b.all_finite(p, len));
+        if !finite {
+            return Err(VaeError::NonFinite { what: "a parameter", step: self.steps });
+        }
+        let n = n.max(1) as f64;
+        Ok(Loss { reconstruction: sum.reconstruction / n, kl: sum.kl / n, total: sum.total / n })
+    }
+
+    /// The encoder's mean μ for each row of `x` (n × input): n × latent values.
+    pub fn encode_mean(&mut self, x: &[f32]) -> Vec<f32> {
+        let (input, d) = (self.config.input, self.config.latent);
+        let mut out = Vec::with_capacity(x.len() / input * d);
+        for chunk in x.chunks(CHUNK_ROWS * input) {
+            let rows = chunk.len() / input;
+            self.ensure_capacity(rows);
+            self.backend.write(&mut self.input, chunk);
+            self.encoder.forward(&self.input, rows);
+            let head = self.backend.download(self.encoder.output());
+            for r in 0..rows {
+                out.extend_from_slice(&head[r * 2 * d..r * 2 * d + d]);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,156 @@
+//! Gradient checks and round trips for the VAE.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tensor_kernels::Cpu;
+
+use crate::*;
+
+fn tiny() -> VaeConfig {
+    VaeConfig { input: 6, encoder: vec![5, 4], latent: 2, decoder: vec![4, 5] }
+}
+
+fn data(rows: usize, input: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * input).map(|_| rng.gen_range(0.0..1.0)).collect()
+}
+
+/// Loss of a fresh model holding `w` (same noise stream every time).
+fn loss_at(config: &VaeConfig, w: &VaeWeights, x: &[f32], beta: f32) -> f64 {
+    let mut m = Vae::from_weights(&Cpu::new(), config, w, 9).unwrap();
+    m.forward_backward(x, beta, None).total
+}
+
+fn analytic_grads(config: &VaeConfig, w: &VaeWeights, x: &[f32], beta: f32) -> Vec<Vec<f32>> {
+    let mut m = Vae::from_weights(&Cpu::new(), config, w, 9).unwrap();
+    m.forward_backward(x, beta, None);
+    let mut grads = Vec::new();
+    m.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
+    grads
+}
+
+#[test]
+fn backward_matches_finite_differences() {
+    let config = tiny();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let w = VaeWeights::init(&config, &mut rng);
+    let x = data(3, 6, 2);
+    let beta = 0.7;
+    let grads = analytic_grads(&config, &w, &x, beta);
+    let h = 1e-3f32;
+    let mut checked = 0;
+    let mut p = 0;
+    for l in 0..w.encoder.len() + w.decoder.len() {
+        for (is_bias, len) in [(false, w.layers().nth(l).unwrap().weight.len()), (true, w.layers().nth(l).unwrap().bias.len())] {
+            for i in 0..len {
+                let perturbed = |delta: f32| {
+                    let mut w2 = w.clone();
+                    let layer = w2.layers_mut().nth(l).unwrap();
+                    let v = if is_bias { &mut layer.bias[i] } else { &mut layer.weight[i] };
+                    *v += delta;
+                    loss_at(&config, &w2, &x, beta)
+                };
+                let fd = ((perturbed(h) - perturbed(-h)) / (2.0 * f64::from(h))) as f32;
+                let an = grads[p][i];
+                assert!(
+                    (fd - an).abs() <= 2e-2 * fd.abs().max(an.abs()) + 2e-3,
+                    "layer {l} {} [{i}]: finite difference {fd}, backward {an}",
+                    if is_bias { "bias" } else { "weight" }
+                );
+                checked += 1;
+            }
+            p += 1;
+        }
+    }
+    assert_eq!(checked, config.parameter_count());
+}
+
+#[test]
+fn decoder_output_sum_gradient_matches_finite_differences() {
+    let config = tiny();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let w = VaeWeights::init(&config, &mut rng);
+    let mut dec = Decoder::from_weights(&Cpu::new(), &config.decoder_spec(), &w.decoder).unwrap();
+    let z = vec![0.3f32, -0.7, 1.2, 0.4];
+    let g = dec.output_sum_gradient(&z);
+    for i in 0..z.len() {
+        let row = i / 2;
+        let sum_at = |dec: &mut Decoder<Cpu>, d: f32| {
+            let mut z2 = z.clone();
+            z2[i] += d;
+            dec.decode(&z2)[row * 6..(row + 1) * 6].iter().map(|&v| f64::from(v)).sum::<f64>()
+        };
+        let fd = ((sum_at(&mut dec, 1e-3) - sum_at(&mut dec, -1e-3)) / 2e-3) as f32;
+        assert!((fd - g[i]).abs() < 1e-3, "z[{i}]: fd {fd}, analytic {}", g[i]);
+    }
+}
+
+#[test]
+fn training_reduces_the_loss() {
+    let config = VaeConfig { input: 16, encoder: vec![32], latent: 2, decoder: vec![32] };
+    let mut m = Vae::new(&Cpu::new(), &config, 5).unwrap();
+    let mut adam = Adam::new(&mut m, 1e-2);
+    // Two clusters of binary-ish patterns.
+    let x: Vec<f32> = (0..256).flat_map(|i| (0..16).map(move |j| if (j < 8) == (i % 2 == 0) { 0.9 } else { 0.1 })).collect();
+    let opts = TrainOptions { batch_size: 32, learning_rate: 1e-2, kl_weight: 0.1 };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let first = m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
+    let mut last = first;
+    for _ in 0..30 {
+        last = m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
+    }
+    assert!(last.reconstruction < 0.25 * first.reconstruction, "{first:?} → {last:?}");
+    // The two clusters separate in latent space.
+    let mu = m.encode_mean(&x);
+    let d = ((mu[0] - mu[2]).powi(2) + (mu[1] - mu[3]).powi(2)).sqrt();
+    assert!(d > 0.5, "cluster means only {d} apart");
+}
+
+#[test]
+fn proximal_term_pulls_towards_the_anchor() {
+    let config = tiny();
+    let x = data(8, 6, 4);
+    let opts = TrainOptions { batch_size: 8, learning_rate: 1e-2, kl_weight: 0.1 };
+    let distance = |mu: f32| {
+        let mut m = Vae::new(&Cpu::new(), &config, 1).unwrap();
+        let start = m.weights();
+        let anchor = ProximalAnchor::new(&mut m, mu);
+        let mut adam = Adam::new(&mut m, 1e-2);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for _ in 0..50 {
+            m.train_epoch(&x, &opts, &mut adam, &mut rng, Some(&anchor), None).unwrap();
+        }
+        m.weights().layers().zip(start.layers()).map(|(a, b)| a.weight.iter().zip(&b.weight).map(|(p, q)| (p - q).powi(2)).sum::<f32>()).sum::<f32>()
+    };
+    assert!(distance(10.0) < 0.5 * distance(0.0));
+}
+
+#[test]
+fn checkpoint_round_trip_and_rejection() {
+    let config = tiny();
+    let m = Vae::new(&Cpu::new(), &config, 2).unwrap();
+    let dir = std::env::temp_dir().join(format!("vae-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    save_checkpoint(&path, &config, &m.weights()).unwrap();
+    let (c2, w2) = load_checkpoint(&path).unwrap();
+    assert_eq!(c2, config);
+    assert_eq!(w2, m.weights());
+    std::fs::write(&path, b"garbage").unwrap();
+    assert!(load_checkpoint(&path).unwrap_err().to_string().contains("m.safetensors"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn mismatched_weights_are_rejected() {
+    let config = tiny();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut w = VaeWeights::init(&config, &mut rng);
+    w.decoder[1].weight.pop();
+    let e = Decoder::from_weights(&Cpu::new(), &config.decoder_spec(), &w.decoder).err().unwrap();
+    assert!(e.to_string().contains("decoder layer 1"), "{e}");
+    let other = VaeConfig { latent: 3, ..tiny() };
+    let w = VaeWeights::init(&config, &mut rng);
+    assert!(Vae::from_weights(&Cpu::new(), &other, &w, 0).is_err());
+    assert!(VaeConfig { latent: 0, ..tiny() }.validate().is_err());
+}
