@@ -381,6 +381,27 @@ mod tests {
     }
 
     #[test]
+    fn gemm_is_bitwise_identical_across_thread_counts() {
+        // The training-step shapes, large enough for the gemm crate to split the work.
+        let (m, n, k) = (128, 512, 784);
+        let a = random(m * k, 8);
+        let b = random(k * n, 9);
+        let run = |threads: usize, ta: Transpose| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut c = vec![0.0; m * n];
+                Cpu::new().gemm(m, n, k, &a, ta, &b, Transpose::No, &mut c, 1.0, 0.0);
+                c
+            })
+        };
+        for ta in [Transpose::No, Transpose::Yes] {
+            let one = run(1, ta);
+            assert_eq!(one, run(2, ta));
+            assert_eq!(one, run(4, ta));
+        }
+    }
+
+    #[test]
     fn gemm_with_zero_beta_ignores_nan_in_output() {
         let cpu = Cpu::new();
         let mut c = vec![f32::NAN; 4];

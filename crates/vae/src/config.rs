@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::mlp::{check_layers, LayerWeights};
 use crate::VaeError;
 
 /// Architecture of an MLP VAE: input → encoder widths (ReLU) → [μ | log σ²] head → latent →
@@ -67,6 +68,12 @@ impl VaeConfig {
 }
 
 impl DecoderSpec {
+    /// Checks decoder weights (e.g. received from a client) against this architecture.
+    pub fn check_weights(&self, weights: &[LayerWeights]) -> Result<(), VaeError> {
+        self.validate()?;
+        check_layers("decoder", weights, &self.dims())
+    }
+
     /// (in, out) of each decoder layer.
     pub fn dims(&self) -> Vec<(usize, usize)> {
         chain(self.latent, &self.hidden, self.output)

@@ -211,3 +211,18 @@ impl<B: Backend> Mlp<B> {
         &self.backend
     }
 }
+
+/// Checks a stack of layers against the expected (in, out) dimensions.
+pub(crate) fn check_layers(what: &str, weights: &[LayerWeights], dims: &[(usize, usize)]) -> Result<(), VaeError> {
+    if weights.len() != dims.len() {
+        return Err(VaeError::ShapeMismatch(format!(
+            "{what} has {} layers, the architecture says {}",
+            weights.len(),
+            dims.len()
+        )));
+    }
+    for (l, (w, &d)) in weights.iter().zip(dims).enumerate() {
+        w.check(&format!("{what} layer {l}"), d)?;
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use tensor_kernels::{Activation, AdamStep, Backend, NoiseKey};
 
-use crate::mlp::{LayerWeights, Mlp};
+use crate::mlp::{check_layers, LayerWeights, Mlp};
 use crate::{DecoderSpec, VaeConfig, VaeError};
 
 /// Rows processed at once when encoding or decoding many samples.
@@ -18,20 +18,6 @@ fn activations(layers: usize, last: Activation) -> Vec<Activation> {
     let mut acts = vec![Activation::Relu; layers];
     acts[layers - 1] = last;
     acts
-}
-
-fn check_layers(what: &str, weights: &[LayerWeights], dims: &[(usize, usize)]) -> Result<(), VaeError> {
-    if weights.len() != dims.len() {
-        return Err(VaeError::ShapeMismatch(format!(
-            "{what} has {} layers, the architecture says {}",
-            weights.len(),
-            dims.len()
-        )));
-    }
-    for (l, (w, &d)) in weights.iter().zip(dims).enumerate() {
-        w.check(&format!("{what} layer {l}"), d)?;
-    }
-    Ok(())
 }
 
 /// A decoder z → image (ReLU hidden layers, sigmoid output).
@@ -44,8 +30,7 @@ pub struct Decoder<B: Backend> {
 impl<B: Backend> Decoder<B> {
     /// Builds a decoder from host weights, checking them against `spec`.
     pub fn from_weights(backend: &B, spec: &DecoderSpec, weights: &[LayerWeights]) -> Result<Self, VaeError> {
-        spec.validate()?;
-        check_layers("decoder", weights, &spec.dims())?;
+        spec.check_weights(weights)?;
         let mlp = Mlp::from_weights(backend, weights, activations(weights.len(), Activation::Sigmoid));
         Ok(Decoder { spec: spec.clone(), mlp, latents: backend.zeros(0) })
     }

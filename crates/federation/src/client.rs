@@ -1,0 +1,145 @@
+//! A federated client: its private shard, its own VAE (kept across rounds) and local training.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use tensor_kernels::Backend;
+use vae::{Adam, DiagonalGmm, LatentPrior, Loss, ProximalAnchor, TrainOptions, Vae, VaeConfig};
+
+use crate::seeds::{derive_seed, Stream};
+use crate::{ClientUpdate, FederationError, Progress, UpdatePayload};
+
+/// EM iterations allowed when fitting a client's GMM prior.
+const GMM_MAX_ITER: usize = 100;
+
+/// Which latent prior a client fits and uploads with its decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriorKind {
+    /// N(0, I): nothing fitted.
+    StandardNormal,
+    /// Diagonal GMM fitted on every latent drawn during the round's training.
+    Gmm {
+        /// Number of components (the paper: 10).
+        components: usize,
+    },
+}
+
+/// What a client uploads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Upload {
+    /// Decoder plus a prior of this kind (ALIGN-FL).
+    Decoder(PriorKind),
+    /// All parameters (FedAvg / FedProx).
+    FullModel,
+}
+
+/// Where a client's model starts a round.
+#[derive(Clone, Debug)]
+pub enum ClientStart {
+    /// From its own model of the last round (ALIGN-FL's stateful clients).
+    KeepLocal,
+    /// From the server's global weights.
+    FromGlobal(vae::VaeWeights),
+}
+
+/// Local training settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LocalTraining {
+    /// Epochs per round.
+    pub epochs: usize,
+    /// Batch size, learning rate, β.
+    pub options: TrainOptions,
+}
+
+/// The server's instructions for a round.
+#[derive(Clone, Debug)]
+pub struct RoundPlan {
+    /// Starting weights.
+    pub start: ClientStart,
+    /// What to send back.
+    pub upload: Upload,
+    /// FedProx's μ, if any.
+    pub proximal_mu: Option<f32>,
+    /// Local training settings.
+    pub local: LocalTraining,
+}
+
+/// One client.
+pub struct Client<B: Backend> {
+    id: usize,
+    data: Vec<f32>,
+    model: Vae<B>,
+    seed: u64,
+}
+
+impl<B: Backend> Client<B> {
+    /// Client `id` holding `data` (n × input, values in [0, 1]) with a model of `config`
+    /// initialised from the run seed.
+    pub fn new(backend: &B, id: usize, data: Vec<f32>, config: &VaeConfig, seed: u64) -> Result<Self, FederationError> {
+        if data.is_empty() || data.len() % config.input != 0 {
+            return Err(FederationError::Config(format!(
+                "client {id}: {} values are not a whole number of {}-pixel samples",
+                data.len(),
+                config.input
+            )));
+        }
+        let model = Vae::new(backend, config, derive_seed(seed, Stream::ClientInit, id as u64, 0))?;
+        Ok(Client { id, data, model, seed })
+    }
+
+    /// The client's id.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Number of training samples.
+    pub fn num_samples(&self) -> usize {
+        self.data.len() / self.model.config().input
+    }
+
+    /// The client's current model.
+    pub fn model(&mut self) -> &mut Vae<B> {
+        &mut self.model
+    }
+
+    /// Trains locally for one round as `plan` says and builds the update to upload.
+    pub fn fit(&mut self, round: usize, plan: &RoundPlan, progress: &dyn Progress) -> Result<ClientUpdate, FederationError> {
+        let diverged = |source| FederationError::Diverged { round, who: format!("client {}", self.id), source };
+        if let ClientStart::FromGlobal(weights) = &plan.start {
+            self.model.set_weights(weights).map_err(|e| {
+                FederationError::Config(format!("client {}: cannot load the global model ({e}); FedAvg needs one architecture for all", self.id))
+            })?;
+        }
+        let anchor = plan.proximal_mu.map(|mu| ProximalAnchor::new(&mut self.model, mu));
+        let mut adam = Adam::new(&mut self.model, plan.local.options.learning_rate);
+        let id = self.id as u64;
+        let mut rng = ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::ClientShuffle, id, round as u64));
+        let collect = matches!(plan.upload, Upload::Decoder(PriorKind::Gmm { .. }));
+        let mut latents = Vec::new();
+        let mut loss = Loss::default();
+        for epoch in 0..plan.local.epochs {
+            loss = self
+                .model
+                .train_epoch(&self.data, &plan.local.options, &mut adam, &mut rng, anchor.as_ref(), collect.then_some(&mut latents))
+                .map_err(diverged)?;
+            progress.client_epoch(self.id, epoch + 1, plan.local.epochs, &loss);
+        }
+        let config = self.model.config().clone();
+        let payload = match plan.upload {
+            Upload::Decoder(kind) => {
+                let prior = match kind {
+                    PriorKind::StandardNormal => LatentPrior::StandardNormal { dim: config.latent },
+                    PriorKind::Gmm { components } => {
+                        let mut fit_rng = ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::PriorFit, id, round as u64));
+                        LatentPrior::Gmm(
+                            DiagonalGmm::fit(&latents, config.latent, components, GMM_MAX_ITER, &mut fit_rng).map_err(diverged)?,
+                        )
+                    }
+                };
+                UpdatePayload::Decoder { spec: config.decoder_spec(), weights: self.model.weights().decoder, prior }
+            }
+            Upload::FullModel => UpdatePayload::FullModel { config, weights: self.model.weights() },
+        };
+        Ok(ClientUpdate { client_id: self.id, round, num_samples: self.num_samples(), payload, train_loss: loss })
+    }
+}

@@ -1,0 +1,94 @@
+//! What crosses the wire from a client to the server. Encoded with bincode (fixed-width
+//! integers, little-endian, no trailing bytes, a size limit); the encoded length is the uplink
+//! cost reported per round.
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+use vae::{DecoderSpec, LatentPrior, LayerWeights, Loss, VaeConfig, VaeWeights};
+
+use crate::FederationError;
+
+/// Largest update accepted (1 GiB): a length prefix beyond this is treated as corrupt rather
+/// than allocated.
+const MAX_UPDATE_BYTES: u64 = 1 << 30;
+
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(MAX_UPDATE_BYTES)
+}
+
+/// One client's contribution to a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientUpdate {
+    /// Sender.
+    pub client_id: usize,
+    /// 1-based round.
+    pub round: usize,
+    /// Training samples the client holds (FedAvg's weight).
+    pub num_samples: usize,
+    /// The model part being shared.
+    pub payload: UpdatePayload,
+    /// Local training loss of the round's last epoch.
+    pub train_loss: Loss,
+}
+
+/// The model part a client shares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UpdatePayload {
+    /// ALIGN-FL: the decoder and the latent prior to sample it with — nothing else.
+    Decoder {
+        /// Architecture of the decoder.
+        spec: DecoderSpec,
+        /// Its weights.
+        weights: Vec<LayerWeights>,
+        /// Prior over its latent space.
+        prior: LatentPrior,
+    },
+    /// FedAvg / FedProx: every parameter of the VAE.
+    FullModel {
+        /// Architecture.
+        config: VaeConfig,
+        /// Weights.
+        weights: VaeWeights,
+    },
+}
+
+impl ClientUpdate {
+    /// Encodes for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        codec().serialize(self).expect("an in-memory update always serialises")
+    }
+
+    /// Decodes bytes from client `sender` and checks that the contents match the declared
+    /// architecture (layer shapes, finite values, prior dimension).
+    pub fn decode(bytes: &[u8], sender: usize) -> Result<Self, FederationError> {
+        let update: ClientUpdate = codec()
+            .deserialize(bytes)
+            .map_err(|e| FederationError::MalformedUpdate { client: sender, reason: e.to_string() })?;
+        let invalid = |reason: String| FederationError::InvalidUpdate { client: sender, reason };
+        if update.client_id != sender {
+            return Err(invalid(format!("claims to come from client {}", update.client_id)));
+        }
+        match &update.payload {
+            UpdatePayload::Decoder { spec, weights, prior } => {
+                spec.check_weights(weights).map_err(|e| invalid(e.to_string()))?;
+                prior.validate().map_err(|e| invalid(e.to_string()))?;
+                if prior.dim() != spec.latent {
+                    return Err(invalid(format!(
+                        "prior has dimension {} but the decoder takes {} latents",
+                        prior.dim(),
+                        spec.latent
+                    )));
+                }
+            }
+            UpdatePayload::FullModel { config, weights } => {
+                config.validate().map_err(|e| invalid(e.to_string()))?;
+                weights.check(config).map_err(|e| invalid(e.to_string()))?;
+            }
+        }
+        Ok(update)
+    }
+}

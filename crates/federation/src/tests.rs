@@ -1,0 +1,177 @@
+//! Federation tests: wire format, averaging, heterogeneous clients, determinism.
+
+use tensor_kernels::Cpu;
+use vae::{DecoderSpec, LatentPrior, LayerWeights, Loss, TrainOptions, Vae, VaeConfig, VaeWeights};
+
+use crate::*;
+
+fn small() -> VaeConfig {
+    VaeConfig { input: 8, encoder: vec![6], latent: 2, decoder: vec![6] }
+}
+
+fn local() -> LocalTraining {
+    LocalTraining { epochs: 2, options: TrainOptions { batch_size: 8, learning_rate: 1e-2, kl_weight: 0.1 } }
+}
+
+fn shard(k: usize, n: usize) -> Vec<f32> {
+    (0..n * 8).map(|i| ((i * (k + 3)) % 11) as f32 / 10.0).collect()
+}
+
+fn decoder_update() -> ClientUpdate {
+    let mut vae = Vae::new(&Cpu::new(), &small(), 3).unwrap();
+    ClientUpdate {
+        client_id: 2,
+        round: 1,
+        num_samples: 10,
+        payload: UpdatePayload::Decoder {
+            spec: small().decoder_spec(),
+            weights: vae.decoder().weights(),
+            prior: LatentPrior::StandardNormal { dim: 2 },
+        },
+        train_loss: Loss::default(),
+    }
+}
+
+#[test]
+fn update_round_trips_through_bincode() {
+    let u = decoder_update();
+    let bytes = u.encode();
+    assert_eq!(ClientUpdate::decode(&bytes, 2).unwrap(), u);
+}
+
+#[test]
+fn damaged_bytes_are_rejected_with_the_sender_named() {
+    let bytes = decoder_update().encode();
+    for bad in [&bytes[..bytes.len() - 3], &bytes[..10], &[0xffu8; 64][..]] {
+        let e = ClientUpdate::decode(bad, 2).unwrap_err();
+        assert!(matches!(e, FederationError::MalformedUpdate { client: 2, .. }), "{e}");
+    }
+    let mut extra = bytes.clone();
+    extra.push(0);
+    assert!(matches!(ClientUpdate::decode(&extra, 2), Err(FederationError::MalformedUpdate { .. })));
+}
+
+#[test]
+fn shape_and_prior_mismatches_are_rejected() {
+    let mut u = decoder_update();
+    if let UpdatePayload::Decoder { weights, .. } = &mut u.payload {
+        weights[0].weight.pop();
+    }
+    let e = ClientUpdate::decode(&u.encode(), 2).unwrap_err().to_string();
+    assert!(e.contains("client 2") && e.contains("decoder layer 0"), "{e}");
+
+    let mut u = decoder_update();
+    if let UpdatePayload::Decoder { prior, .. } = &mut u.payload {
+        *prior = LatentPrior::StandardNormal { dim: 3 };
+    }
+    assert!(ClientUpdate::decode(&u.encode(), 2).unwrap_err().to_string().contains("prior has dimension 3"));
+
+    let mut u = decoder_update();
+    if let UpdatePayload::Decoder { spec, .. } = &mut u.payload {
+        *spec = DecoderSpec { latent: 2, hidden: vec![7], output: 8 };
+    }
+    assert!(ClientUpdate::decode(&u.encode(), 2).is_err());
+
+    assert!(ClientUpdate::decode(&decoder_update().encode(), 1).unwrap_err().to_string().contains("claims to come from client 2"));
+}
+
+#[test]
+fn weighted_average_is_exact() {
+    let layer = |w: f32, b: f32| LayerWeights { in_dim: 2, out_dim: 1, weight: vec![w, 2.0 * w], bias: vec![b] };
+    let a = VaeWeights { encoder: vec![layer(1.0, 0.0)], decoder: vec![layer(0.0, 4.0)] };
+    let b = VaeWeights { encoder: vec![layer(4.0, 3.0)], decoder: vec![layer(2.0, -4.0)] };
+    let avg = weighted_average(&[(&a, 1), (&b, 2)]);
+    assert_eq!(avg.encoder[0].weight, vec![3.0, 6.0]);
+    assert_eq!(avg.encoder[0].bias, vec![2.0]);
+    assert_eq!(avg.decoder[0].weight, vec![4.0 / 3.0, 8.0 / 3.0]);
+    assert!((avg.decoder[0].bias[0] - (-4.0 / 3.0)).abs() < 1e-6);
+}
+
+fn align_fl(configs: &[VaeConfig], global: &VaeConfig, seed: u64) -> Federation<Cpu> {
+    let cpu = Cpu::new();
+    let clients = configs
+        .iter()
+        .enumerate()
+        .map(|(k, c)| Client::new(&cpu, k, shard(k, 40), c, seed).unwrap())
+        .collect();
+    let settings = AlignFlSettings {
+        synthetic_samples: 30,
+        server_epochs: 2,
+        server_training: local().options,
+        prior: PriorKind::Gmm { components: 3 },
+        local: local(),
+    };
+    let strategy = AlignFl::new(Vae::new(&cpu, global, derive_seed(seed, Stream::GlobalInit, 0, 0)).unwrap(), settings, seed);
+    Federation::new(clients, Box::new(strategy)).unwrap()
+}
+
+#[test]
+fn heterogeneous_architectures_run_under_align_fl() {
+    let configs = [
+        small(),
+        VaeConfig { input: 8, encoder: vec![12, 5], latent: 3, decoder: vec![4] },
+        VaeConfig { input: 8, encoder: vec![3], latent: 1, decoder: vec![9, 9] },
+    ];
+    let global = VaeConfig { input: 8, encoder: vec![10], latent: 2, decoder: vec![10] };
+    let mut fed = align_fl(&configs, &global, 1);
+    let before = fed.global_model().weights();
+    for round in 1..=2 {
+        let out = fed.run_round(&Silent).unwrap();
+        assert_eq!(out.round, round);
+        assert_eq!(out.server.synthetic_samples, 90);
+        assert!(out.uplink_bytes > 0);
+    }
+    assert_ne!(fed.global_model().weights(), before);
+}
+
+#[test]
+fn fedavg_rejects_heterogeneous_clients() {
+    let cpu = Cpu::new();
+    let other = VaeConfig { decoder: vec![7], ..small() };
+    let clients = vec![
+        Client::new(&cpu, 0, shard(0, 16), &small(), 1).unwrap(),
+        Client::new(&cpu, 1, shard(1, 16), &other, 1).unwrap(),
+    ];
+    let strategy = FedAvg::new(Vae::new(&cpu, &small(), 0).unwrap(), local());
+    let mut fed = Federation::new(clients, Box::new(strategy)).unwrap();
+    let e = fed.run_round(&Silent).unwrap_err().to_string();
+    assert!(e.contains("client 1"), "{e}");
+}
+
+#[test]
+fn fedavg_global_is_the_weighted_mean_of_client_models() {
+    let cpu = Cpu::new();
+    let clients = vec![
+        Client::new(&cpu, 0, shard(0, 16), &small(), 1).unwrap(),
+        Client::new(&cpu, 1, shard(1, 48), &small(), 1).unwrap(),
+    ];
+    let strategy = FedAvg::fedprox(Vae::new(&cpu, &small(), 0).unwrap(), local(), 0.01);
+    let mut fed = Federation::new(clients, Box::new(strategy)).unwrap();
+    assert_eq!(fed.strategy_name(), "fedprox");
+    fed.run_round(&Silent).unwrap();
+    let w0 = fed.clients_mut()[0].model().weights();
+    let w1 = fed.clients_mut()[1].model().weights();
+    let want = weighted_average(&[(&w0, 16), (&w1, 48)]);
+    assert_eq!(fed.global_model().weights(), want);
+}
+
+fn run_with_threads(threads: usize) -> VaeWeights {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let mut fed = align_fl(&[small(), small(), small()], &small(), 42);
+        fed.run_round(&Silent).unwrap();
+        fed.run_round(&Silent).unwrap();
+        fed.global_model().weights()
+    })
+}
+
+#[test]
+fn results_depend_on_the_seed_not_the_thread_count() {
+    let one = run_with_threads(1);
+    assert_eq!(one, run_with_threads(2));
+    assert_eq!(one, run_with_threads(3));
+    let mut other = align_fl(&[small(), small(), small()], &small(), 43);
+    other.run_round(&Silent).unwrap();
+    other.run_round(&Silent).unwrap();
+    assert_ne!(one, other.global_model().weights());
+}
