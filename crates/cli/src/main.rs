@@ -1,1 +1,238 @@
-fn main(){}
+//! `align-fl`: the command-line front end. `run` executes an experiment from a TOML config with
+//! flag overrides; `data` fetches, verifies and subsets the datasets.
+
+mod config;
+mod progress;
+mod report;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use config::{DatasetName, ExperimentConfig, StrategyName};
+
+#[derive(Parser)]
+#[command(
+    name = "align-fl",
+    version,
+    about = "Federated learning across disjoint clients with shared decoders (ALIGN-FL)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment: local VAEs, decoder uploads, a global VAE, a report.
+    Run(RunArgs),
+    /// Fetch, verify or subset the datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Experiment config (TOML); without one, the paper protocol's defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Main strategy.
+    #[arg(long, value_enum)]
+    strategy: Option<StrategyName>,
+    /// Baselines to compare against, comma-separated, or "none".
+    #[arg(long, value_delimiter = ',')]
+    compare: Option<Vec<String>>,
+    /// Federated rounds.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Number of clients (the first N class pairs).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Primary dataset.
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetName>,
+    /// Data directory (default: config's data_dir, then $ALIGN_FL_DATA, then ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output directory for report.json, report.md, figures and checkpoints.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// Seed of every random stream.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Local epochs per round.
+    #[arg(long)]
+    local_epochs: Option<usize>,
+    /// Synthetic samples per client per round (ALIGN-FL server).
+    #[arg(long)]
+    synthetic_samples: Option<usize>,
+    /// Server epochs per round (ALIGN-FL).
+    #[arg(long)]
+    server_epochs: Option<usize>,
+    /// β (λ_KL) of ALIGN-FL clients and server.
+    #[arg(long)]
+    lambda_kl: Option<f32>,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Put the dataset files into the data directory (download, or copy with --from).
+    Fetch {
+        /// Which dataset; both when omitted.
+        #[arg(long, value_enum)]
+        dataset: Option<DatasetName>,
+        /// Data directory (default: $ALIGN_FL_DATA, then ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Copy from this local directory instead of downloading
+        /// (e.g. /usr/share/datasets/fashion-mnist).
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// Check presence, SHA-256 and IDX headers of every dataset file.
+    Verify {
+        /// Data directory (default: $ALIGN_FL_DATA, then ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Write the small committed subset (first N images per class) from a full data directory.
+    Subset {
+        /// Full data directory to read.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write the subset.
+        #[arg(long, default_value = "data/subset")]
+        out: PathBuf,
+        /// Training images per class.
+        #[arg(long, default_value_t = 300)]
+        train_per_class: usize,
+        /// Test images per class.
+        #[arg(long, default_value_t = 100)]
+        test_per_class: usize,
+    },
+}
+
+fn apply_overrides(cfg: &mut ExperimentConfig, a: &RunArgs) -> Result<()> {
+    if let Some(v) = a.strategy {
+        cfg.strategy = v;
+    }
+    if let Some(list) = &a.compare {
+        cfg.compare = Vec::new();
+        for name in list.iter().filter(|n| n.as_str() != "none") {
+            match <StrategyName as clap::ValueEnum>::from_str(name, true) {
+                Ok(s) => cfg.compare.push(s),
+                Err(_) => bail!("--compare: unknown strategy {name:?}; use align-fl, fedavg, fedprox or none"),
+            }
+        }
+    }
+    macro_rules! set {
+        ($flag:expr => $field:expr) => {
+            if let Some(v) = $flag {
+                $field = v;
+            }
+        };
+    }
+    set!(a.rounds => cfg.rounds);
+    set!(a.clients => cfg.partition.clients);
+    set!(a.dataset => cfg.dataset);
+    set!(a.seed => cfg.seed);
+    set!(a.local_epochs => cfg.client.local_epochs);
+    set!(a.synthetic_samples => cfg.server.synthetic_samples);
+    set!(a.server_epochs => cfg.server.server_epochs);
+    if let Some(v) = a.lambda_kl {
+        cfg.client.lambda_kl = v;
+        cfg.server.lambda_kl = v;
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(path) => ExperimentConfig::load(path)?,
+        None => ExperimentConfig::default(),
+    };
+    apply_overrides(&mut cfg, &args)?;
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads 0: give at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+    }
+    let data_dir = run::data_dir(args.data_dir.as_deref(), &cfg);
+    let report = run::run_experiment(&cfg, &data_dir, &args.out)?;
+    println!(
+        "{}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3} ({:.1} s)",
+        report.strategy,
+        report.final_metrics.accuracy,
+        report.final_metrics.f1,
+        report.final_metrics.lipschitz_decoder,
+        report.wall_seconds
+    );
+    for (name, b) in &report.baselines {
+        println!(
+            "{name}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3} ({:.1} s)",
+            b.final_metrics.accuracy, b.final_metrics.f1, b.final_metrics.lipschitz_decoder, b.wall_seconds
+        );
+    }
+    println!("report: {}", args.out.join("report.md").display());
+    Ok(())
+}
+
+fn data_command(cmd: DataCommand) -> Result<()> {
+    match cmd {
+        DataCommand::Fetch { dataset, data_dir, from } => {
+            let dir = data::resolve_data_dir(data_dir.as_deref());
+            let kinds = dataset.map_or(data::DatasetKind::ALL.to_vec(), |d| vec![d.kind()]);
+            for kind in kinds {
+                eprintln!("fetching {} into {}", kind.display_name(), dir.join(kind.dir_name()).display());
+                for path in data::fetch(&dir, kind, from.as_deref())? {
+                    println!("ok  {}", path.display());
+                }
+            }
+            Ok(())
+        }
+        DataCommand::Verify { data_dir } => {
+            let dir = data::resolve_data_dir(data_dir.as_deref());
+            let mut failed = 0;
+            for kind in data::DatasetKind::ALL {
+                for check in data::verify(&dir, kind) {
+                    match check.result {
+                        Ok(path) => println!("ok      {}", path.display()),
+                        Err(e) => {
+                            failed += 1;
+                            println!("FAILED  {}: {e}", check.name);
+                        }
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} file(s) in {} failed verification", dir.display());
+            }
+            Ok(())
+        }
+        DataCommand::Subset { from, out, train_per_class, test_per_class } => {
+            let sizes = data::SubsetSizes { train_per_class, test_per_class };
+            for path in data::make_subset(&from, &out, sizes)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Data(cmd) => data_command(cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -64,13 +64,10 @@ pub fn parse(bytes: &[u8], path: &Path, expected_dims: usize) -> Result<IdxArray
     let payload = bytes.len() - header;
     match expected_len {
         Some(n) if n == payload => Ok(IdxArray { dims, data: bytes[header..].to_vec() }),
-        Some(n) if n > payload => Err(corrupt(format!(
-            "truncated: header promises {n} bytes of data ({dims:?}), file holds {payload}"
-        ))),
-        Some(n) => Err(corrupt(format!(
-            "{} trailing bytes after the {n} the header promises ({dims:?})",
-            payload - n
-        ))),
+        Some(n) if n > payload => {
+            Err(corrupt(format!("truncated: header promises {n} bytes of data ({dims:?}), file holds {payload}")))
+        }
+        Some(n) => Err(corrupt(format!("{} trailing bytes after the {n} the header promises ({dims:?})", payload - n))),
         None => Err(corrupt(format!("dimensions {dims:?} overflow"))),
     }
 }

@@ -114,7 +114,9 @@ impl PartitionSpec {
                     return bad(format!("client {k} has class {c}, outside 0–9"));
                 }
                 if seen[usize::from(c)] {
-                    return bad(format!("class {c} is given to more than one client; ALIGN-FL clients hold disjoint classes"));
+                    return bad(format!(
+                        "class {c} is given to more than one client; ALIGN-FL clients hold disjoint classes"
+                    ));
                 }
                 seen[usize::from(c)] = true;
             }

@@ -103,11 +103,19 @@ impl<B: Backend> Client<B> {
     }
 
     /// Trains locally for one round as `plan` says and builds the update to upload.
-    pub fn fit(&mut self, round: usize, plan: &RoundPlan, progress: &dyn Progress) -> Result<ClientUpdate, FederationError> {
+    pub fn fit(
+        &mut self,
+        round: usize,
+        plan: &RoundPlan,
+        progress: &dyn Progress,
+    ) -> Result<ClientUpdate, FederationError> {
         let diverged = |source| FederationError::Diverged { round, who: format!("client {}", self.id), source };
         if let ClientStart::FromGlobal(weights) = &plan.start {
             self.model.set_weights(weights).map_err(|e| {
-                FederationError::Config(format!("client {}: cannot load the global model ({e}); FedAvg needs one architecture for all", self.id))
+                FederationError::Config(format!(
+                    "client {}: cannot load the global model ({e}); FedAvg needs one architecture for all",
+                    self.id
+                ))
             })?;
         }
         let anchor = plan.proximal_mu.map(|mu| ProximalAnchor::new(&mut self.model, mu));
@@ -120,7 +128,14 @@ impl<B: Backend> Client<B> {
         for epoch in 0..plan.local.epochs {
             loss = self
                 .model
-                .train_epoch(&self.data, &plan.local.options, &mut adam, &mut rng, anchor.as_ref(), collect.then_some(&mut latents))
+                .train_epoch(
+                    &self.data,
+                    &plan.local.options,
+                    &mut adam,
+                    &mut rng,
+                    anchor.as_ref(),
+                    collect.then_some(&mut latents),
+                )
                 .map_err(diverged)?;
             progress.client_epoch(self.id, epoch + 1, plan.local.epochs, &loss);
         }
@@ -130,9 +145,11 @@ impl<B: Backend> Client<B> {
                 let prior = match kind {
                     PriorKind::StandardNormal => LatentPrior::StandardNormal { dim: config.latent },
                     PriorKind::Gmm { components } => {
-                        let mut fit_rng = ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::PriorFit, id, round as u64));
+                        let mut fit_rng =
+                            ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::PriorFit, id, round as u64));
                         LatentPrior::Gmm(
-                            DiagonalGmm::fit(&latents, config.latent, components, GMM_MAX_ITER, &mut fit_rng).map_err(diverged)?,
+                            DiagonalGmm::fit(&latents, config.latent, components, GMM_MAX_ITER, &mut fit_rng)
+                                .map_err(diverged)?,
                         )
                     }
                 };

@@ -26,7 +26,12 @@ pub trait Strategy<B: Backend>: Send {
     /// The instructions for round `round` (1-based).
     fn configure_round(&mut self, round: usize) -> RoundPlan;
     /// Turns the round's decoded updates into the new global model.
-    fn aggregate(&mut self, round: usize, updates: &[ClientUpdate], progress: &dyn Progress) -> Result<ServerStats, FederationError>;
+    fn aggregate(
+        &mut self,
+        round: usize,
+        updates: &[ClientUpdate],
+        progress: &dyn Progress,
+    ) -> Result<ServerStats, FederationError>;
     /// The global model.
     fn global_model(&mut self) -> &mut Vae<B>;
 }
@@ -75,7 +80,12 @@ impl<B: Backend> Strategy<B> for AlignFl<B> {
         }
     }
 
-    fn aggregate(&mut self, round: usize, updates: &[ClientUpdate], progress: &dyn Progress) -> Result<ServerStats, FederationError> {
+    fn aggregate(
+        &mut self,
+        round: usize,
+        updates: &[ClientUpdate],
+        progress: &dyn Progress,
+    ) -> Result<ServerStats, FederationError> {
         let input = self.global.config().input;
         let backend = self.global.backend().clone();
         let mut pool = Vec::with_capacity(updates.len() * self.settings.synthetic_samples * input);
@@ -85,10 +95,14 @@ impl<B: Backend> Strategy<B> for AlignFl<B> {
                 return Err(invalid("ALIGN-FL expects a decoder and prior, got a full model".into()));
             };
             if spec.output != input {
-                return Err(invalid(format!("decoder produces {} values, the global model takes {input}", spec.output)));
+                return Err(invalid(format!(
+                    "decoder produces {} values, the global model takes {input}",
+                    spec.output
+                )));
             }
             let mut decoder = Decoder::from_weights(&backend, spec, weights).map_err(|e| invalid(e.to_string()))?;
-            let mut rng = ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::Synthetic, u.client_id as u64, round as u64));
+            let mut rng =
+                ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::Synthetic, u.client_id as u64, round as u64));
             let z = prior.sample(self.settings.synthetic_samples, &mut rng);
             pool.extend(decoder.decode(&z));
         }
@@ -169,7 +183,12 @@ impl<B: Backend> Strategy<B> for FedAvg<B> {
         }
     }
 
-    fn aggregate(&mut self, _round: usize, updates: &[ClientUpdate], _progress: &dyn Progress) -> Result<ServerStats, FederationError> {
+    fn aggregate(
+        &mut self,
+        _round: usize,
+        updates: &[ClientUpdate],
+        _progress: &dyn Progress,
+    ) -> Result<ServerStats, FederationError> {
         let mut parts = Vec::with_capacity(updates.len());
         for u in updates {
             let invalid = |reason: String| FederationError::InvalidUpdate { client: u.client_id, reason };
@@ -177,7 +196,10 @@ impl<B: Backend> Strategy<B> for FedAvg<B> {
                 return Err(invalid(format!("{} expects full-model updates, got a decoder", self.name())));
             };
             if config != self.global.config() {
-                return Err(invalid(format!("architecture {config:?} differs from the global {:?}", self.global.config())));
+                return Err(invalid(format!(
+                    "architecture {config:?} differs from the global {:?}",
+                    self.global.config()
+                )));
             }
             parts.push((weights, u.num_samples));
         }

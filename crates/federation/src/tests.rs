@@ -72,7 +72,10 @@ fn shape_and_prior_mismatches_are_rejected() {
     }
     assert!(ClientUpdate::decode(&u.encode(), 2).is_err());
 
-    assert!(ClientUpdate::decode(&decoder_update().encode(), 1).unwrap_err().to_string().contains("claims to come from client 2"));
+    assert!(ClientUpdate::decode(&decoder_update().encode(), 1)
+        .unwrap_err()
+        .to_string()
+        .contains("claims to come from client 2"));
 }
 
 #[test]
@@ -89,11 +92,8 @@ fn weighted_average_is_exact() {
 
 fn align_fl(configs: &[VaeConfig], global: &VaeConfig, seed: u64) -> Federation<Cpu> {
     let cpu = Cpu::new();
-    let clients = configs
-        .iter()
-        .enumerate()
-        .map(|(k, c)| Client::new(&cpu, k, shard(k, 40), c, seed).unwrap())
-        .collect();
+    let clients =
+        configs.iter().enumerate().map(|(k, c)| Client::new(&cpu, k, shard(k, 40), c, seed).unwrap()).collect();
     let settings = AlignFlSettings {
         synthetic_samples: 30,
         server_epochs: 2,
@@ -101,7 +101,8 @@ fn align_fl(configs: &[VaeConfig], global: &VaeConfig, seed: u64) -> Federation<
         prior: PriorKind::Gmm { components: 3 },
         local: local(),
     };
-    let strategy = AlignFl::new(Vae::new(&cpu, global, derive_seed(seed, Stream::GlobalInit, 0, 0)).unwrap(), settings, seed);
+    let strategy =
+        AlignFl::new(Vae::new(&cpu, global, derive_seed(seed, Stream::GlobalInit, 0, 0)).unwrap(), settings, seed);
     Federation::new(clients, Box::new(strategy)).unwrap()
 }
 

@@ -142,7 +142,9 @@ pub fn project_2d(points: &[f32], d: usize) -> Vec<f32> {
         1 => points.iter().flat_map(|&v| [v, 0.0]).collect(),
         2 => points.to_vec(),
         _ => {
-            let mean: Vec<f64> = (0..d).map(|j| points.iter().skip(j).step_by(d).map(|&v| f64::from(v)).sum::<f64>() / n as f64).collect();
+            let mean: Vec<f64> = (0..d)
+                .map(|j| points.iter().skip(j).step_by(d).map(|&v| f64::from(v)).sum::<f64>() / n as f64)
+                .collect();
             let mut cov = vec![0.0f64; d * d];
             for row in points.chunks(d) {
                 for a in 0..d {
@@ -206,7 +208,12 @@ mod tests {
     #[test]
     fn pca_finds_the_dominant_direction() {
         // Points along (1, 1, 0) with small noise in z: the first component is ±(1,1,0)/√2.
-        let pts: Vec<f32> = (0..50).flat_map(|i| { let t = i as f32 - 25.0; [t, t, (i % 3) as f32 * 0.01] }).collect();
+        let pts: Vec<f32> = (0..50)
+            .flat_map(|i| {
+                let t = i as f32 - 25.0;
+                [t, t, (i % 3) as f32 * 0.01]
+            })
+            .collect();
         let p = project_2d(&pts, 3);
         let spread = |k: usize| p.iter().skip(k).step_by(2).map(|v| v * v).sum::<f32>();
         assert!(spread(0) > 1000.0 * spread(1));

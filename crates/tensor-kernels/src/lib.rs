@@ -92,6 +92,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn upload(&self, data: &[f32]) -> Self::Buffer;
     /// The buffer's contents copied to the host.
     fn download(&self, buf: &Self::Buffer) -> Vec<f32>;
+    /// Copies the first `out.len()` values of `buf` to the host.
+    fn read(&self, buf: &Self::Buffer, out: &mut [f32]);
     /// Overwrites the first `data.len()` values of `buf` with `data`.
     fn write(&self, buf: &mut Self::Buffer, data: &[f32]);
     /// Number of f32 values the buffer holds.
@@ -114,34 +116,30 @@ pub trait Backend: Clone + Send + Sync + 'static {
         alpha: f32,
         beta: f32,
     );
-    /// x[i, j] ← act(x[i, j] + bias[j]) for a rows×cols matrix.
-    fn bias_activation(
+    /// A linear layer with fused activation: out = act(a · wᵀ + bias), with `a` rows × in_dim,
+    /// `w` out_dim × in_dim (PyTorch's layout) and `out` rows × out_dim.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
         &self,
-        x: &mut Self::Buffer,
+        a: &Self::Buffer,
+        w: &Self::Buffer,
         bias: &Self::Buffer,
+        out: &mut Self::Buffer,
         rows: usize,
-        cols: usize,
+        in_dim: usize,
+        out_dim: usize,
         act: Activation,
-    );
+    ) {
+        self.gemm(rows, out_dim, in_dim, a, Transpose::No, w, Transpose::Yes, out, 1.0, 0.0);
+        self.bias_activation(out, bias, rows, out_dim, act);
+    }
+    /// x[i, j] ← act(x[i, j] + bias[j]) for a rows×cols matrix.
+    fn bias_activation(&self, x: &mut Self::Buffer, bias: &Self::Buffer, rows: usize, cols: usize, act: Activation);
     /// grad[i] ← grad[i] · act′ evaluated through the activation's output `y` (ReLU: y > 0,
     /// sigmoid: y(1 − y)), for the first `len` values.
-    fn activation_backward(
-        &self,
-        grad: &mut Self::Buffer,
-        y: &Self::Buffer,
-        len: usize,
-        act: Activation,
-    );
+    fn activation_backward(&self, grad: &mut Self::Buffer, y: &Self::Buffer, len: usize, act: Activation);
     /// out[j] = α·Σᵢ x[i, j] + β·out[j] (the bias gradient of a linear layer).
-    fn column_sums(
-        &self,
-        x: &Self::Buffer,
-        rows: usize,
-        cols: usize,
-        out: &mut Self::Buffer,
-        alpha: f32,
-        beta: f32,
-    );
+    fn column_sums(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer, alpha: f32, beta: f32);
     /// out[i] = Σⱼ x[i, j]² for a rows×cols matrix.
     fn row_squared_norms(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer);
     /// y ← y + α·x over the first `len` values.
@@ -161,14 +159,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
     /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014):
     /// `head` is rows×2d holding [μ | log σ²] per row; z = μ + exp(½ log σ²) ⊙ ε.
-    fn reparameterize(
-        &self,
-        head: &Self::Buffer,
-        eps: &Self::Buffer,
-        z: &mut Self::Buffer,
-        rows: usize,
-        latent: usize,
-    );
+    fn reparameterize(&self, head: &Self::Buffer, eps: &Self::Buffer, z: &mut Self::Buffer, rows: usize, latent: usize);
     /// Backward of [`Backend::reparameterize`] plus `kl_weight` times the KL divergence to
     /// N(0, I) summed over every element, KL = −½ Σ (1 + log σ² − μ² − σ²).
     /// Writes d(head) from d(z) and returns the summed KL (unweighted) to the host.

@@ -46,13 +46,15 @@ pub fn save_checkpoint(path: &Path, config: &VaeConfig, weights: &VaeWeights) ->
 /// architecture stored with it.
 pub fn load_checkpoint(path: &Path) -> Result<(VaeConfig, VaeWeights), VaeError> {
     let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
     let config_json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("config"))
         .ok_or_else(|| err(path, "no `config` metadata: not an align-fl VAE checkpoint"))?;
-    let config: VaeConfig = serde_json::from_str(config_json).map_err(|e| err(path, format!("bad config metadata: {e}")))?;
+    let config: VaeConfig =
+        serde_json::from_str(config_json).map_err(|e| err(path, format!("bad config metadata: {e}")))?;
     config.validate()?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(path, e.to_string()))?;
     let read = |name: String, shape: Vec<usize>| -> Result<Vec<f32>, VaeError> {

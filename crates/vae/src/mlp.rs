@@ -134,19 +134,7 @@ impl<B: Backend> Mlp<B> {
             let a = if l == 0 { input } else { &before[l - 1] };
             let layer = &self.layers[l];
             let out = &mut after[0];
-            self.backend.gemm(
-                rows,
-                layer.out_dim,
-                layer.in_dim,
-                a,
-                Transpose::No,
-                &layer.weight,
-                Transpose::Yes,
-                out,
-                1.0,
-                0.0,
-            );
-            self.backend.bias_activation(out, &layer.bias, rows, layer.out_dim, self.acts[l]);
+            self.backend.linear(a, &layer.weight, &layer.bias, out, rows, layer.in_dim, layer.out_dim, self.acts[l]);
         }
     }
 
@@ -164,7 +152,13 @@ impl<B: Backend> Mlp<B> {
     /// the output already in place ([`Mlp::output_and_grad`]). Writes the parameter gradients when
     /// `param_grads` (overwriting them), and the gradient with respect to the input into
     /// `input_grad` when given.
-    pub fn backward(&mut self, input: &B::Buffer, rows: usize, param_grads: bool, mut input_grad: Option<&mut B::Buffer>) {
+    pub fn backward(
+        &mut self,
+        input: &B::Buffer,
+        rows: usize,
+        param_grads: bool,
+        mut input_grad: Option<&mut B::Buffer>,
+    ) {
         let b = &self.backend;
         let n = self.layers.len();
         for l in (0..n).rev() {
@@ -192,7 +186,18 @@ impl<B: Backend> Mlp<B> {
             // ∂a = δ W, into the previous layer's delta or the caller's input gradient.
             let target = if l > 0 { Some(&mut d_before[l - 1]) } else { input_grad.as_deref_mut() };
             if let Some(target) = target {
-                b.gemm(rows, layer.in_dim, layer.out_dim, delta, Transpose::No, &layer.weight, Transpose::No, target, 1.0, 0.0);
+                b.gemm(
+                    rows,
+                    layer.in_dim,
+                    layer.out_dim,
+                    delta,
+                    Transpose::No,
+                    &layer.weight,
+                    Transpose::No,
+                    target,
+                    1.0,
+                    0.0,
+                );
             }
         }
     }

@@ -56,13 +56,12 @@ impl<B: Backend> Decoder<B> {
     /// Decodes `z` (n × latent) into n × output values in [0, 1].
     pub fn decode(&mut self, z: &[f32]) -> Vec<f32> {
         let d = self.spec.latent;
-        let mut out = Vec::with_capacity(z.len() / d * self.spec.output);
-        for chunk in z.chunks(CHUNK_ROWS * d) {
-            let rows = chunk.len() / d;
+        let o = self.spec.output;
+        let mut out = vec![0.0; z.len() / d * o];
+        for (chunk, dst) in z.chunks(CHUNK_ROWS * d).zip(out.chunks_mut(CHUNK_ROWS * o)) {
             self.upload_latents(chunk);
-            self.mlp.forward(&self.latents, rows);
-            let y = self.mlp.backend().download(self.mlp.output());
-            out.extend_from_slice(&y[..rows * self.spec.output]);
+            self.mlp.forward(&self.latents, chunk.len() / d);
+            self.mlp.backend().read(self.mlp.output(), dst);
         }
         out
     }
@@ -71,9 +70,9 @@ impl<B: Backend> Decoder<B> {
     /// ALIGN-FL Lipschitz estimate and gradient penalty use.
     pub fn output_sum_gradient(&mut self, z: &[f32]) -> Vec<f32> {
         let d = self.spec.latent;
-        let mut out = Vec::with_capacity(z.len());
+        let mut out = vec![0.0; z.len()];
         let mut grad = self.mlp.backend().zeros(CHUNK_ROWS.min(z.len() / d.max(1)).max(1) * d);
-        for chunk in z.chunks(CHUNK_ROWS * d) {
+        for (chunk, dst) in z.chunks(CHUNK_ROWS * d).zip(out.chunks_mut(CHUNK_ROWS * d)) {
             let rows = chunk.len() / d;
             self.upload_latents(chunk);
             self.mlp.forward(&self.latents, rows);
@@ -81,7 +80,7 @@ impl<B: Backend> Decoder<B> {
             let b = self.mlp.backend().clone();
             b.write(self.mlp.output_and_grad().1, &ones);
             self.mlp.backward(&self.latents, rows, false, Some(&mut grad));
-            out.extend_from_slice(&b.download(&grad)[..rows * d]);
+            b.read(&grad, dst);
         }
         out
     }
@@ -241,10 +240,16 @@ impl<B: Backend> Vae<B> {
 
     /// A VAE holding `weights` (checked against `config`); `noise_seed` fixes the
     /// reparameterisation noise stream.
-    pub fn from_weights(backend: &B, config: &VaeConfig, weights: &VaeWeights, noise_seed: u64) -> Result<Self, VaeError> {
+    pub fn from_weights(
+        backend: &B,
+        config: &VaeConfig,
+        weights: &VaeWeights,
+        noise_seed: u64,
+    ) -> Result<Self, VaeError> {
         config.validate()?;
         weights.check(config)?;
-        let encoder = Mlp::from_weights(backend, &weights.encoder, activations(weights.encoder.len(), Activation::Identity));
+        let encoder =
+            Mlp::from_weights(backend, &weights.encoder, activations(weights.encoder.len(), Activation::Identity));
         let decoder = Decoder::from_weights(backend, &config.decoder_spec(), &weights.decoder)?;
         Ok(Vae {
             backend: backend.clone(),
@@ -325,14 +330,17 @@ impl<B: Backend> Vae<B> {
         self.noise.offset += (rows * d) as u64;
         b.reparameterize(self.encoder.output(), &self.eps, &mut self.z, rows, d);
         if let Some(l) = latents {
-            l.extend_from_slice(&b.download(&self.z)[..rows * d]);
+            let start = l.len();
+            l.resize(start + rows * d, 0.0);
+            b.read(&self.z, &mut l[start..]);
         }
         self.decoder.mlp.forward(&self.z, rows);
         let (x_hat, grad) = self.decoder.mlp.output_and_grad();
         let squared = b.squared_error(x_hat, &self.input, grad, rows * input_dim, 1.0 / rows as f32);
         self.decoder.mlp.backward(&self.z, rows, true, Some(&mut self.grad_z));
         let (head, grad_head) = self.encoder.output_and_grad();
-        let kl_sum = b.reparameterize_backward(head, &self.eps, &self.grad_z, grad_head, rows, d, kl_weight / (rows * d) as f32);
+        let kl_sum =
+            b.reparameterize_backward(head, &self.eps, &self.grad_z, grad_head, rows, d, kl_weight / (rows * d) as f32);
         self.encoder.backward(&self.input, rows, true, None);
         let reconstruction = squared / rows as f64;
         let kl = kl_sum / (rows * d) as f64;
@@ -405,7 +413,8 @@ impl<B: Backend> Vae<B> {
             self.ensure_capacity(rows);
             self.backend.write(&mut self.input, chunk);
             self.encoder.forward(&self.input, rows);
-            let head = self.backend.download(self.encoder.output());
+            let mut head = vec![0.0; rows * 2 * d];
+            self.backend.read(self.encoder.output(), &mut head);
             for r in 0..rows {
                 out.extend_from_slice(&head[r * 2 * d..r * 2 * d + d]);
             }

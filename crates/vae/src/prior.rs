@@ -49,9 +49,7 @@ impl LatentPrior {
     /// Draws `n` latents (n × dim, row-major).
     pub fn sample(&self, n: usize, rng: &mut impl Rng) -> Vec<f32> {
         match self {
-            LatentPrior::StandardNormal { dim } => {
-                (0..n * dim).map(|_| StandardNormal.sample(rng)).collect()
-            }
+            LatentPrior::StandardNormal { dim } => (0..n * dim).map(|_| StandardNormal.sample(rng)).collect(),
             LatentPrior::Gmm(g) => g.sample(n, rng),
         }
     }
@@ -132,7 +130,8 @@ impl DiagonalGmm {
             let (best, _) = nearest(row, &means, dim);
             resp[i * k + best] = 1.0;
         }
-        let mut gmm = DiagonalGmm { dim, weights: vec![0.0; k], means: vec![0.0; k * dim], variances: vec![0.0; k * dim] };
+        let mut gmm =
+            DiagonalGmm { dim, weights: vec![0.0; k], means: vec![0.0; k * dim], variances: vec![0.0; k * dim] };
         gmm.m_step(&x, &resp);
         let mut last = f64::NEG_INFINITY;
         for _ in 0..max_iter {
@@ -162,9 +161,7 @@ impl DiagonalGmm {
             let row = &x[i * d..(i + 1) * d];
             let r = &mut resp[i * k..(i + 1) * k];
             for c in 0..k {
-                let q: f64 = (0..d)
-                    .map(|j| (row[j] - self.means[c * d + j]).powi(2) / self.variances[c * d + j])
-                    .sum();
+                let q: f64 = (0..d).map(|j| (row[j] - self.means[c * d + j]).powi(2) / self.variances[c * d + j]).sum();
                 r[c] = log_norm[c] - 0.5 * q;
             }
             let max = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -246,16 +243,19 @@ fn seed_centres(x: &[f64], d: usize, k: usize, rng: &mut impl Rng) -> Vec<f64> {
         for _ in 0..trials {
             let pick = if total > 0.0 {
                 let mut target = rng.gen::<f64>() * total;
-                closest.iter().position(|&w| {
-                    target -= w;
-                    target <= 0.0
-                })
-                .unwrap_or(n - 1)
+                closest
+                    .iter()
+                    .position(|&w| {
+                        target -= w;
+                        target <= 0.0
+                    })
+                    .unwrap_or(n - 1)
             } else {
                 rng.gen_range(0..n)
             };
             let cand = &x[pick * d..(pick + 1) * d];
-            let updated: Vec<f64> = closest.iter().enumerate().map(|(i, &c)| c.min(sq_dist(&x[i * d..(i + 1) * d], cand))).collect();
+            let updated: Vec<f64> =
+                closest.iter().enumerate().map(|(i, &c)| c.min(sq_dist(&x[i * d..(i + 1) * d], cand))).collect();
             let potential: f64 = updated.iter().sum();
             if best.as_ref().map_or(true, |b| potential < b.0) {
                 best = Some((potential, pick, updated));

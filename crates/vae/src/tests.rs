@@ -41,7 +41,9 @@ fn backward_matches_finite_differences() {
     let mut checked = 0;
     let mut p = 0;
     for l in 0..w.encoder.len() + w.decoder.len() {
-        for (is_bias, len) in [(false, w.layers().nth(l).unwrap().weight.len()), (true, w.layers().nth(l).unwrap().bias.len())] {
+        for (is_bias, len) in
+            [(false, w.layers().nth(l).unwrap().weight.len()), (true, w.layers().nth(l).unwrap().bias.len())]
+        {
             for i in 0..len {
                 let perturbed = |delta: f32| {
                     let mut w2 = w.clone();
@@ -91,7 +93,8 @@ fn training_reduces_the_loss() {
     let mut m = Vae::new(&Cpu::new(), &config, 5).unwrap();
     let mut adam = Adam::new(&mut m, 1e-2);
     // Two clusters of binary-ish patterns.
-    let x: Vec<f32> = (0..256).flat_map(|i| (0..16).map(move |j| if (j < 8) == (i % 2 == 0) { 0.9 } else { 0.1 })).collect();
+    let x: Vec<f32> =
+        (0..256).flat_map(|i| (0..16).map(move |j| if (j < 8) == (i % 2 == 0) { 0.9 } else { 0.1 })).collect();
     let opts = TrainOptions { batch_size: 32, learning_rate: 1e-2, kl_weight: 0.1 };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let first = m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
@@ -120,7 +123,11 @@ fn proximal_term_pulls_towards_the_anchor() {
         for _ in 0..50 {
             m.train_epoch(&x, &opts, &mut adam, &mut rng, Some(&anchor), None).unwrap();
         }
-        m.weights().layers().zip(start.layers()).map(|(a, b)| a.weight.iter().zip(&b.weight).map(|(p, q)| (p - q).powi(2)).sum::<f32>()).sum::<f32>()
+        m.weights()
+            .layers()
+            .zip(start.layers())
+            .map(|(a, b)| a.weight.iter().zip(&b.weight).map(|(p, q)| (p - q).powi(2)).sum::<f32>())
+            .sum::<f32>()
     };
     assert!(distance(10.0) < 0.5 * distance(0.0));
 }

@@ -1,0 +1,394 @@
+//! The experiment configuration: a TOML file (see `configs/`) with command-line overrides.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which server strategy runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyName {
+    /// ALIGN-FL: decoders + priors up, synthetic data at the server.
+    AlignFl,
+    /// FedAvg: sample-weighted parameter averaging.
+    Fedavg,
+    /// FedProx: FedAvg with a proximal term.
+    Fedprox,
+}
+
+impl StrategyName {
+    /// Name as used in reports and file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyName::AlignFl => "align-fl",
+            StrategyName::Fedavg => "fedavg",
+            StrategyName::Fedprox => "fedprox",
+        }
+    }
+}
+
+/// Dataset choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    /// MNIST digits, Fashion-MNIST outliers.
+    Mnist,
+    /// Fashion-MNIST, MNIST outliers.
+    FashionMnist,
+}
+
+impl DatasetName {
+    /// The registry entry.
+    pub fn kind(self) -> data::DatasetKind {
+        match self {
+            DatasetName::Mnist => data::DatasetKind::Mnist,
+            DatasetName::FashionMnist => data::DatasetKind::FashionMnist,
+        }
+    }
+}
+
+/// Latent prior uploaded by ALIGN-FL clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriorName {
+    /// Diagonal GMM fitted on the round's latents (the paper).
+    Gmm,
+    /// N(0, I).
+    StandardNormal,
+}
+
+/// How the clients' data is cut (DESIGN.md §2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// Number of clients; client k gets `class_pairs[k]`.
+    pub clients: usize,
+    /// Classes of each client.
+    pub class_pairs: Vec<Vec<u8>>,
+    /// Training images per class.
+    pub samples_per_class: usize,
+    /// Cross-domain outliers at client 0.
+    pub outliers: usize,
+    /// Test images are split into this many parts; the last is the evaluation set.
+    pub eval_parts: usize,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        PartitionConfig {
+            clients: 5,
+            class_pairs: (0..5u8).map(|k| vec![2 * k, 2 * k + 1]).collect(),
+            samples_per_class: 6000,
+            outliers: 600,
+            eval_parts: 5,
+        }
+    }
+}
+
+/// An MLP VAE architecture (input is fixed at 784 by the data).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Encoder hidden widths.
+    pub encoder: Vec<usize>,
+    /// Latent size.
+    pub latent: usize,
+    /// Decoder hidden widths.
+    pub decoder: Vec<usize>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { encoder: vec![512, 256, 128], latent: 2, decoder: vec![128, 256, 512] }
+    }
+}
+
+impl ModelConfig {
+    /// As a VAE architecture over 28×28 images.
+    pub fn vae(&self) -> vae::VaeConfig {
+        vae::VaeConfig {
+            input: data::IMAGE_PIXELS,
+            encoder: self.encoder.clone(),
+            latent: self.latent,
+            decoder: self.decoder.clone(),
+        }
+    }
+}
+
+/// Local training of every client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Epochs per round.
+    pub local_epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// β (λ_KL) of ALIGN-FL clients.
+    pub lambda_kl: f32,
+    /// Prior uploaded with the decoder.
+    pub prior: PriorName,
+    /// GMM components.
+    pub gmm_components: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            local_epochs: 10,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            lambda_kl: 0.1,
+            prior: PriorName::Gmm,
+            gmm_components: 10,
+        }
+    }
+}
+
+/// ALIGN-FL server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Latents decoded per client per round.
+    pub synthetic_samples: usize,
+    /// Epochs of global training per round.
+    pub server_epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// β of the global VAE.
+    pub lambda_kl: f32,
+    /// Global architecture (defaults to `[model]`).
+    pub model: Option<ModelConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            synthetic_samples: 5000,
+            server_epochs: 5,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            lambda_kl: 0.1,
+            model: None,
+        }
+    }
+}
+
+/// FedAvg / FedProx baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FedAvgConfig {
+    /// β of FedAvg clients (1 in the authors' runs).
+    pub lambda_kl: f32,
+    /// FedProx's μ.
+    pub fedprox_mu: f32,
+}
+
+impl Default for FedAvgConfig {
+    fn default() -> Self {
+        FedAvgConfig { lambda_kl: 1.0, fedprox_mu: 0.01 }
+    }
+}
+
+/// A whole experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Primary dataset.
+    pub dataset: DatasetName,
+    /// Data directory (relative paths are relative to the config file).
+    pub data_dir: Option<PathBuf>,
+    /// Main strategy.
+    pub strategy: StrategyName,
+    /// Baselines run on the same partition for the comparison in the report.
+    pub compare: Vec<StrategyName>,
+    /// Federated rounds.
+    pub rounds: usize,
+    /// Data partition.
+    pub partition: PartitionConfig,
+    /// Client architecture.
+    pub model: ModelConfig,
+    /// Per-client architectures (ALIGN-FL only); overrides `model` for client k.
+    pub client_models: Vec<ModelConfig>,
+    /// Client training.
+    pub client: ClientConfig,
+    /// ALIGN-FL server.
+    pub server: ServerConfig,
+    /// FedAvg / FedProx.
+    pub fedavg: FedAvgConfig,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        ExperimentConfig {
+            seed: 0,
+            dataset: DatasetName::Mnist,
+            data_dir: None,
+            strategy: StrategyName::AlignFl,
+            compare: vec![StrategyName::Fedavg],
+            rounds: 5,
+            partition: PartitionConfig::default(),
+            model: ModelConfig::default(),
+            client_models: Vec::new(),
+            client: ClientConfig::default(),
+            server: ServerConfig::default(),
+            fedavg: FedAvgConfig::default(),
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads a TOML file; a relative `data_dir` is resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let mut cfg: ExperimentConfig = toml::from_str(&text).with_context(|| {
+            format!("config {} is not a valid experiment (see configs/paper-mnist.toml)", path.display())
+        })?;
+        if let Some(dir) = &cfg.data_dir {
+            if dir.is_relative() {
+                cfg.data_dir = Some(path.parent().unwrap_or(Path::new(".")).join(dir));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Architecture of client k.
+    pub fn client_model(&self, k: usize) -> &ModelConfig {
+        self.client_models.get(k).unwrap_or(&self.model)
+    }
+
+    /// Architecture of the global model.
+    pub fn global_model(&self) -> &ModelConfig {
+        self.server.model.as_ref().unwrap_or(&self.model)
+    }
+
+    /// The partition to cut.
+    pub fn partition_spec(&self) -> data::PartitionSpec {
+        data::PartitionSpec {
+            client_classes: self.partition.class_pairs[..self.partition.clients.min(self.partition.class_pairs.len())]
+                .to_vec(),
+            samples_per_class: self.partition.samples_per_class,
+            outliers: self.partition.outliers,
+            eval_parts: self.partition.eval_parts,
+            seed: self.seed,
+        }
+    }
+
+    /// Rejects settings that cannot work, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let p = &self.partition;
+        if p.clients == 0 {
+            bail!("partition.clients is 0: a federation needs at least one client");
+        }
+        if p.clients > p.class_pairs.len() {
+            bail!(
+                "partition.clients is {} but only {} class pairs are given: each client needs its own classes (add to partition.class_pairs or lower --clients)",
+                p.clients,
+                p.class_pairs.len()
+            );
+        }
+        self.partition_spec().validate()?;
+        if self.rounds == 0 {
+            bail!("rounds is 0: run at least one round");
+        }
+        let positive = [
+            ("client.local_epochs", self.client.local_epochs),
+            ("client.batch_size", self.client.batch_size),
+            ("server.batch_size", self.server.batch_size),
+            ("server.synthetic_samples", self.server.synthetic_samples),
+            ("server.server_epochs", self.server.server_epochs),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            bail!("{name} is 0: it must be at least 1");
+        }
+        for (name, lr) in
+            [("client.learning_rate", self.client.learning_rate), ("server.learning_rate", self.server.learning_rate)]
+        {
+            if !(lr > 0.0 && lr.is_finite()) {
+                bail!("{name} is {lr}: it must be a positive number");
+            }
+        }
+        for (name, v) in [
+            ("client.lambda_kl", self.client.lambda_kl),
+            ("server.lambda_kl", self.server.lambda_kl),
+            ("fedavg.lambda_kl", self.fedavg.lambda_kl),
+            ("fedavg.fedprox_mu", self.fedavg.fedprox_mu),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                bail!("{name} is {v}: it must be a non-negative number");
+            }
+        }
+        if self.client.prior == PriorName::Gmm && self.client.gmm_components == 0 {
+            bail!("client.gmm_components is 0: the paper uses 10");
+        }
+        for (k, m) in
+            std::iter::once(&self.model).chain(&self.client_models).chain(self.server.model.as_ref()).enumerate()
+        {
+            m.vae().validate().with_context(|| {
+                if k == 0 {
+                    "[model]".to_string()
+                } else {
+                    format!("model #{k} of client_models / server.model")
+                }
+            })?;
+        }
+        let uses_fedavg = self.strategy != StrategyName::AlignFl || !self.compare.is_empty();
+        if uses_fedavg && self.client_models.iter().any(|m| m != &self.model) {
+            bail!("client_models gives clients different architectures, which FedAvg/FedProx cannot average: run align-fl alone (--compare none)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_config(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name)
+    }
+
+    #[test]
+    fn shipped_configs_parse_and_validate() {
+        for name in ["paper-mnist.toml", "quick.toml", "heterogeneous.toml"] {
+            let cfg = ExperimentConfig::load(&repo_config(name)).unwrap();
+            cfg.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+        let paper = ExperimentConfig::load(&repo_config("paper-mnist.toml")).unwrap();
+        assert_eq!(paper.partition, PartitionConfig::default());
+        assert_eq!(paper.server.synthetic_samples, 5000);
+        assert_eq!(paper.rounds, 5);
+    }
+
+    #[test]
+    fn impossible_configs_name_the_setting() {
+        let check = |edit: &dyn Fn(&mut ExperimentConfig), want: &str| {
+            let mut c = ExperimentConfig::default();
+            edit(&mut c);
+            let e = format!("{:#}", c.validate().unwrap_err());
+            assert!(e.contains(want), "{e} should mention {want}");
+        };
+        check(&|c| c.partition.clients = 0, "partition.clients is 0");
+        check(&|c| c.partition.clients = 6, "only 5 class pairs");
+        check(&|c| c.partition.class_pairs[1] = vec![2, 12], "outside 0–9");
+        check(&|c| c.model.latent = 0, "latent size is 0");
+        check(&|c| c.rounds = 0, "rounds is 0");
+        check(&|c| c.client.learning_rate = f32::NAN, "client.learning_rate");
+        check(
+            &|c| c.client_models = vec![ModelConfig { latent: 3, ..ModelConfig::default() }],
+            "FedAvg/FedProx cannot average",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = toml::from_str::<ExperimentConfig>("roundz = 3").unwrap_err().to_string();
+        assert!(e.contains("roundz"), "{e}");
+    }
+}

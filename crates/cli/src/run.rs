@@ -1,0 +1,225 @@
+//! `align-fl run`: partition the data, run the main strategy and its baselines round by round,
+//! evaluate after every round, keep the last good checkpoint, write the report and figures.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use data::{Partition, Samples};
+use federation::{derive_seed, AlignFl, AlignFlSettings, Client, FedAvg, Federation, LocalTraining, PriorKind, Stream};
+use rand::SeedableRng;
+use tensor_kernels::{Backend, Cpu};
+use vae::{LatentPrior, TrainOptions, Vae};
+
+use crate::config::{ExperimentConfig, PriorName, StrategyName};
+use crate::progress::Bars;
+use crate::report::{self, FinalMetrics, Report, RoundRecord, StrategyRun};
+
+/// Latents drawn for the sample-grid figure.
+const GRID_SAMPLES: usize = 100;
+
+/// Loads the data the config asks for and cuts the partition.
+pub fn load_partition(cfg: &ExperimentConfig, data_dir: &Path) -> Result<Partition> {
+    let kind = cfg.dataset.kind();
+    let train = data::load_split(data_dir, kind, data::Split::Train)?;
+    let test = data::load_split(data_dir, kind, data::Split::Test)?;
+    let other = if cfg.partition.outliers > 0 {
+        data::load_split(data_dir, kind.other(), data::Split::Train)?
+    } else {
+        data::LabelledImages { pixels: Vec::new(), labels: Vec::new() }
+    };
+    Ok(cfg.partition_spec().cut(&train, &test, &other)?)
+}
+
+fn build_federation<B: Backend>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    partition: &Partition,
+    strategy: StrategyName,
+) -> Result<Federation<B>> {
+    let seed = cfg.seed;
+    let clients = partition
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(k, shard)| Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), seed))
+        .collect::<Result<Vec<_>, _>>()?;
+    let global_cfg = if strategy == StrategyName::AlignFl { cfg.global_model().vae() } else { cfg.model.vae() };
+    let global = Vae::new(backend, &global_cfg, derive_seed(seed, Stream::GlobalInit, 0, 0))?;
+    let c = &cfg.client;
+    let options = |kl_weight| TrainOptions { batch_size: c.batch_size, learning_rate: c.learning_rate, kl_weight };
+    let strategy: Box<dyn federation::Strategy<B>> = match strategy {
+        StrategyName::AlignFl => {
+            let s = &cfg.server;
+            Box::new(AlignFl::new(
+                global,
+                AlignFlSettings {
+                    synthetic_samples: s.synthetic_samples,
+                    server_epochs: s.server_epochs,
+                    server_training: TrainOptions {
+                        batch_size: s.batch_size,
+                        learning_rate: s.learning_rate,
+                        kl_weight: s.lambda_kl,
+                    },
+                    prior: match c.prior {
+                        PriorName::Gmm => PriorKind::Gmm { components: c.gmm_components },
+                        PriorName::StandardNormal => PriorKind::StandardNormal,
+                    },
+                    local: LocalTraining { epochs: c.local_epochs, options: options(c.lambda_kl) },
+                },
+                seed,
+            ))
+        }
+        StrategyName::Fedavg => Box::new(FedAvg::new(
+            global,
+            LocalTraining { epochs: c.local_epochs, options: options(cfg.fedavg.lambda_kl) },
+        )),
+        StrategyName::Fedprox => Box::new(FedAvg::fedprox(
+            global,
+            LocalTraining { epochs: c.local_epochs, options: options(cfg.fedavg.lambda_kl) },
+            cfg.fedavg.fedprox_mu,
+        )),
+    };
+    Ok(Federation::new(clients, strategy)?)
+}
+
+/// Probe accuracy / F1 and decoder Lipschitz of the global model on the evaluation set.
+fn evaluate<B: Backend>(
+    global: &mut Vae<B>,
+    eval: &Samples,
+    seed: u64,
+) -> Result<(metrics::ProbeScore, f64, Vec<f32>)> {
+    let mu = global.encode_mean(&eval.pixels);
+    let score = metrics::linear_probe(&mu, global.config().latent, &eval.labels, seed)?;
+    let lipschitz = metrics::decoder_lipschitz(global.decoder(), &mu);
+    Ok((score, lipschitz, mu))
+}
+
+/// Runs one strategy for all rounds, writing its checkpoint and figures into `out`.
+fn run_strategy<B: Backend>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    partition: &Partition,
+    strategy: StrategyName,
+    out: &Path,
+) -> Result<StrategyRun> {
+    let name = strategy.as_str();
+    let start = Instant::now();
+    let mut fed = build_federation(backend, cfg, partition, strategy)?;
+    let checkpoint = out.join(format!("{name}-global.safetensors"));
+    let bars = Bars::new(name, cfg.rounds, partition.clients.len(), strategy == StrategyName::AlignFl);
+    let mut rounds = Vec::with_capacity(cfg.rounds);
+    let mut last_mu = Vec::new();
+    for _ in 0..cfg.rounds {
+        let t0 = Instant::now();
+        let outcome = fed.run_round(&bars).map_err(|e| {
+            bars.finish();
+            let kept = if rounds.is_empty() {
+                "no round completed, so no checkpoint was written".to_string()
+            } else {
+                format!("the last good global model (round {}) is kept at {}", rounds.len(), checkpoint.display())
+            };
+            anyhow::anyhow!("{name}: {e}\n  {kept}")
+        })?;
+        let global = fed.global_model();
+        let (score, lipschitz, mu) = evaluate(global, &partition.eval, cfg.seed)?;
+        vae::save_checkpoint(&checkpoint, global.config(), &global.weights())?;
+        let record = RoundRecord {
+            round: outcome.round,
+            accuracy: score.accuracy,
+            f1: score.f1,
+            lipschitz_decoder: lipschitz,
+            uplink_bytes: outcome.uplink_bytes,
+            seconds: t0.elapsed().as_secs_f64(),
+            client_loss: outcome.client_losses.iter().map(|l| l.total).collect(),
+            server_loss: outcome.server.train_loss.map(|l| l.total),
+            synthetic_samples: outcome.server.synthetic_samples,
+        };
+        let summary = format!("acc {:.4} F1 {:.4} Lip {:.2}", record.accuracy, record.f1, record.lipschitz_decoder);
+        bars.println(&format!(
+            "{name} round {}: accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}, uplink {} B, {:.1} s",
+            record.round, record.accuracy, record.f1, record.lipschitz_decoder, record.uplink_bytes, record.seconds
+        ));
+        bars.round_done(&summary);
+        rounds.push(record);
+        last_mu = mu;
+    }
+    bars.finish();
+    let figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, name, out)?;
+    let last = rounds.last().expect("at least one round");
+    Ok(StrategyRun {
+        strategy: name.to_string(),
+        final_metrics: FinalMetrics {
+            accuracy: last.accuracy,
+            f1: last.f1,
+            lipschitz_decoder: last.lipschitz_decoder,
+            fid: None,
+        },
+        rounds,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        checkpoint: checkpoint.display().to_string(),
+        figures,
+    })
+}
+
+fn write_figures<B: Backend>(
+    global: &mut Vae<B>,
+    eval: &Samples,
+    mu: &[f32],
+    seed: u64,
+    name: &str,
+    out: &Path,
+) -> Result<Vec<String>> {
+    let d = global.config().latent;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let z = LatentPrior::StandardNormal { dim: d }.sample(GRID_SAMPLES, &mut rng);
+    let images = global.decoder().decode(&z);
+    let grid = format!("samples-{name}.png");
+    metrics::sample_grid(&out.join(&grid), &images, data::IMAGE_SIDE, 10)?;
+    let scatter = format!("latent-{name}.png");
+    metrics::latent_scatter(&out.join(&scatter), &metrics::project_2d(mu, d), &eval.labels, 600)?;
+    Ok(vec![grid, scatter])
+}
+
+/// Runs the experiment and writes everything into `out`; returns the report.
+pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Result<Report> {
+    cfg.validate()?;
+    let total = Instant::now();
+    std::fs::create_dir_all(out).with_context(|| format!("creating output directory {}", out.display()))?;
+    let partition = load_partition(cfg, data_dir)?;
+    eprintln!(
+        "align-fl: {} clients ({} samples, {} outliers at client 0), evaluation set of {} images from {}",
+        partition.clients.len(),
+        partition.clients.iter().map(|c| c.samples.len()).sum::<usize>(),
+        partition.clients[0].outliers,
+        partition.eval.len(),
+        data_dir.display()
+    );
+    let backend = Cpu::new();
+    let main = run_strategy(&backend, cfg, &partition, cfg.strategy, out)?;
+    let mut baselines = BTreeMap::new();
+    for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
+        baselines.insert(b.as_str().to_string(), run_strategy(&backend, cfg, &partition, b, out)?);
+    }
+    let report = Report {
+        config: cfg.clone(),
+        strategy: main.strategy.clone(),
+        backend: backend.name().to_string(),
+        threads: rayon::current_num_threads(),
+        data_dir: data_dir.display().to_string(),
+        rounds: main.rounds.clone(),
+        final_metrics: main.final_metrics.clone(),
+        privacy: None,
+        baselines,
+        wall_seconds: main.wall_seconds,
+        total_wall_seconds: total.elapsed().as_secs_f64(),
+    };
+    report::write(out, &report, &main)?;
+    Ok(report)
+}
+
+/// The data directory: `--data-dir`, else the config's `data_dir`, else `$ALIGN_FL_DATA`, else `./data`.
+pub fn data_dir(flag: Option<&Path>, cfg: &ExperimentConfig) -> PathBuf {
+    data::resolve_data_dir(flag.or(cfg.data_dir.as_deref()))
+}

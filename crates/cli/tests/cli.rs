@@ -1,0 +1,193 @@
+//! End-to-end tests of the `align-fl` binary on the committed subset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn align_fl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_align-fl"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("ALIGN_FL_DATA")
+        .output()
+        .expect("the binary runs")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("align-fl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn quick_config_runs_end_to_end_and_beats_fedavg() {
+    let out = temp_dir("quick");
+    let o = align_fl(&["run", "--config", "configs/quick.toml", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&out);
+    let rounds = r["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 5);
+    for key in ["round", "accuracy", "f1", "lipschitz_decoder", "uplink_bytes", "seconds"] {
+        assert!(rounds[0].get(key).is_some(), "round record lacks {key}");
+    }
+    assert!(r["privacy"].is_null());
+    assert!(r["final"]["fid"].is_null());
+    let acc = r["final"]["accuracy"].as_f64().unwrap();
+    let fedavg = r["baselines"]["fedavg"]["final"]["accuracy"].as_f64().unwrap();
+    // Chance is 0.1; on the 300-per-class subset ALIGN-FL reaches well above it.
+    assert!(acc >= 0.45, "ALIGN-FL accuracy {acc}");
+    assert!(acc > fedavg, "ALIGN-FL {acc} vs FedAvg {fedavg}");
+    // Decoder-only uploads are smaller than FedAvg's full models.
+    assert!(rounds[0]["uplink_bytes"].as_u64() < r["baselines"]["fedavg"]["rounds"][0]["uplink_bytes"].as_u64());
+    for f in [
+        "report.md",
+        "samples-align-fl.png",
+        "latent-align-fl.png",
+        "align-fl-global.safetensors",
+        "fedavg-global.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// A tiny run (seconds) used by several tests.
+fn tiny(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        "--config",
+        "configs/quick.toml",
+        "--rounds",
+        "1",
+        "--local-epochs",
+        "1",
+        "--server-epochs",
+        "1",
+        "--synthetic-samples",
+        "100",
+        "--compare",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    align_fl(&args)
+}
+
+#[test]
+fn heterogeneous_config_runs() {
+    let out = temp_dir("hetero");
+    let o =
+        align_fl(&["run", "--config", "configs/heterogeneous.toml", "--rounds", "1", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(report(&out)["final"]["accuracy"].as_f64().unwrap() > 0.1);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let (a, b) = (temp_dir("threads1"), temp_dir("threads2"));
+    assert!(tiny(&a, &["--threads", "1"]).status.success());
+    assert!(tiny(&b, &["--threads", "2"]).status.success());
+    let (ra, rb) = (report(&a), report(&b));
+    for key in ["accuracy", "f1", "lipschitz_decoder", "uplink_bytes", "client_loss", "server_loss"] {
+        assert_eq!(ra["rounds"][0][key], rb["rounds"][0][key], "{key}");
+    }
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+#[test]
+fn missing_data_says_how_to_fetch() {
+    let out = temp_dir("missing");
+    let o = tiny(&out, &["--data-dir", "/nonexistent"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("align-fl data fetch"), "{}", stderr(&o));
+}
+
+#[test]
+fn corrupt_and_mismatched_data_files_are_named() {
+    let dir = temp_dir("corrupt");
+    let data = dir.join("data");
+    // A copy of the subset with one file truncated.
+    for ds in ["mnist", "fashion-mnist"] {
+        std::fs::create_dir_all(data.join(ds)).unwrap();
+        for f in std::fs::read_dir(repo().join("data/subset").join(ds)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, data.join(ds).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(repo().join("data/subset/SHA256SUMS"), data.join("SHA256SUMS")).unwrap();
+    let victim = data.join("mnist/t10k-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let o = tiny(&dir.join("out"), &["--data-dir", data.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("t10k-images-idx3-ubyte.gz") && e.contains("gzip"), "{e}");
+    // A valid gzip whose contents differ: checksum mismatch.
+    let other = std::fs::read(repo().join("data/subset/fashion-mnist/t10k-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(&victim, other).unwrap();
+    let o = tiny(&dir.join("out"), &["--data-dir", data.to_str().unwrap()]);
+    assert!(stderr(&o).contains("checksum mismatch"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn impossible_configs_fail_with_the_setting_named() {
+    let dir = temp_dir("configs");
+    let cases = [
+        ("[partition]\nclients = 0\n", "partition.clients is 0"),
+        ("[partition]\nclients = 6\n", "only 5 class pairs"),
+        ("[partition]\nclass_pairs = [[0, 1], [2, 13], [4, 5], [6, 7], [8, 9]]\n", "outside 0–9"),
+        ("[model]\nlatent = 0\n", "latent size is 0"),
+        ("rounds = 2\nroundz = 3\n", "roundz"),
+    ];
+    for (i, (toml, want)) in cases.iter().enumerate() {
+        let path = dir.join(format!("c{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let o = align_fl(&["run", "--config", path.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap()]);
+        assert!(!o.status.success(), "case {i} should fail");
+        assert!(stderr(&o).contains(want), "case {i}: {} should mention {want}", stderr(&o));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn divergence_names_round_and_client() {
+    let dir = temp_dir("diverge");
+    let path = dir.join("lr.toml");
+    let quick = std::fs::read_to_string(repo().join("configs/quick.toml")).unwrap();
+    let absurd = quick
+        .replace("data_dir = \"../data/subset\"", &format!("data_dir = \"{}\"", repo().join("data/subset").display()))
+        .replacen("learning_rate = 1e-3", "learning_rate = 1e30", 1);
+    std::fs::write(&path, absurd).unwrap();
+    let o = align_fl(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--rounds",
+        "1",
+        "--compare",
+        "none",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("round 1, client") && e.contains("non-finite"), "{e}");
+    assert!(e.contains("no round completed"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
