@@ -92,11 +92,6 @@ impl DatasetKind {
         }
     }
 
-    /// Parses a CLI name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.dir_name() == name)
-    }
-
     /// Canonical public mirror serving `<file>.gz`.
     pub fn mirror(self) -> &'static str {
         match self {

@@ -36,3 +36,21 @@ fn full_data_verifies_and_partitions_like_the_paper() {
     assert_eq!(p.clients[0].samples.labels.iter().filter(|&&l| l == OUTLIER_LABEL).count(), 600);
     assert_eq!(p.eval.len(), 2000);
 }
+
+#[test]
+fn fetch_from_a_local_directory_copies_and_verifies() {
+    let Some(src) = full_data_dir() else {
+        eprintln!("skipped: ALIGN_FL_DATA is not set to a full data directory");
+        return;
+    };
+    let dst = std::env::temp_dir().join(format!("align-fl-fetch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    let written = data::fetch(&dst, DatasetKind::Mnist, Some(&src.join("mnist"))).unwrap();
+    assert_eq!(written.len(), 4);
+    assert!(verify(&dst, DatasetKind::Mnist).iter().all(|c| c.result.is_ok()));
+    // A source holding the wrong dataset under the right names is refused, and nothing is left.
+    let bad = data::fetch(&dst, DatasetKind::FashionMnist, Some(&src.join("mnist"))).unwrap_err();
+    assert!(bad.to_string().contains("checksum mismatch"), "{bad}");
+    assert!(!dst.join("fashion-mnist/train-images-idx3-ubyte.gz").exists());
+    std::fs::remove_dir_all(&dst).unwrap();
+}

@@ -76,7 +76,7 @@ impl<B: Backend> Client<B> {
     /// Client `id` holding `data` (n × input, values in [0, 1]) with a model of `config`
     /// initialised from the run seed.
     pub fn new(backend: &B, id: usize, data: Vec<f32>, config: &VaeConfig, seed: u64) -> Result<Self, FederationError> {
-        if data.is_empty() || data.len() % config.input != 0 {
+        if data.is_empty() || !data.len().is_multiple_of(config.input) {
             return Err(FederationError::Config(format!(
                 "client {id}: {} values are not a whole number of {}-pixel samples",
                 data.len(),

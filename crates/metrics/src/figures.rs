@@ -193,7 +193,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("figs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let grid = dir.join("grid.png");
-        sample_grid(&grid, &vec![0.5; 12 * 4], 2, 5).unwrap();
+        sample_grid(&grid, &[0.5; 12 * 4], 2, 5).unwrap();
         let dec = png::Decoder::new(std::fs::File::open(&grid).unwrap());
         let info = dec.read_info().unwrap().info().clone();
         assert_eq!((info.width, info.height), (5 * 6 + 2, 3 * 6 + 2));

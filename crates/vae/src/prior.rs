@@ -111,7 +111,7 @@ impl DiagonalGmm {
     /// Fits `k` components to `points` (n × dim) by EM from a k-means++ start, at most
     /// `max_iter` iterations, stopping when the mean log-likelihood improves by less than 1e-3.
     pub fn fit(points: &[f32], dim: usize, k: usize, max_iter: usize, rng: &mut impl Rng) -> Result<Self, VaeError> {
-        if dim == 0 || points.len() % dim != 0 {
+        if dim == 0 || !points.len().is_multiple_of(dim) {
             return Err(VaeError::Prior(format!("{} values are not rows of dimension {dim}", points.len())));
         }
         let n = points.len() / dim;
@@ -257,7 +257,7 @@ fn seed_centres(x: &[f64], d: usize, k: usize, rng: &mut impl Rng) -> Vec<f64> {
             let updated: Vec<f64> =
                 closest.iter().enumerate().map(|(i, &c)| c.min(sq_dist(&x[i * d..(i + 1) * d], cand))).collect();
             let potential: f64 = updated.iter().sum();
-            if best.as_ref().map_or(true, |b| potential < b.0) {
+            if best.as_ref().is_none_or(|b| potential < b.0) {
                 best = Some((potential, pick, updated));
             }
         }
