@@ -113,8 +113,8 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
     let _ = writeln!(md, "# align-fl run: {}\n", report.strategy);
     let _ = writeln!(
         md,
-        "Dataset {:?}, {} clients, {} rounds, seed {}, backend {}, {} threads, data from `{}`.\n",
-        cfg.dataset, cfg.partition.clients, cfg.rounds, cfg.seed, report.backend, report.threads, report.data_dir
+        "Dataset {}, {} clients, {} rounds, seed {}, backend {}, {} threads, data from `{}`.\n",
+        cfg.dataset.kind().display_name(), cfg.partition.clients, cfg.rounds, cfg.seed, report.backend, report.threads, report.data_dir
     );
     let _ = writeln!(
         md,

@@ -1,0 +1,99 @@
+//! Differential privacy for align-fl: privacy accountants for the Poisson-subsampled Gaussian
+//! mechanism behind one [`Accountant`] trait, and noise calibration.
+//!
+//! ```
+//! use privacy::{Accountant, DpEvent, RdpAccountant};
+//! let mut acc = RdpAccountant::new();
+//! acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate: 256.0 / 60000.0, noise_multiplier: 1.1, steps: 14063 })?;
+//! let eps = acc.epsilon(1e-5)?.epsilon;
+//! assert!((eps - 2.597).abs() < 0.01);
+//! # Ok::<(), privacy::PrivacyError>(())
+//! ```
+
+mod calibrate;
+mod rdp;
+
+pub use calibrate::calibrate_noise_multiplier;
+pub use rdp::{default_orders, rdp_to_epsilon, subsampled_gaussian_rdp, RdpAccountant};
+
+/// Errors of the privacy crate.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    /// A parameter outside its domain.
+    #[error("{name} = {value} is invalid: {expected}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// No noise multiplier reaches the target.
+    #[error("target ε = {target} cannot be reached: {reason}")]
+    Unreachable {
+        /// Target ε.
+        target: f64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A privacy-relevant event to compose.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DpEvent {
+    /// `steps` applications of the Gaussian mechanism with noise multiplier σ on Poisson-sampled
+    /// batches (each record included independently with probability q).
+    PoissonSampledGaussian {
+        /// q ∈ (0, 1].
+        sampling_rate: f64,
+        /// σ > 0 (noise standard deviation over the clipping norm).
+        noise_multiplier: f64,
+        /// Number of steps.
+        steps: u64,
+    },
+}
+
+impl DpEvent {
+    fn validate(&self) -> Result<(), PrivacyError> {
+        let DpEvent::PoissonSampledGaussian { sampling_rate: q, noise_multiplier: s, .. } = *self;
+        if !(q > 0.0 && q <= 1.0) {
+            return Err(PrivacyError::InvalidParameter { name: "sampling rate q", value: q, expected: "q must lie in (0, 1]" });
+        }
+        if !(s > 0.0 && s.is_finite()) {
+            return Err(PrivacyError::InvalidParameter {
+                name: "noise multiplier σ",
+                value: s,
+                expected: "σ must be a positive finite number",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An (ε, δ) guarantee's ε, with the RDP order that attained it (RDP only).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Epsilon {
+    /// ε.
+    pub epsilon: f64,
+    /// The optimal Rényi order (None for PLD).
+    pub order: Option<f64>,
+}
+
+/// Composes privacy events and reports ε at a given δ.
+pub trait Accountant {
+    /// Adds an event.
+    fn compose(&mut self, event: DpEvent) -> Result<(), PrivacyError>;
+    /// ε of everything composed so far at δ.
+    fn epsilon(&self, delta: f64) -> Result<Epsilon, PrivacyError>;
+}
+
+fn check_delta(delta: f64) -> Result<(), PrivacyError> {
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(PrivacyError::InvalidParameter { name: "δ", value: delta, expected: "δ must lie in (0, 1)" });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
