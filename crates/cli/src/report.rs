@@ -114,7 +114,13 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
     let _ = writeln!(
         md,
         "Dataset {}, {} clients, {} rounds, seed {}, backend {}, {} threads, data from `{}`.\n",
-        cfg.dataset.kind().display_name(), cfg.partition.clients, cfg.rounds, cfg.seed, report.backend, report.threads, report.data_dir
+        cfg.dataset.kind().display_name(),
+        cfg.partition.clients,
+        cfg.rounds,
+        cfg.seed,
+        report.backend,
+        report.threads,
+        report.data_dir
     );
     let _ = writeln!(
         md,

@@ -40,7 +40,10 @@ pub fn calibrate_noise_multiplier<A: Accountant>(
         if hi > MAX_SIGMA {
             return Err(PrivacyError::Unreachable {
                 target: target_epsilon,
-                reason: format!("even σ = {MAX_SIGMA} gives ε = {:.4}; raise the target or δ, or take fewer steps", eps(MAX_SIGMA)?),
+                reason: format!(
+                    "even σ = {MAX_SIGMA} gives ε = {:.4}; raise the target or δ, or take fewer steps",
+                    eps(MAX_SIGMA)?
+                ),
             });
         }
     }

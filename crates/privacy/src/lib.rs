@@ -58,7 +58,11 @@ impl DpEvent {
     fn validate(&self) -> Result<(), PrivacyError> {
         let DpEvent::PoissonSampledGaussian { sampling_rate: q, noise_multiplier: s, .. } = *self;
         if !(q > 0.0 && q <= 1.0) {
-            return Err(PrivacyError::InvalidParameter { name: "sampling rate q", value: q, expected: "q must lie in (0, 1]" });
+            return Err(PrivacyError::InvalidParameter {
+                name: "sampling rate q",
+                value: q,
+                expected: "q must lie in (0, 1]",
+            });
         }
         if !(s > 0.0 && s.is_finite()) {
             return Err(PrivacyError::InvalidParameter {

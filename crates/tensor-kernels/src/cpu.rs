@@ -310,11 +310,32 @@ impl Backend for Cpu {
     }
 
     fn fill_standard_normal(&self, out: &mut Vec<f32>, len: usize, key: NoiseKey) {
+        let kernel = |first: usize, chunk: &mut [f32]| {
+            noise::for_each(key, first as u64, chunk.len(), |j, z| chunk[j] = z);
+        };
         let out = &mut out[..len];
         if len < PARALLEL_MIN {
-            noise::fill(out, key, 0);
+            kernel(0, out);
         } else {
-            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| noise::fill(chunk, key, (c * CHUNK) as u64));
+            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| kernel(c * CHUNK, chunk));
+        }
+    }
+
+    fn add_noise_and_scale(&self, x: &mut Vec<f32>, len: usize, std: f32, scale: f32, key: NoiseKey) {
+        let kernel = |first: usize, chunk: &mut [f32]| {
+            noise::for_each(key, first as u64, chunk.len(), |j, z| chunk[j] = scale * (chunk[j] + std * z));
+        };
+        let x = &mut x[..len];
+        if len < PARALLEL_MIN {
+            kernel(0, x);
+        } else {
+            x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| kernel(c * CHUNK, chunk));
+        }
+    }
+
+    fn scale_rows(&self, x: &mut Vec<f32>, rows: usize, cols: usize, factors: &Vec<f32>) {
+        for (row, f) in x[..rows * cols].chunks_mut(cols.max(1)).zip(&factors[..rows]) {
+            row.iter_mut().for_each(|v| *v *= f);
         }
     }
 
@@ -560,7 +581,7 @@ mod tests {
     #[test]
     fn noise_is_standard_normal_and_independent_of_chunking() {
         let cpu = Cpu::new();
-        let key = NoiseKey { seed: 7, stream: 3, offset: 11 };
+        let key = NoiseKey { offset: 11, ..NoiseKey::from_u64(7, 3) };
         let n = 100_000;
         let mut big = vec![0.0; n];
         cpu.fill_standard_normal(&mut big, n, key);
@@ -574,6 +595,64 @@ mod tests {
         let mut small = vec![0.0; 10];
         cpu.fill_standard_normal(&mut small, 10, key);
         assert_eq!(&small[..], &big[..10]);
+        // Starting at an odd position continues the same stream.
+        let mut shifted = vec![0.0; 5];
+        cpu.fill_standard_normal(&mut shifted, 5, NoiseKey { offset: 12, ..key });
+        assert_eq!(&shifted[..], &big[1..6]);
+        // Fused noising equals fill + axpy + scale.
+        let mut x = random(n, 4);
+        let want: Vec<f32> = x.iter().zip(&big).map(|(v, z)| 0.5 * (v + 2.0 * z)).collect();
+        cpu.add_noise_and_scale(&mut x, n, 2.0, 0.5, key);
+        assert_eq!(x, want);
+    }
+
+    #[test]
+    fn noise_passes_a_kolmogorov_smirnov_test() {
+        // D = sup |F_n(x) − Φ(x)|; for n = 200 000 the 0.1 % critical value is 1.95/√n ≈ 0.0044.
+        let n = 200_000;
+        let mut z = vec![0.0; n];
+        Cpu::new().fill_standard_normal(&mut z, n, NoiseKey::from_u64(123, 0));
+        z.sort_by(f32::total_cmp);
+        let phi = |x: f64| 0.5 * libm_erfc(-x / std::f64::consts::SQRT_2);
+        let d = z
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let f = phi(f64::from(v));
+                (f - i as f64 / n as f64).abs().max(((i + 1) as f64 / n as f64 - f).abs())
+            })
+            .fold(0.0, f64::max);
+        assert!(d < 1.95 / (n as f64).sqrt(), "KS statistic {d}");
+        // Same key, same noise; another key, other noise.
+        let mut again = vec![0.0; 100];
+        Cpu::new().fill_standard_normal(&mut again, 100, NoiseKey::from_u64(123, 0));
+        let mut other = vec![0.0; 100];
+        Cpu::new().fill_standard_normal(&mut other, 100, NoiseKey::from_u64(124, 0));
+        let mut first = vec![0.0; 100];
+        Cpu::new().fill_standard_normal(&mut first, 100, NoiseKey::from_u64(123, 0));
+        assert_eq!(again, first);
+        assert_ne!(again, other);
+    }
+
+    /// erfc by its continued-fraction-free Chebyshev fit (Numerical Recipes `erfcc`, |ε| < 1.2e-7).
+    fn libm_erfc(x: f64) -> f64 {
+        let z = x.abs();
+        let t = 1.0 / (1.0 + 0.5 * z);
+        let r = t
+            * (-z * z - 1.265_512_23
+                + t * (1.000_023_68
+                    + t * (0.374_091_96
+                        + t * (0.096_784_18
+                            + t * (-0.186_288_06
+                                + t * (0.278_868_07
+                                    + t * (-1.135_203_98
+                                        + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+                .exp();
+        if x >= 0.0 {
+            r
+        } else {
+            2.0 - r
+        }
     }
 
     #[test]

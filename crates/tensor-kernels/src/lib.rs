@@ -68,12 +68,21 @@ impl AdamStep {
 /// same values on every backend and every thread count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoiseKey {
-    /// ChaCha20 seed (expanded from a u64).
-    pub seed: u64,
+    /// The 256-bit ChaCha20 key.
+    pub seed: [u8; 32],
     /// ChaCha20 stream id: separates independent consumers of one seed.
     pub stream: u64,
     /// Index of the first normal value to produce within the stream.
     pub offset: u64,
+}
+
+impl NoiseKey {
+    /// A key whose ChaCha20 seed is expanded from a u64 (reproducible mode), as
+    /// `ChaCha20Rng::seed_from_u64` does.
+    pub fn from_u64(seed: u64, stream: u64) -> Self {
+        use rand::SeedableRng;
+        NoiseKey { seed: rand_chacha::ChaCha20Rng::seed_from_u64(seed).get_seed(), stream, offset: 0 }
+    }
 }
 
 /// Buffers on a device plus the f32 operations the project needs.
@@ -157,6 +166,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Fills the first `len` values of `out` with N(0, 1) samples of the counter-based stream
     /// `key` (see [`standard_normal_at`]).
     fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
+    /// x[i] ← scale · (x[i] + std · zᵢ) over the first `len` values, zᵢ the stream `key`'s
+    /// N(0, 1) values: the noising of a summed DP-SGD gradient, fused.
+    fn add_noise_and_scale(&self, x: &mut Self::Buffer, len: usize, std: f32, scale: f32, key: NoiseKey);
+    /// x[i, j] ← x[i, j] · factors[i] for a rows × cols matrix (per-sample clip factors).
+    fn scale_rows(&self, x: &mut Self::Buffer, rows: usize, cols: usize, factors: &Self::Buffer);
     /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014):
     /// `head` is rows×2d holding [μ | log σ²] per row; z = μ + exp(½ log σ²) ⊙ ε.
     fn reparameterize(&self, head: &Self::Buffer, eps: &Self::Buffer, z: &mut Self::Buffer, rows: usize, latent: usize);

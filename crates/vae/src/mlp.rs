@@ -202,6 +202,50 @@ impl<B: Backend> Mlp<B> {
         }
     }
 
+    /// After a backward pass without parameter gradients: adds each row's squared gradient norm
+    /// over this MLP's parameters, Σ_layers ‖δᵢ‖² (‖aᵢ‖² + 1), to `acc`. The weight gradient of
+    /// sample i is the rank-one δᵢ aᵢᵀ, whose Frobenius norm is ‖δᵢ‖‖aᵢ‖; the bias adds ‖δᵢ‖².
+    pub fn add_per_sample_squared_norms(&self, input: &B::Buffer, rows: usize, acc: &mut [f64]) {
+        let b = &self.backend;
+        let mut dev = b.zeros(rows);
+        let (mut delta_sq, mut act_sq) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let a = if l == 0 { input } else { &self.outputs[l - 1] };
+            b.row_squared_norms(&self.deltas[l], rows, layer.out_dim, &mut dev);
+            b.read(&dev, &mut delta_sq);
+            b.row_squared_norms(a, rows, layer.in_dim, &mut dev);
+            b.read(&dev, &mut act_sq);
+            for ((acc, d), a) in acc.iter_mut().zip(&delta_sq).zip(&act_sq) {
+                *acc += f64::from(*d) * (f64::from(*a) + 1.0);
+            }
+        }
+    }
+
+    /// After a backward pass without parameter gradients: scales each layer's delta rows by
+    /// `factors` and writes the parameter gradients Σᵢ factors[i] δᵢ aᵢᵀ and Σᵢ factors[i] δᵢ.
+    pub fn scaled_param_grads(&mut self, input: &B::Buffer, rows: usize, factors: &B::Buffer) {
+        let b = &self.backend;
+        for l in 0..self.layers.len() {
+            let a = if l == 0 { input } else { &self.outputs[l - 1] };
+            let layer = &mut self.layers[l];
+            let delta = &mut self.deltas[l];
+            b.scale_rows(delta, rows, layer.out_dim, factors);
+            b.gemm(
+                layer.out_dim,
+                layer.in_dim,
+                rows,
+                delta,
+                Transpose::Yes,
+                a,
+                Transpose::No,
+                &mut layer.grad_weight,
+                1.0,
+                0.0,
+            );
+            b.column_sums(delta, rows, layer.out_dim, &mut layer.grad_bias, 1.0, 0.0);
+        }
+    }
+
     /// Visits (parameter, gradient, length) of every weight and bias in a fixed order.
     pub fn for_each_param(&mut self, mut f: impl FnMut(&mut B::Buffer, &mut B::Buffer, usize)) {
         for l in &mut self.layers {

@@ -214,6 +214,15 @@ impl<B: Backend> ProximalAnchor<B> {
     }
 }
 
+/// How a batch's loss gradient is reduced.
+#[derive(Clone, Copy)]
+enum Reduction {
+    /// Gradient of the batch mean loss into the parameter gradients.
+    Mean,
+    /// Per-row losses; only the per-layer deltas are kept (for per-sample clipping).
+    PerSample,
+}
+
 /// An MLP VAE on backend `B`.
 pub struct Vae<B: Backend> {
     backend: B,
@@ -225,7 +234,7 @@ pub struct Vae<B: Backend> {
     z: B::Buffer,
     grad_z: B::Buffer,
     capacity: usize,
-    noise: NoiseKey,
+    pub(crate) noise: NoiseKey,
     steps: u64,
 }
 
@@ -261,7 +270,7 @@ impl<B: Backend> Vae<B> {
             z: backend.zeros(0),
             grad_z: backend.zeros(0),
             capacity: 0,
-            noise: NoiseKey { seed: noise_seed, stream: 1, offset: 0 },
+            noise: NoiseKey::from_u64(noise_seed, 1),
             steps: 0,
         })
     }
@@ -320,6 +329,38 @@ impl<B: Backend> Vae<B> {
     /// gradients of the reference loss in the parameter gradients. When `latents` is given, the
     /// sampled z of every row is appended to it.
     pub fn forward_backward(&mut self, x: &[f32], kl_weight: f32, latents: Option<&mut Vec<f32>>) -> Loss {
+        self.run_batch(x, kl_weight, Reduction::Mean, latents)
+    }
+
+    /// Forward and backward pass for per-sample clipping (DP-SGD). Sample i's loss is
+    /// ℓᵢ = Σ_p (x̂ᵢₚ − xᵢₚ)² + (β/d) Σⱼ KLᵢⱼ, so the reference batch loss is the mean of the ℓᵢ.
+    /// Returns the batch loss and ‖∇θ ℓᵢ‖² for every sample, computed without per-sample
+    /// gradients from each layer's ‖δᵢ‖²(‖aᵢ‖² + 1) (Goodfellow 2015; Lee & Kifer 2021). No
+    /// parameter gradient is written: follow with [`Vae::clipped_gradient_sum`].
+    pub fn per_sample_gradient_norms(
+        &mut self,
+        x: &[f32],
+        kl_weight: f32,
+        latents: Option<&mut Vec<f32>>,
+    ) -> (Loss, Vec<f64>) {
+        let loss = self.run_batch(x, kl_weight, Reduction::PerSample, latents);
+        let rows = x.len() / self.config.input;
+        let mut norms = vec![0.0f64; rows];
+        self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut norms);
+        self.decoder.mlp.add_per_sample_squared_norms(&self.z, rows, &mut norms);
+        (loss, norms)
+    }
+
+    /// After [`Vae::per_sample_gradient_norms`] on a batch of n rows: parameter gradients ←
+    /// Σᵢ factors[i] · ∇θ ℓᵢ, one scaled GEMM per layer.
+    pub fn clipped_gradient_sum(&mut self, factors: &[f32]) {
+        let rows = factors.len();
+        let f = self.backend.upload(factors);
+        self.encoder.scaled_param_grads(&self.input, rows, &f);
+        self.decoder.mlp.scaled_param_grads(&self.z, rows, &f);
+    }
+
+    fn run_batch(&mut self, x: &[f32], kl_weight: f32, reduction: Reduction, latents: Option<&mut Vec<f32>>) -> Loss {
         let (input_dim, d) = (self.config.input, self.config.latent);
         let rows = x.len() / input_dim;
         self.ensure_capacity(rows);
@@ -334,17 +375,35 @@ impl<B: Backend> Vae<B> {
             l.resize(start + rows * d, 0.0);
             b.read(&self.z, &mut l[start..]);
         }
+        // Mean: the batch loss. PerSample: each row's own loss ℓᵢ (the batch loss times n).
+        let (per_row, param_grads) = match reduction {
+            Reduction::Mean => (1.0 / rows as f32, true),
+            Reduction::PerSample => (1.0, false),
+        };
         self.decoder.mlp.forward(&self.z, rows);
         let (x_hat, grad) = self.decoder.mlp.output_and_grad();
-        let squared = b.squared_error(x_hat, &self.input, grad, rows * input_dim, 1.0 / rows as f32);
-        self.decoder.mlp.backward(&self.z, rows, true, Some(&mut self.grad_z));
+        let squared = b.squared_error(x_hat, &self.input, grad, rows * input_dim, per_row);
+        self.decoder.mlp.backward(&self.z, rows, param_grads, Some(&mut self.grad_z));
         let (head, grad_head) = self.encoder.output_and_grad();
-        let kl_sum =
-            b.reparameterize_backward(head, &self.eps, &self.grad_z, grad_head, rows, d, kl_weight / (rows * d) as f32);
-        self.encoder.backward(&self.input, rows, true, None);
+        let kl_sum = b.reparameterize_backward(
+            head,
+            &self.eps,
+            &self.grad_z,
+            grad_head,
+            rows,
+            d,
+            per_row * kl_weight / d as f32,
+        );
+        self.encoder.backward(&self.input, rows, param_grads, None);
         let reconstruction = squared / rows as f64;
         let kl = kl_sum / (rows * d) as f64;
         Loss { reconstruction, kl, total: reconstruction + f64::from(kl_weight) * kl }
+    }
+
+    /// Sets every parameter gradient to zero (a DP-SGD step on an empty Poisson batch).
+    pub fn zero_gradients(&mut self) {
+        let b = self.backend.clone();
+        self.for_each_param(|_, g, len| b.write(g, &vec![0.0; len]));
     }
 
     /// One optimiser step on one batch; errors if the loss is not finite.

@@ -161,3 +161,37 @@ fn mismatched_weights_are_rejected() {
     assert!(Vae::from_weights(&Cpu::new(), &other, &w, 0).is_err());
     assert!(VaeConfig { latent: 0, ..tiny() }.validate().is_err());
 }
+
+#[test]
+fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
+    let config = VaeConfig { input: 7, encoder: vec![6, 5], latent: 3, decoder: vec![4, 6] };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let w = VaeWeights::init(&config, &mut rng);
+    let rows = 5;
+    let x = data(rows, 7, 12);
+    let beta = 0.4;
+    let mut model = Vae::from_weights(&Cpu::new(), &config, &w, 13).unwrap();
+    let (_, norms) = model.per_sample_gradient_norms(&x, beta, None);
+    let factors: Vec<f32> = (0..rows).map(|i| 0.2 + 0.3 * i as f32).collect();
+    model.clipped_gradient_sum(&factors);
+    let mut clipped = Vec::new();
+    model.for_each_param(|_, g, len| clipped.extend_from_slice(&g[..len]));
+
+    // Explicit: sample i alone, with the same reparameterisation noise, in a batch of one
+    // (whose mean loss is exactly ℓᵢ).
+    let mut want_sum = vec![0.0f64; clipped.len()];
+    for i in 0..rows {
+        let mut single = Vae::from_weights(&Cpu::new(), &config, &w, 13).unwrap();
+        single.noise.offset = (i * config.latent) as u64;
+        single.forward_backward(&x[i * 7..(i + 1) * 7], beta, None);
+        let mut g = Vec::new();
+        single.for_each_param(|_, gr, len| g.extend_from_slice(&gr[..len]));
+        let norm_sq: f64 = g.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        assert!((norms[i] - norm_sq).abs() <= 1e-4 * norm_sq, "sample {i}: ghost {} vs explicit {norm_sq}", norms[i]);
+        want_sum.iter_mut().zip(&g).for_each(|(s, v)| *s += f64::from(factors[i]) * f64::from(*v));
+    }
+    let scale = want_sum.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (k, (got, want)) in clipped.iter().zip(&want_sum).enumerate() {
+        assert!((f64::from(*got) - want).abs() <= 1e-4 * scale, "parameter {k}: {got} vs {want}");
+    }
+}
