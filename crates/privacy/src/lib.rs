@@ -1,5 +1,7 @@
-//! Differential privacy for align-fl: privacy accountants for the Poisson-subsampled Gaussian
-//! mechanism behind one [`Accountant`] trait, and noise calibration.
+//! Differential privacy for align-fl: DP-SGD for the VAE ([`DpSgd`]: Poisson sampling, ghost-norm
+//! per-sample clipping, fixed / adaptive / paper-median thresholds, CSPRNG noise), privacy
+//! accountants for the Poisson-subsampled Gaussian mechanism behind one [`Accountant`] trait, and
+//! noise calibration.
 //!
 //! ```
 //! use privacy::{Accountant, DpEvent, RdpAccountant};
@@ -11,9 +13,11 @@
 //! ```
 
 mod calibrate;
+mod dp_sgd;
 mod rdp;
 
 pub use calibrate::calibrate_noise_multiplier;
+pub use dp_sgd::{Clipping, DpSgd, DpSgdSettings, NoiseSource, PrivacySpent, Sampling};
 pub use rdp::{default_orders, rdp_to_epsilon, subsampled_gaussian_rdp, RdpAccountant};
 
 /// Errors of the privacy crate.
@@ -90,6 +94,39 @@ pub trait Accountant {
     fn compose(&mut self, event: DpEvent) -> Result<(), PrivacyError>;
     /// ε of everything composed so far at δ.
     fn epsilon(&self, delta: f64) -> Result<Epsilon, PrivacyError>;
+}
+
+/// Which accountant computes ε.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountantKind {
+    /// Rényi DP ([`RdpAccountant`]).
+    Rdp,
+}
+
+impl AccountantKind {
+    /// A fresh accountant of this kind.
+    pub fn make(self) -> Box<dyn Accountant> {
+        match self {
+            AccountantKind::Rdp => Box::new(RdpAccountant::new()),
+        }
+    }
+
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountantKind::Rdp => "rdp",
+        }
+    }
+}
+
+impl Accountant for Box<dyn Accountant> {
+    fn compose(&mut self, event: DpEvent) -> Result<(), PrivacyError> {
+        (**self).compose(event)
+    }
+    fn epsilon(&self, delta: f64) -> Result<Epsilon, PrivacyError> {
+        (**self).epsilon(delta)
+    }
 }
 
 fn check_delta(delta: f64) -> Result<(), PrivacyError> {

@@ -81,3 +81,106 @@ fn calibration_finds_the_smallest_sigma() {
     assert!(calibrate_noise_multiplier(RdpAccountant::new, 0.0, 1e-5, 0.01, 10).is_err());
     assert!(calibrate_noise_multiplier(RdpAccountant::new, 1e-9, 1e-5, 1.0, 1_000_000_000).is_err());
 }
+
+mod dp_sgd {
+    use crate::*;
+    use rand::{Rng, SeedableRng};
+    use tensor_kernels::Cpu;
+    use vae::{Adam, TrainOptions, Vae, VaeConfig};
+
+    fn config() -> VaeConfig {
+        VaeConfig { input: 16, encoder: vec![24], latent: 2, decoder: vec![24] }
+    }
+
+    fn data() -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        (0..200)
+            .flat_map(|i| (0..16).map(move |j| if (j < 8) == (i % 2 == 0) { 0.9 } else { 0.1 }))
+            .map(|v| v + 0.05 * rng.gen::<f32>())
+            .collect()
+    }
+
+    fn settings(clipping: Clipping, noise: NoiseSource, sigma: f64) -> DpSgdSettings {
+        DpSgdSettings { noise_multiplier: sigma, max_grad_norm: 1.0, clipping, sampling: Sampling::Poisson, noise }
+    }
+
+    /// Trains for `epochs` and returns (weights, first-epoch loss, last-epoch loss, dp state).
+    fn train(s: DpSgdSettings, epochs: usize) -> (vae::VaeWeights, f64, f64, DpSgd) {
+        let x = data();
+        let opts = TrainOptions { batch_size: 20, learning_rate: 1e-2, kl_weight: 0.1 };
+        let mut model = Vae::new(&Cpu::new(), &config(), 1).unwrap();
+        let mut adam = Adam::new(&mut model, opts.learning_rate);
+        let mut dp = DpSgd::new(s, 200, 20, 3).unwrap();
+        let first = dp.train_epoch(&mut model, &x, &opts, &mut adam, None).unwrap().total;
+        let mut last = first;
+        for _ in 1..epochs {
+            last = dp.train_epoch(&mut model, &x, &opts, &mut adam, None).unwrap().total;
+        }
+        (model.weights(), first, last, dp)
+    }
+
+    #[test]
+    fn reproducible_mode_repeats_and_secure_mode_does_not() {
+        let rep = settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 9 }, 1.0);
+        let (a, ..) = train(rep, 2);
+        let (b, ..) = train(rep, 2);
+        assert_eq!(a, b);
+        let sec = settings(Clipping::Fixed, NoiseSource::Secure, 1.0);
+        let (c, ..) = train(sec, 2);
+        let (d, ..) = train(sec, 2);
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn training_learns_with_moderate_noise_and_not_with_overwhelming_noise() {
+        let (_, first, last, dp) = train(settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 1 }, 0.5), 30);
+        assert!(last < 0.6 * first, "σ = 0.5: {first} → {last}");
+        assert_eq!(dp.steps(), 30 * 10);
+        let (_, first, last, _) = train(settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 1 }, 1e4), 30);
+        assert!(last > 0.8 * first, "σ = 1e4 should drown the gradient: {first} → {last}");
+    }
+
+    #[test]
+    fn adaptive_clipping_tracks_the_target_quantile() {
+        let adaptive = Clipping::Adaptive { target_quantile: 0.5, learning_rate: 0.2, count_noise: 1.0 };
+        let start =
+            DpSgdSettings { max_grad_norm: 100.0, ..settings(adaptive, NoiseSource::Reproducible { seed: 2 }, 1.0) };
+        let (_, _, _, dp) = train(start, 40);
+        // Started at C = 100, far above every per-sample norm: C must fall to the norms' median.
+        assert!(dp.clip_norm() < 10.0, "C = {}", dp.clip_norm());
+        let f = dp.last_unclipped_fraction();
+        assert!((0.1..=0.9).contains(&f), "unclipped fraction {f}");
+        // σ_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2) = (1 − 1/4)^(−1/2).
+        assert!((dp.gradient_noise_multiplier() - (0.75f64).powf(-0.5)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn report_says_when_the_guarantee_does_not_hold() {
+        let (_, _, _, dp) = train(settings(Clipping::Fixed, NoiseSource::Secure, 1.0), 1);
+        let spent = dp.spent(1e-5, AccountantKind::Rdp, &[]).unwrap();
+        assert!(spent.guarantee_holds && spent.reasons.is_empty());
+        assert_eq!(spent.steps, 10);
+        let mut acc = RdpAccountant::new();
+        acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate: 0.1, noise_multiplier: 1.0, steps: 10 }).unwrap();
+        assert_eq!(spent.epsilon, acc.epsilon(1e-5).unwrap().epsilon);
+
+        let mut s = settings(Clipping::PaperMedian, NoiseSource::Reproducible { seed: 1 }, 1.0);
+        s.sampling = Sampling::Shuffled;
+        let (_, _, _, dp) = train(s, 1);
+        let spent =
+            dp.spent(1e-5, AccountantKind::Rdp, &["the GMM prior was fitted on private latents".into()]).unwrap();
+        assert!(!spent.guarantee_holds);
+        assert_eq!(spent.reasons.len(), 4, "{:?}", spent.reasons);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        let s = settings(Clipping::Fixed, NoiseSource::Secure, 1.0);
+        assert!(DpSgd::new(DpSgdSettings { noise_multiplier: 0.0, ..s }, 100, 10, 0).is_err());
+        assert!(DpSgd::new(DpSgdSettings { max_grad_norm: -1.0, ..s }, 100, 10, 0).is_err());
+        assert!(DpSgd::new(s, 10, 100, 0).is_err());
+        let tight = Clipping::Adaptive { target_quantile: 0.5, learning_rate: 0.2, count_noise: 0.4 };
+        let e = DpSgd::new(settings(tight, NoiseSource::Secure, 1.0), 100, 10, 0).err().unwrap();
+        assert!(e.to_string().contains("σ_b must exceed σ/2"), "{e}");
+    }
+}

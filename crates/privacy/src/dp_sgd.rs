@@ -1,0 +1,371 @@
+//! DP-SGD (Abadi et al. 2016) for the whole VAE: Poisson-sampled batches, per-sample clipping
+//! through ghost norms (no per-sample gradients are materialised), Gaussian noise from a ChaCha20
+//! CSPRNG, and three clipping rules — fixed, private adaptive (Andrew et al. 2021) and the
+//! authors' unprivatised running median.
+//!
+//! A step on batch S (each record included independently with probability q, expected size
+//! m = qN): gᵢ = ∇θ ℓᵢ with ℓᵢ = Σ_p (x̂ᵢₚ − xᵢₚ)² + (β/d) Σⱼ KLᵢⱼ (so the reference loss is the
+//! batch mean of ℓᵢ); cᵢ = min(1, C/‖gᵢ‖); ĝ = (Σᵢ cᵢ gᵢ + N(0, σ_Δ² C² I)) / m; then Adam.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+use tensor_kernels::{Backend, NoiseKey};
+use vae::{Adam, Loss, TrainOptions, Vae, VaeError};
+
+use crate::{AccountantKind, DpEvent, PrivacyError};
+
+/// How the clipping threshold C is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum Clipping {
+    /// C stays at `max_grad_norm`.
+    Fixed,
+    /// Private quantile tracking (Andrew et al. 2021): C ← C·exp(−η(b̃ − γ)) with b̃ the noised
+    /// fraction of unclipped samples; the gradient noise is reduced so that the pair of queries
+    /// is as private as one Gaussian query with the calibrated σ.
+    Adaptive {
+        /// γ, the target fraction of unclipped samples (0.5: the median).
+        target_quantile: f64,
+        /// η, the geometric learning rate of C.
+        learning_rate: f64,
+        /// σ_b, the standard deviation of the noise on the unclipped count.
+        count_noise: f64,
+    },
+    /// The authors' rule: C = median of the batch's per-sample norms, not privatised.
+    PaperMedian,
+}
+
+/// How batches are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Each record independently with probability q: what the accountant analyses.
+    Poisson,
+    /// Shuffled fixed-size batches: not covered by the accountant.
+    Shuffled,
+}
+
+/// Where the noise's randomness comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoiseSource {
+    /// ChaCha20 keyed from the operating system's entropy: the noise cannot be regenerated.
+    Secure,
+    /// ChaCha20 keyed from the run seed: reproducible, and removable by anyone with the seed.
+    Reproducible {
+        /// The seed.
+        seed: u64,
+    },
+}
+
+/// Everything DP-SGD needs for one client.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DpSgdSettings {
+    /// σ: noise standard deviation over C of the (combined) Gaussian queries.
+    pub noise_multiplier: f64,
+    /// Initial (fixed: constant) clipping threshold C.
+    pub max_grad_norm: f64,
+    /// Clipping rule.
+    pub clipping: Clipping,
+    /// Batch sampling.
+    pub sampling: Sampling,
+    /// Noise randomness.
+    pub noise: NoiseSource,
+}
+
+/// What a client reports about its privacy.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PrivacySpent {
+    /// ε of the steps taken so far at `delta`, as the accountant computes it.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// σ of the combined Gaussian queries.
+    pub noise_multiplier: f64,
+    /// q = batch size / N.
+    pub sampling_rate: f64,
+    /// DP-SGD steps taken.
+    pub steps: u64,
+    /// "rdp" or "pld".
+    pub accountant: String,
+    /// "fixed", "adaptive" or "paper-median".
+    pub clipping: String,
+    /// Clipping threshold after the last step.
+    pub final_clip_norm: f64,
+    /// "secure" or "reproducible".
+    pub noise: String,
+    /// "poisson" or "shuffled".
+    pub sampling: String,
+    /// Whether the (ε, δ) guarantee holds for what was run.
+    pub guarantee_holds: bool,
+    /// Why it does not, one reason per line.
+    pub reasons: Vec<String>,
+}
+
+/// DP-SGD state of one client: clipping threshold, noise stream, step count.
+pub struct DpSgd {
+    settings: DpSgdSettings,
+    sampling_rate: f64,
+    clip_norm: f64,
+    gradient_noise_multiplier: f64,
+    noise_key: NoiseKey,
+    rng: ChaCha20Rng,
+    steps: u64,
+    last_unclipped_fraction: f64,
+}
+
+impl DpSgd {
+    /// DP-SGD for a client with `num_samples` records trained with `batch_size` (q = batch/N).
+    /// `stream` separates the noise of different clients under one reproducible seed.
+    pub fn new(
+        settings: DpSgdSettings,
+        num_samples: usize,
+        batch_size: usize,
+        stream: u64,
+    ) -> Result<Self, PrivacyError> {
+        let bad = |name, value, expected| Err(PrivacyError::InvalidParameter { name, value, expected });
+        let sigma = settings.noise_multiplier;
+        if !(sigma > 0.0 && sigma.is_finite()) {
+            return bad("noise multiplier σ", sigma, "σ must be a positive finite number");
+        }
+        if !(settings.max_grad_norm > 0.0 && settings.max_grad_norm.is_finite()) {
+            return bad("max grad norm C", settings.max_grad_norm, "C must be a positive finite number");
+        }
+        if num_samples == 0 || batch_size == 0 || batch_size > num_samples {
+            return bad(
+                "batch size",
+                batch_size as f64,
+                "the batch size must lie in 1..=N (the client's sample count)",
+            );
+        }
+        let gradient_noise_multiplier = match settings.clipping {
+            Clipping::Adaptive { count_noise, target_quantile, learning_rate } => {
+                if !(0.0..=1.0).contains(&target_quantile) || !(learning_rate >= 0.0) {
+                    return bad(
+                        "adaptive clipping γ",
+                        target_quantile,
+                        "γ must lie in [0, 1] and η must be non-negative",
+                    );
+                }
+                // σ_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2) (Andrew et al. 2021, Thm. 1).
+                let rest = sigma.powi(-2) - (2.0 * count_noise).powi(-2);
+                if !(rest > 0.0) {
+                    return bad("count noise σ_b", count_noise, "σ_b must exceed σ/2 for adaptive clipping");
+                }
+                rest.powf(-0.5)
+            }
+            Clipping::Fixed | Clipping::PaperMedian => sigma,
+        };
+        let (noise_seed, rng) = match settings.noise {
+            NoiseSource::Secure => {
+                let mut key = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut key);
+                (key, ChaCha20Rng::from_rng(rand::rngs::OsRng).expect("the operating system's entropy source"))
+            }
+            NoiseSource::Reproducible { seed } => {
+                let mut rng = ChaCha20Rng::seed_from_u64(seed);
+                rng.set_stream(stream);
+                let mut key = [0u8; 32];
+                rng.fill_bytes(&mut key);
+                (key, rng)
+            }
+        };
+        Ok(DpSgd {
+            settings,
+            sampling_rate: batch_size as f64 / num_samples as f64,
+            clip_norm: settings.max_grad_norm,
+            gradient_noise_multiplier,
+            noise_key: NoiseKey { seed: noise_seed, stream, offset: 0 },
+            rng,
+            steps: 0,
+            last_unclipped_fraction: f64::NAN,
+        })
+    }
+
+    /// q.
+    pub fn sampling_rate(&self) -> f64 {
+        self.sampling_rate
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Current clipping threshold.
+    pub fn clip_norm(&self) -> f64 {
+        self.clip_norm
+    }
+
+    /// The noise multiplier applied to the gradient sum (σ_Δ; equals σ unless adaptive).
+    pub fn gradient_noise_multiplier(&self) -> f64 {
+        self.gradient_noise_multiplier
+    }
+
+    /// The privacy spent so far at δ under `accountant`, with the reasons the guarantee does not
+    /// hold for what was run (`extra_reasons` adds the caller's, e.g. a non-private prior).
+    pub fn spent(
+        &self,
+        delta: f64,
+        accountant: AccountantKind,
+        extra_reasons: &[String],
+    ) -> Result<PrivacySpent, PrivacyError> {
+        let mut acc = accountant.make();
+        if self.steps > 0 {
+            acc.compose(DpEvent::PoissonSampledGaussian {
+                sampling_rate: self.sampling_rate,
+                noise_multiplier: self.settings.noise_multiplier,
+                steps: self.steps,
+            })?;
+        }
+        let epsilon = acc.epsilon(delta)?.epsilon;
+        let mut reasons = Vec::new();
+        if self.settings.sampling == Sampling::Shuffled {
+            reasons.push(
+                "batches were shuffled, not Poisson-sampled: the accountant's analysis does not apply".to_string(),
+            );
+        }
+        if self.settings.clipping == Clipping::PaperMedian {
+            reasons.push(
+                "the clipping threshold is the unprivatised median of per-sample gradient norms (paper-median)"
+                    .to_string(),
+            );
+        }
+        if let NoiseSource::Reproducible { .. } = self.settings.noise {
+            reasons.push(
+                "the noise was seeded from --seed: anyone who knows the seed can regenerate and remove it".to_string(),
+            );
+        }
+        reasons.extend_from_slice(extra_reasons);
+        Ok(PrivacySpent {
+            epsilon,
+            delta,
+            noise_multiplier: self.settings.noise_multiplier,
+            sampling_rate: self.sampling_rate,
+            steps: self.steps,
+            accountant: accountant.name().to_string(),
+            clipping: match self.settings.clipping {
+                Clipping::Fixed => "fixed",
+                Clipping::Adaptive { .. } => "adaptive",
+                Clipping::PaperMedian => "paper-median",
+            }
+            .to_string(),
+            final_clip_norm: self.clip_norm,
+            noise: match self.settings.noise {
+                NoiseSource::Secure => "secure",
+                NoiseSource::Reproducible { .. } => "reproducible",
+            }
+            .to_string(),
+            sampling: match self.settings.sampling {
+                Sampling::Poisson => "poisson",
+                Sampling::Shuffled => "shuffled",
+            }
+            .to_string(),
+            guarantee_holds: reasons.is_empty(),
+            reasons,
+        })
+    }
+
+    /// Fraction of the last non-empty batch whose gradient norm was within C.
+    pub fn last_unclipped_fraction(&self) -> f64 {
+        self.last_unclipped_fraction
+    }
+
+    /// One epoch: ⌈N / batch⌉ steps on Poisson-sampled (or shuffled) batches. Returns the
+    /// sample-weighted mean loss of the non-empty batches.
+    pub fn train_epoch<B: Backend>(
+        &mut self,
+        vae: &mut Vae<B>,
+        data: &[f32],
+        options: &TrainOptions,
+        adam: &mut Adam<B>,
+        mut latents: Option<&mut Vec<f32>>,
+    ) -> Result<Loss, VaeError> {
+        let input = vae.config().input;
+        let n = data.len() / input;
+        let steps = n.div_ceil(options.batch_size);
+        let batches: Vec<Vec<usize>> = match self.settings.sampling {
+            Sampling::Poisson => {
+                (0..steps).map(|_| (0..n).filter(|_| self.rng.gen::<f64>() < self.sampling_rate).collect()).collect()
+            }
+            Sampling::Shuffled => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut self.rng);
+                order.chunks(options.batch_size).map(<[usize]>::to_vec).collect()
+            }
+        };
+        let mut sum = Loss::default();
+        let mut seen = 0usize;
+        let mut batch = Vec::with_capacity(options.batch_size * 2 * input);
+        for rows in &batches {
+            batch.clear();
+            rows.iter().for_each(|&i| batch.extend_from_slice(&data[i * input..(i + 1) * input]));
+            if let Some(loss) = self.step(vae, &batch, options, adam, latents.as_deref_mut())? {
+                let w = rows.len() as f64;
+                sum.reconstruction += w * loss.reconstruction;
+                sum.kl += w * loss.kl;
+                sum.total += w * loss.total;
+                seen += rows.len();
+            }
+        }
+        let w = seen.max(1) as f64;
+        Ok(Loss { reconstruction: sum.reconstruction / w, kl: sum.kl / w, total: sum.total / w })
+    }
+
+    /// One DP-SGD step on `x` (rows × input, possibly empty); None for an empty batch.
+    fn step<B: Backend>(
+        &mut self,
+        vae: &mut Vae<B>,
+        x: &[f32],
+        options: &TrainOptions,
+        adam: &mut Adam<B>,
+        latents: Option<&mut Vec<f32>>,
+    ) -> Result<Option<Loss>, VaeError> {
+        self.steps += 1;
+        let rows = x.len() / vae.config().input;
+        // m = qN, the expected batch size, which equals the configured batch size.
+        let expected = options.batch_size as f64;
+        let mut unclipped = 0.0;
+        let loss = if rows == 0 {
+            vae.zero_gradients();
+            None
+        } else {
+            let (loss, squared) = vae.per_sample_gradient_norms(x, options.kl_weight, latents);
+            if !loss.total.is_finite() {
+                return Err(VaeError::NonFinite { what: "loss", step: self.steps });
+            }
+            let norms: Vec<f64> = squared.iter().map(|s| s.sqrt()).collect();
+            if self.settings.clipping == Clipping::PaperMedian {
+                let mut sorted = norms.clone();
+                sorted.sort_by(f64::total_cmp);
+                self.clip_norm = sorted[sorted.len() / 2].max(1e-12);
+            }
+            let c = self.clip_norm;
+            let factors: Vec<f32> = norms.iter().map(|&g| (c / (g + 1e-6)).min(1.0) as f32).collect();
+            vae.clipped_gradient_sum(&factors);
+            unclipped = norms.iter().filter(|&&g| g <= c).count() as f64;
+            self.last_unclipped_fraction = unclipped / rows as f64;
+            Some(loss)
+        };
+        // ĝ = (Σ cᵢ gᵢ + N(0, σ_Δ² C²)) / m, with the C this step clipped at.
+        let std = (self.gradient_noise_multiplier * self.clip_norm) as f32;
+        let b = vae.backend().clone();
+        let mut key = self.noise_key;
+        vae.for_each_param(|_, g, len| {
+            b.add_noise_and_scale(g, len, std, (1.0 / expected) as f32, key);
+            key.offset += len as u64;
+        });
+        self.noise_key.offset = key.offset;
+        if let Clipping::Adaptive { target_quantile, learning_rate, count_noise } = self.settings.clipping {
+            // b̃ = (Σ(bᵢ − ½) + N(0, σ_b²)) / m + ½; Σ(bᵢ − ½) has sensitivity ½ (Andrew et al. 2021, §3).
+            let noise: f64 = StandardNormal.sample(&mut self.rng);
+            let fraction = (unclipped - 0.5 * rows as f64 + count_noise * noise) / expected + 0.5;
+            self.clip_norm *= (-learning_rate * (fraction - target_quantile)).exp();
+        }
+        adam.step(vae);
+        Ok(loss)
+    }
+}
