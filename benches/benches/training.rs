@@ -1,10 +1,12 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 //! Training-step and decoding benches (DESIGN.md §6 peers: PyTorch 13.8 ms per VAE step,
-//! 35 ms to decode 5000 latents, on the 2-core dev machine).
+//! 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000 latents, on the 2-core
+//! dev machine).
 
 use align_fl_benches::{paper_config, uniform};
 use criterion::{criterion_group, criterion_main, Criterion};
+use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use tensor_kernels::{Backend, Cpu, Transpose};
 use vae::{Adam, TrainOptions, Vae};
 
@@ -17,6 +19,27 @@ fn vae_train_step(c: &mut Criterion) {
     let options = TrainOptions::default();
     c.bench_function("vae_train_step/cpu", |b| {
         b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
+    });
+}
+
+fn dp_sgd_step(c: &mut Criterion) {
+    let cpu = Cpu::new();
+    let config = paper_config();
+    let mut model = Vae::new(&cpu, &config, 0).expect("valid config");
+    let mut adam = Adam::new(&mut model, 1e-3);
+    // One step per "epoch" of a 128-sample dataset with a full batch: fixed clipping, noise included.
+    let data = uniform(128, config.input, 1);
+    let options = TrainOptions::default();
+    let settings = DpSgdSettings {
+        noise_multiplier: 1.0,
+        max_grad_norm: 1.0,
+        clipping: Clipping::Fixed,
+        sampling: Sampling::Shuffled,
+        noise: NoiseSource::Reproducible { seed: 0 },
+    };
+    let mut dp = DpSgd::new(settings, 128, 128, 0).expect("valid settings");
+    c.bench_function("dp_sgd_step/cpu", |b| {
+        b.iter(|| dp.train_epoch(&mut model, &data, &options, &mut adam, None).expect("finite loss"))
     });
 }
 
@@ -39,5 +62,5 @@ fn gemm(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, vae_train_step, decode, gemm);
+criterion_group!(benches, vae_train_step, dp_sgd_step, decode, gemm);
 criterion_main!(benches);

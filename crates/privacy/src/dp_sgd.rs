@@ -350,22 +350,15 @@ impl DpSgd {
             self.last_unclipped_fraction = unclipped / rows as f64;
             Some(loss)
         };
-        // ĝ = (Σ cᵢ gᵢ + N(0, σ_Δ² C²)) / m, with the C this step clipped at.
+        // ĝ = (Σ cᵢ gᵢ + N(0, σ_Δ² C²)) / m, with the C this step clipped at, fused into Adam.
         let std = (self.gradient_noise_multiplier * self.clip_norm) as f32;
-        let b = vae.backend().clone();
-        let mut key = self.noise_key;
-        vae.for_each_param(|_, g, len| {
-            b.add_noise_and_scale(g, len, std, (1.0 / expected) as f32, key);
-            key.offset += len as u64;
-        });
-        self.noise_key.offset = key.offset;
+        self.noise_key = adam.noisy_step(vae, std, (1.0 / expected) as f32, self.noise_key);
         if let Clipping::Adaptive { target_quantile, learning_rate, count_noise } = self.settings.clipping {
             // b̃ = (Σ(bᵢ − ½) + N(0, σ_b²)) / m + ½; Σ(bᵢ − ½) has sensitivity ½ (Andrew et al. 2021, §3).
             let noise: f64 = StandardNormal.sample(&mut self.rng);
             let fraction = (unclipped - 0.5 * rows as f64 + count_noise * noise) / expected + 0.5;
             self.clip_norm *= (-learning_rate * (fraction - target_quantile)).exp();
         }
-        adam.step(vae);
         Ok(loss)
     }
 }

@@ -76,6 +76,17 @@ pub struct NoiseKey {
     pub offset: u64,
 }
 
+/// Gaussian noise added to a gradient before an optimiser update: g ← scale · (g + std · z).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradientNoise {
+    /// Standard deviation before scaling (σ·C in DP-SGD).
+    pub std: f32,
+    /// Factor applied after adding the noise (1/m in DP-SGD).
+    pub scale: f32,
+    /// The noise stream, positioned at this tensor's first value.
+    pub key: NoiseKey,
+}
+
 impl NoiseKey {
     /// A key whose ChaCha20 seed is expanded from a u64 (reproducible mode), as
     /// `ChaCha20Rng::seed_from_u64` does.
@@ -166,9 +177,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Fills the first `len` values of `out` with N(0, 1) samples of the counter-based stream
     /// `key` (see [`standard_normal_at`]).
     fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
-    /// x[i] ← scale · (x[i] + std · zᵢ) over the first `len` values, zᵢ the stream `key`'s
-    /// N(0, 1) values: the noising of a summed DP-SGD gradient, fused.
-    fn add_noise_and_scale(&self, x: &mut Self::Buffer, len: usize, std: f32, scale: f32, key: NoiseKey);
     /// x[i, j] ← x[i, j] · factors[i] for a rows × cols matrix (per-sample clip factors).
     fn scale_rows(&self, x: &mut Self::Buffer, rows: usize, cols: usize, factors: &Self::Buffer);
     /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014):
@@ -188,7 +196,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
         latent: usize,
         kl_weight: f32,
     ) -> f64;
-    /// One Adam update of `param` from `grad`, with moment buffers `m` and `v`.
+    /// One Adam update of `param` from `grad`, with moment buffers `m` and `v`. With `noise`,
+    /// the gradient used is scale · (grad + std · zᵢ), zᵢ the noise stream's values: the noising
+    /// of a summed DP-SGD gradient fused into the update (`grad` itself is left unchanged).
+    #[allow(clippy::too_many_arguments)]
     fn adam(
         &self,
         param: &mut Self::Buffer,
@@ -197,6 +208,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         v: &mut Self::Buffer,
         len: usize,
         step: AdamStep,
+        noise: Option<GradientNoise>,
     );
     /// Whether every one of the first `len` values is finite.
     fn all_finite(&self, x: &Self::Buffer, len: usize) -> bool;

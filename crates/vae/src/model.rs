@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use tensor_kernels::{Activation, AdamStep, Backend, NoiseKey};
+use tensor_kernels::{Activation, AdamStep, Backend, GradientNoise, NoiseKey};
 
 use crate::mlp::{check_layers, LayerWeights, Mlp};
 use crate::{DecoderSpec, VaeConfig, VaeError};
@@ -171,15 +171,31 @@ impl<B: Backend> Adam<B> {
 
     /// Applies one update from the gradients currently held by `vae`.
     pub fn step(&mut self, vae: &mut Vae<B>) {
+        self.update(vae, None);
+    }
+
+    /// Applies one update from scale · (gradient + std · z), z the noise stream `key` laid over
+    /// the parameters in [`Vae::for_each_param`] order (DP-SGD's noised mean gradient). Returns
+    /// the stream position after the last parameter.
+    pub fn noisy_step(&mut self, vae: &mut Vae<B>, std: f32, scale: f32, key: NoiseKey) -> NoiseKey {
+        self.update(vae, Some(GradientNoise { std, scale, key })).expect("noise was given")
+    }
+
+    /// The update; returns the noise stream's position after the last parameter, if noised.
+    fn update(&mut self, vae: &mut Vae<B>, mut noise: Option<GradientNoise>) -> Option<NoiseKey> {
         self.t += 1;
         let b = vae.backend.clone();
         let step = AdamStep::new(self.learning_rate, self.t);
         let (m, v) = (&mut self.m, &mut self.v);
         let mut i = 0;
         vae.for_each_param(|p, g, len| {
-            b.adam(p, g, &mut m[i], &mut v[i], len, step);
+            b.adam(p, g, &mut m[i], &mut v[i], len, step, noise);
+            if let Some(n) = &mut noise {
+                n.key.offset += len as u64;
+            }
             i += 1;
         });
+        noise.map(|n| n.key)
     }
 }
 
