@@ -194,6 +194,105 @@ impl Default for FedAvgConfig {
     }
 }
 
+/// Which privacy mechanism the clients use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MechanismName {
+    /// No privacy mechanism.
+    None,
+    /// DP-SGD on the whole client VAE with an (ε, δ) accountant.
+    DpSgd,
+}
+
+/// Accountant choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountantName {
+    /// Rényi DP (dp_accounting's conversion).
+    Rdp,
+}
+
+/// Clipping rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClippingName {
+    /// Constant threshold `max_grad_norm`.
+    Fixed,
+    /// Private quantile tracking (Andrew et al. 2021).
+    Adaptive,
+    /// The authors' unprivatised median (not covered by the guarantee).
+    PaperMedian,
+}
+
+/// Batch sampling under DP-SGD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplingName {
+    /// Poisson sampling, as the accountant assumes.
+    Poisson,
+    /// Shuffled fixed batches (not covered by the guarantee).
+    Shuffled,
+}
+
+/// Noise randomness under DP-SGD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoiseName {
+    /// ChaCha20 keyed from the operating system.
+    Secure,
+    /// ChaCha20 keyed from --seed (reproducible; not covered by the guarantee).
+    Reproducible,
+}
+
+/// Differential privacy of the clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Mechanism.
+    pub mechanism: MechanismName,
+    /// Target ε per client over the whole run.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// Accountant that calibrates σ and reports ε.
+    pub accountant: AccountantName,
+    /// Clipping rule.
+    pub clipping: ClippingName,
+    /// Clipping threshold (the initial one under adaptive clipping).
+    pub max_grad_norm: f64,
+    /// Adaptive clipping: target fraction of unclipped samples.
+    pub target_quantile: f64,
+    /// Adaptive clipping: geometric learning rate of the threshold.
+    pub clip_learning_rate: f64,
+    /// Adaptive clipping: noise on the unclipped count (default batch size / 20).
+    pub count_noise: Option<f64>,
+    /// Batch sampling.
+    pub sampling: SamplingName,
+    /// Noise randomness.
+    pub noise: NoiseName,
+    /// Let clients fit the GMM prior on their private latents (voids the guarantee).
+    pub allow_non_private_prior: bool,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            mechanism: MechanismName::None,
+            epsilon: 10.0,
+            delta: 1e-5,
+            accountant: AccountantName::Rdp,
+            clipping: ClippingName::Adaptive,
+            max_grad_norm: 1.0,
+            target_quantile: 0.5,
+            clip_learning_rate: 0.2,
+            count_noise: None,
+            sampling: SamplingName::Poisson,
+            noise: NoiseName::Secure,
+            allow_non_private_prior: false,
+        }
+    }
+}
+
 /// A whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -222,6 +321,8 @@ pub struct ExperimentConfig {
     pub server: ServerConfig,
     /// FedAvg / FedProx.
     pub fedavg: FedAvgConfig,
+    /// Differential privacy.
+    pub privacy: PrivacyConfig,
 }
 
 impl Default for ExperimentConfig {
@@ -239,6 +340,7 @@ impl Default for ExperimentConfig {
             client: ClientConfig::default(),
             server: ServerConfig::default(),
             fedavg: FedAvgConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -337,6 +439,25 @@ impl ExperimentConfig {
                     format!("model #{k} of client_models / server.model")
                 }
             })?;
+        }
+        let dp = &self.privacy;
+        if dp.mechanism == MechanismName::DpSgd {
+            if !(dp.epsilon > 0.0 && dp.epsilon.is_finite()) {
+                bail!("privacy.epsilon is {}: give a positive target ε (the paper uses 10)", dp.epsilon);
+            }
+            if !(dp.delta > 0.0 && dp.delta < 1.0) {
+                bail!("privacy.delta is {}: it must lie in (0, 1) (the paper uses 1e-5)", dp.delta);
+            }
+            if !(dp.max_grad_norm > 0.0 && dp.max_grad_norm.is_finite()) {
+                bail!("privacy.max_grad_norm is {}: it must be positive", dp.max_grad_norm);
+            }
+            let strategies = std::iter::once(&self.strategy).chain(&self.compare);
+            if strategies.clone().any(|s| *s == StrategyName::Fedprox) {
+                bail!("FedProx's proximal term is not supported with DP-SGD: drop fedprox from --strategy/--compare");
+            }
+            if self.partition.samples_per_class * 2 < self.client.batch_size {
+                bail!("DP-SGD needs at least client.batch_size samples per client");
+            }
         }
         let uses_fedavg = self.strategy != StrategyName::AlignFl || !self.compare.is_empty();
         if uses_fedavg && self.client_models.iter().any(|m| m != &self.model) {

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use config::{DatasetName, ExperimentConfig, StrategyName};
+use config::{
+    AccountantName, ClippingName, DatasetName, ExperimentConfig, MechanismName, NoiseName, SamplingName, StrategyName,
+};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +33,91 @@ enum Command {
     /// Fetch, verify or subset the datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Privacy accounting: ε of a DP-SGD schedule, or the σ that reaches a target ε.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// ε of `steps` Poisson-sampled Gaussian steps at rate q and noise multiplier σ.
+    Epsilon {
+        /// q ∈ (0, 1].
+        #[arg(long)]
+        sampling_rate: f64,
+        /// σ > 0.
+        #[arg(long)]
+        noise_multiplier: f64,
+        /// Number of steps.
+        #[arg(long)]
+        steps: u64,
+        /// δ ∈ (0, 1).
+        #[arg(long)]
+        delta: f64,
+        /// Accountant.
+        #[arg(long, value_enum, default_value = "rdp")]
+        accountant: AccountantName,
+        /// Print JSON: {"epsilon", "order", "accountant"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The smallest σ whose ε after `steps` steps at rate q is at most the target.
+    Calibrate {
+        /// Target ε.
+        #[arg(long)]
+        target_epsilon: f64,
+        /// δ ∈ (0, 1).
+        #[arg(long)]
+        delta: f64,
+        /// q ∈ (0, 1].
+        #[arg(long)]
+        sampling_rate: f64,
+        /// Number of steps.
+        #[arg(long)]
+        steps: u64,
+        /// Accountant.
+        #[arg(long, value_enum, default_value = "rdp")]
+        accountant: AccountantName,
+        /// Print JSON: {"noise_multiplier", "epsilon"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
+    use privacy::{Accountant, AccountantKind, DpEvent};
+    let kind = |a: AccountantName| match a {
+        AccountantName::Rdp => AccountantKind::Rdp,
+    };
+    match cmd {
+        PrivacyCommand::Epsilon { sampling_rate, noise_multiplier, steps, delta, accountant, json } => {
+            let kind = kind(accountant);
+            let mut acc = kind.make();
+            acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate, noise_multiplier, steps })?;
+            let eps = acc.epsilon(delta)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"epsilon": eps.epsilon, "order": eps.order, "accountant": kind.name()})
+                );
+            } else {
+                let order = eps.order.map(|o| format!(" (Rényi order {o})")).unwrap_or_default();
+                println!("ε = {:.6} at δ = {delta:e}{order}, {} accountant", eps.epsilon, kind.name());
+            }
+            Ok(())
+        }
+        PrivacyCommand::Calibrate { target_epsilon, delta, sampling_rate, steps, accountant, json } => {
+            let kind = kind(accountant);
+            let (sigma, eps) =
+                privacy::calibrate_noise_multiplier(|| kind.make(), target_epsilon, delta, sampling_rate, steps)?;
+            if json {
+                println!("{}", serde_json::json!({"noise_multiplier": sigma, "epsilon": eps}));
+            } else {
+                println!("σ = {sigma:.6} gives ε = {eps:.6} at δ = {delta:e} ({} accountant)", kind.name());
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Args)]
@@ -77,6 +164,33 @@ struct RunArgs {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
+    /// Privacy mechanism of the clients.
+    #[arg(long, value_enum)]
+    privacy: Option<MechanismName>,
+    /// DP-SGD: target ε per client over the whole run.
+    #[arg(long)]
+    epsilon: Option<f64>,
+    /// DP-SGD: δ.
+    #[arg(long)]
+    delta: Option<f64>,
+    /// DP-SGD: accountant.
+    #[arg(long, value_enum)]
+    accountant: Option<AccountantName>,
+    /// DP-SGD: clipping rule.
+    #[arg(long, value_enum)]
+    clipping: Option<ClippingName>,
+    /// DP-SGD: clipping threshold C (the initial one under adaptive clipping).
+    #[arg(long)]
+    max_grad_norm: Option<f64>,
+    /// DP-SGD: batch sampling (shuffled is not covered by the accountant).
+    #[arg(long, value_enum)]
+    sampling: Option<SamplingName>,
+    /// DP-SGD: noise randomness (reproducible noise is not covered by the guarantee).
+    #[arg(long, value_enum)]
+    noise: Option<NoiseName>,
+    /// DP-SGD: let clients fit the GMM prior on private latents (voids the guarantee).
+    #[arg(long)]
+    allow_non_private_prior: bool,
 }
 
 #[derive(Subcommand)]
@@ -144,6 +258,15 @@ fn apply_overrides(cfg: &mut ExperimentConfig, a: &RunArgs) -> Result<()> {
     set!(a.local_epochs => cfg.client.local_epochs);
     set!(a.synthetic_samples => cfg.server.synthetic_samples);
     set!(a.server_epochs => cfg.server.server_epochs);
+    set!(a.privacy => cfg.privacy.mechanism);
+    set!(a.epsilon => cfg.privacy.epsilon);
+    set!(a.delta => cfg.privacy.delta);
+    set!(a.accountant => cfg.privacy.accountant);
+    set!(a.clipping => cfg.privacy.clipping);
+    set!(a.max_grad_norm => cfg.privacy.max_grad_norm);
+    set!(a.sampling => cfg.privacy.sampling);
+    set!(a.noise => cfg.privacy.noise);
+    cfg.privacy.allow_non_private_prior |= a.allow_non_private_prior;
     if let Some(v) = a.lambda_kl {
         cfg.client.lambda_kl = v;
         cfg.server.lambda_kl = v;
@@ -230,6 +353,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Data(cmd) => data_command(cmd),
+        Command::Privacy(cmd) => privacy_command(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -61,6 +61,25 @@ pub struct StrategyRun {
     pub checkpoint: String,
     /// Figures written.
     pub figures: Vec<String>,
+    /// Each DP-SGD client's privacy after the last round (empty without DP).
+    pub client_privacy: Vec<privacy::PrivacySpent>,
+}
+
+/// The report's `privacy` object.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrivacyReport {
+    /// "dp-sgd".
+    pub mechanism: String,
+    /// Target ε per client.
+    pub target_epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// The latent prior uploaded with each decoder.
+    pub prior: String,
+    /// Whether every client's guarantee holds.
+    pub guarantee_holds: bool,
+    /// Per client: ε spent, δ, σ, q, steps, accountant, clipping, noise, sampling, reasons.
+    pub clients: Vec<privacy::PrivacySpent>,
 }
 
 /// The whole report.
@@ -81,8 +100,8 @@ pub struct Report {
     /// Main strategy's final metrics.
     #[serde(rename = "final")]
     pub final_metrics: FinalMetrics,
-    /// Privacy accounting: none in this build (no mechanism is applied, no ε is claimed).
-    pub privacy: Option<()>,
+    /// Privacy accounting of the main strategy; null when no mechanism was applied.
+    pub privacy: Option<PrivacyReport>,
     /// Baselines on the same partition.
     pub baselines: BTreeMap<String, StrategyRun>,
     /// Wall time of the main strategy.
@@ -101,6 +120,55 @@ fn run_table(out: &mut String, run: &StrategyRun) {
             r.round, r.accuracy, r.f1, r.lipschitz_decoder, r.uplink_bytes, r.seconds
         );
     }
+}
+
+fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
+    let Some(p) = privacy else {
+        let _ = writeln!(
+            md,
+            "**Privacy:** none. No DP-SGD and no Lipschitz penalty were applied, so no (ε, δ) guarantee is claimed.\n"
+        );
+        return;
+    };
+    let verdict = if p.guarantee_holds {
+        format!("every client's ({}, {:e})-DP guarantee holds", p.target_epsilon, p.delta)
+    } else {
+        "the (ε, δ) guarantee does NOT hold for this run (reasons below)".to_string()
+    };
+    let _ = writeln!(
+        md,
+        "**Privacy:** DP-SGD on the whole client VAE, target ε = {} at δ = {:e}, prior {}: {verdict}.\n",
+        p.target_epsilon, p.delta, p.prior
+    );
+    let _ = writeln!(
+        md,
+        "| client | ε spent | δ | σ | q | steps | accountant | clipping | final C | noise | sampling | guarantee |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---|---|---:|---|---|---|");
+    for (k, c) in p.clients.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "| {k} | {:.4} | {:e} | {:.4} | {:.5} | {} | {} | {} | {:.4} | {} | {} | {} |",
+            c.epsilon,
+            c.delta,
+            c.noise_multiplier,
+            c.sampling_rate,
+            c.steps,
+            c.accountant,
+            c.clipping,
+            c.final_clip_norm,
+            c.noise,
+            c.sampling,
+            if c.guarantee_holds { "holds" } else { "does not hold" }
+        );
+    }
+    let mut reasons: Vec<&String> = p.clients.iter().flat_map(|c| &c.reasons).collect();
+    reasons.sort();
+    reasons.dedup();
+    for r in reasons {
+        let _ = writeln!(md, "\n* Not covered: {r}.");
+    }
+    let _ = writeln!(md);
 }
 
 /// Writes `report.json` and `report.md` into `dir`.
@@ -122,10 +190,7 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
         report.threads,
         report.data_dir
     );
-    let _ = writeln!(
-        md,
-        "**Privacy:** none. No DP-SGD and no Lipschitz penalty were applied, so no (ε, δ) guarantee is claimed.\n"
-    );
+    privacy_section(&mut md, report.privacy.as_ref());
     let _ = writeln!(md, "## Comparison (final round)\n");
     let _ = writeln!(md, "| strategy | accuracy | F1 | decoder Lipschitz | uplink bytes / round | FID | wall s |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|");

@@ -7,14 +7,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use data::{Partition, Samples};
-use federation::{derive_seed, AlignFl, AlignFlSettings, Client, FedAvg, Federation, LocalTraining, PriorKind, Stream};
+use federation::{
+    derive_seed, AlignFl, AlignFlSettings, Client, ClientPrivacy, FedAvg, Federation, LocalTraining, PriorKind, Stream,
+};
+use privacy::{AccountantKind, Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use rand::SeedableRng;
 use tensor_kernels::{Backend, Cpu};
 use vae::{LatentPrior, TrainOptions, Vae};
 
-use crate::config::{ExperimentConfig, PriorName, StrategyName};
+use crate::config::{
+    AccountantName, ClippingName, ExperimentConfig, MechanismName, NoiseName, PriorName, SamplingName, StrategyName,
+};
 use crate::progress::Bars;
-use crate::report::{self, FinalMetrics, Report, RoundRecord, StrategyRun};
+use crate::report::{self, FinalMetrics, PrivacyReport, Report, RoundRecord, StrategyRun};
 
 /// Latents drawn for the sample-grid figure.
 const GRID_SAMPLES: usize = 100;
@@ -39,12 +44,14 @@ fn build_federation<B: Backend>(
     strategy: StrategyName,
 ) -> Result<Federation<B>> {
     let seed = cfg.seed;
-    let clients = partition
-        .clients
-        .iter()
-        .enumerate()
-        .map(|(k, shard)| Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), seed))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut clients = Vec::with_capacity(partition.clients.len());
+    for (k, shard) in partition.clients.iter().enumerate() {
+        let client = Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), seed)?;
+        clients.push(match dp_sgd_for(cfg, k, client.num_samples())? {
+            Some(privacy) => client.with_dp_sgd(privacy),
+            None => client,
+        });
+    }
     let global_cfg = if strategy == StrategyName::AlignFl { cfg.global_model().vae() } else { cfg.model.vae() };
     let global = Vae::new(backend, &global_cfg, derive_seed(seed, Stream::GlobalInit, 0, 0))?;
     let c = &cfg.client;
@@ -62,7 +69,7 @@ fn build_federation<B: Backend>(
                         learning_rate: s.learning_rate,
                         kl_weight: s.lambda_kl,
                     },
-                    prior: match c.prior {
+                    prior: match effective_prior(cfg) {
                         PriorName::Gmm => PriorKind::Gmm { components: c.gmm_components },
                         PriorName::StandardNormal => PriorKind::StandardNormal,
                     },
@@ -82,6 +89,61 @@ fn build_federation<B: Backend>(
         )),
     };
     Ok(Federation::new(clients, strategy)?)
+}
+
+/// The prior clients upload: under DP-SGD, N(0, I) unless the non-private GMM is allowed.
+fn effective_prior(cfg: &ExperimentConfig) -> PriorName {
+    let dp = &cfg.privacy;
+    if dp.mechanism == MechanismName::DpSgd && !dp.allow_non_private_prior {
+        PriorName::StandardNormal
+    } else {
+        cfg.client.prior
+    }
+}
+
+/// Client k's DP-SGD: σ calibrated so that its ⌈N/b⌉ · epochs · rounds Poisson-sampled steps at
+/// q = b/N reach the target ε at δ.
+fn dp_sgd_for(cfg: &ExperimentConfig, k: usize, num_samples: usize) -> Result<Option<ClientPrivacy>> {
+    let dp = &cfg.privacy;
+    if dp.mechanism != MechanismName::DpSgd {
+        return Ok(None);
+    }
+    let batch = cfg.client.batch_size;
+    if batch > num_samples {
+        anyhow::bail!(
+            "client {k} holds {num_samples} samples, fewer than one batch of {batch}: DP-SGD needs q = batch/N ≤ 1"
+        );
+    }
+    let q = batch as f64 / num_samples as f64;
+    let steps = (num_samples.div_ceil(batch) * cfg.client.local_epochs * cfg.rounds) as u64;
+    let accountant = match dp.accountant {
+        AccountantName::Rdp => AccountantKind::Rdp,
+    };
+    let (sigma, _) = privacy::calibrate_noise_multiplier(|| accountant.make(), dp.epsilon, dp.delta, q, steps)
+        .with_context(|| format!("calibrating client {k}'s noise"))?;
+    let settings = DpSgdSettings {
+        noise_multiplier: sigma,
+        max_grad_norm: dp.max_grad_norm,
+        clipping: match dp.clipping {
+            ClippingName::Fixed => Clipping::Fixed,
+            ClippingName::PaperMedian => Clipping::PaperMedian,
+            ClippingName::Adaptive => Clipping::Adaptive {
+                target_quantile: dp.target_quantile,
+                learning_rate: dp.clip_learning_rate,
+                count_noise: dp.count_noise.unwrap_or(batch as f64 / 20.0),
+            },
+        },
+        sampling: match dp.sampling {
+            SamplingName::Poisson => Sampling::Poisson,
+            SamplingName::Shuffled => Sampling::Shuffled,
+        },
+        noise: match dp.noise {
+            NoiseName::Secure => NoiseSource::Secure,
+            NoiseName::Reproducible => NoiseSource::Reproducible { seed: cfg.seed },
+        },
+    };
+    let dp_sgd = DpSgd::new(settings, num_samples, batch, k as u64).with_context(|| format!("client {k}'s DP-SGD"))?;
+    Ok(Some(ClientPrivacy { dp_sgd, delta: dp.delta, accountant }))
 }
 
 /// Probe accuracy / F1 and decoder Lipschitz of the global model on the evaluation set.
@@ -111,6 +173,7 @@ fn run_strategy<B: Backend>(
     let bars = Bars::new(name, cfg.rounds, partition.clients.len(), strategy == StrategyName::AlignFl);
     let mut rounds = Vec::with_capacity(cfg.rounds);
     let mut last_mu = Vec::new();
+    let mut last_privacy = Vec::new();
     for _ in 0..cfg.rounds {
         let t0 = Instant::now();
         let outcome = fed.run_round(&bars).map_err(|e| {
@@ -136,6 +199,7 @@ fn run_strategy<B: Backend>(
             server_loss: outcome.server.train_loss.map(|l| l.total),
             synthetic_samples: outcome.server.synthetic_samples,
         };
+        last_privacy = outcome.client_privacy;
         let summary = format!("acc {:.4} F1 {:.4} Lip {:.2}", record.accuracy, record.f1, record.lipschitz_decoder);
         bars.println(&format!(
             "{name} round {}: accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}, uplink {} B, {:.1} s",
@@ -160,6 +224,7 @@ fn run_strategy<B: Backend>(
         wall_seconds: start.elapsed().as_secs_f64(),
         checkpoint: checkpoint.display().to_string(),
         figures,
+        client_privacy: last_privacy.into_iter().flatten().collect(),
     })
 }
 
@@ -210,13 +275,29 @@ pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Re
         data_dir: data_dir.display().to_string(),
         rounds: main.rounds.clone(),
         final_metrics: main.final_metrics.clone(),
-        privacy: None,
+        privacy: privacy_report(cfg, &main),
         baselines,
         wall_seconds: main.wall_seconds,
         total_wall_seconds: total.elapsed().as_secs_f64(),
     };
     report::write(out, &report, &main)?;
     Ok(report)
+}
+
+/// The report's `privacy` object: None without a mechanism.
+fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyReport> {
+    let dp = &cfg.privacy;
+    (dp.mechanism == MechanismName::DpSgd).then(|| PrivacyReport {
+        mechanism: "dp-sgd".into(),
+        target_epsilon: dp.epsilon,
+        delta: dp.delta,
+        prior: match effective_prior(cfg) {
+            PriorName::Gmm => "gmm (fitted on private latents)".into(),
+            PriorName::StandardNormal => "standard-normal".into(),
+        },
+        guarantee_holds: main.client_privacy.iter().all(|c| c.guarantee_holds),
+        clients: main.client_privacy.clone(),
+    })
 }
 
 /// The data directory: `--data-dir`, else the config's `data_dir`, else `$ALIGN_FL_DATA`, else `./data`.

@@ -191,3 +191,129 @@ fn divergence_names_round_and_client() {
     assert!(e.contains("no round completed"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn privacy_commands_print_epsilon_and_sigma() {
+    let o = align_fl(&[
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        "0.0042666667",
+        "--noise-multiplier",
+        "1.1",
+        "--steps",
+        "14063",
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((v["epsilon"].as_f64().unwrap() - 2.597).abs() < 1e-3, "{v}");
+    assert_eq!(v["accountant"], "rdp");
+    assert!(v["order"].as_f64().is_some());
+    let o = align_fl(&[
+        "privacy",
+        "calibrate",
+        "--target-epsilon",
+        "2.597",
+        "--delta",
+        "1e-5",
+        "--sampling-rate",
+        "0.0042666667",
+        "--steps",
+        "14063",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((v["noise_multiplier"].as_f64().unwrap() - 1.1).abs() < 0.01, "{v}");
+    assert!(v["epsilon"].as_f64().unwrap() <= 2.597);
+    for (args, want) in [
+        (
+            vec!["epsilon", "--sampling-rate", "1.5", "--noise-multiplier", "1", "--steps", "1", "--delta", "1e-5"],
+            "q must lie in (0, 1]",
+        ),
+        (
+            vec!["epsilon", "--sampling-rate", "0.1", "--noise-multiplier", "0", "--steps", "1", "--delta", "1e-5"],
+            "σ must be",
+        ),
+        (
+            vec!["epsilon", "--sampling-rate", "0.1", "--noise-multiplier", "1", "--steps", "1", "--delta", "1"],
+            "δ must lie",
+        ),
+        (
+            vec![
+                "calibrate",
+                "--target-epsilon",
+                "0.001",
+                "--delta",
+                "1e-5",
+                "--sampling-rate",
+                "1",
+                "--steps",
+                "100000000",
+            ],
+            "cannot be reached",
+        ),
+    ] {
+        let mut full = vec!["privacy"];
+        full.extend(args);
+        let o = align_fl(&full);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{} should mention {want}", stderr(&o));
+    }
+}
+
+#[test]
+fn dp_sgd_run_reports_each_clients_privacy() {
+    let out = temp_dir("dp");
+    let o = tiny(&out, &["--privacy", "dp-sgd", "--epsilon", "10", "--delta", "1e-5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = &report(&out)["privacy"];
+    assert_eq!(p["mechanism"], "dp-sgd");
+    assert_eq!(p["prior"], "standard-normal");
+    assert_eq!(p["guarantee_holds"], true);
+    let clients = p["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 5);
+    for c in clients {
+        let eps = c["epsilon"].as_f64().unwrap();
+        // One round of one epoch is the whole budgeted schedule here, so ε is spent to the target.
+        assert!(eps <= 10.0 && eps > 9.99, "{c}");
+        assert_eq!(c["noise"], "secure");
+        assert_eq!(c["sampling"], "poisson");
+        assert_eq!(c["clipping"], "adaptive");
+        assert!(c["noise_multiplier"].as_f64().unwrap() > 0.0);
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("guarantee holds"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn unaccounted_modes_void_the_guarantee_in_words() {
+    let out = temp_dir("dp-unaccounted");
+    let o = tiny(
+        &out,
+        &[
+            "--privacy",
+            "dp-sgd",
+            "--noise",
+            "reproducible",
+            "--sampling",
+            "shuffled",
+            "--clipping",
+            "paper-median",
+            "--allow-non-private-prior",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = &report(&out)["privacy"];
+    assert_eq!(p["guarantee_holds"], false);
+    let reasons = p["clients"][0]["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("does NOT hold") && md.contains("Not covered: batches were shuffled"), "{md}");
+    let o = tiny(&out, &["--privacy", "dp-sgd", "--epsilon", "0"]);
+    assert!(stderr(&o).contains("privacy.epsilon is 0"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&out).unwrap();
+}

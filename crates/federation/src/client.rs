@@ -1,5 +1,6 @@
 //! A federated client: its private shard, its own VAE (kept across rounds) and local training.
 
+use privacy::{AccountantKind, DpSgd};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tensor_kernels::Backend;
@@ -64,12 +65,23 @@ pub struct RoundPlan {
     pub local: LocalTraining,
 }
 
+/// DP-SGD state of a client and how its privacy is reported.
+pub struct ClientPrivacy {
+    /// The DP-SGD state (noise stream, clipping threshold, steps).
+    pub dp_sgd: DpSgd,
+    /// δ of the reported guarantee.
+    pub delta: f64,
+    /// Accountant of the reported ε.
+    pub accountant: AccountantKind,
+}
+
 /// One client.
 pub struct Client<B: Backend> {
     id: usize,
     data: Vec<f32>,
     model: Vae<B>,
     seed: u64,
+    privacy: Option<ClientPrivacy>,
 }
 
 impl<B: Backend> Client<B> {
@@ -84,7 +96,13 @@ impl<B: Backend> Client<B> {
             )));
         }
         let model = Vae::new(backend, config, derive_seed(seed, Stream::ClientInit, id as u64, 0))?;
-        Ok(Client { id, data, model, seed })
+        Ok(Client { id, data, model, seed, privacy: None })
+    }
+
+    /// Trains this client with DP-SGD from now on, reporting its privacy with every update.
+    pub fn with_dp_sgd(mut self, privacy: ClientPrivacy) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// The client's id.
@@ -125,20 +143,37 @@ impl<B: Backend> Client<B> {
         let collect = matches!(plan.upload, Upload::Decoder(PriorKind::Gmm { .. }));
         let mut latents = Vec::new();
         let mut loss = Loss::default();
+        if self.privacy.is_some() && anchor.is_some() {
+            return Err(FederationError::Config("FedProx's proximal term is not supported with DP-SGD".into()));
+        }
         for epoch in 0..plan.local.epochs {
-            loss = self
-                .model
-                .train_epoch(
+            let latents = collect.then_some(&mut latents);
+            loss = match &mut self.privacy {
+                Some(p) => p.dp_sgd.train_epoch(&mut self.model, &self.data, &plan.local.options, &mut adam, latents),
+                None => self.model.train_epoch(
                     &self.data,
                     &plan.local.options,
                     &mut adam,
                     &mut rng,
                     anchor.as_ref(),
-                    collect.then_some(&mut latents),
-                )
-                .map_err(diverged)?;
+                    latents,
+                ),
+            }
+            .map_err(diverged)?;
             progress.client_epoch(self.id, epoch + 1, plan.local.epochs, &loss);
         }
+        let privacy = match &self.privacy {
+            Some(p) => {
+                let prior_reason = collect.then(|| {
+                    "the GMM prior was fitted on latents of the private data without noise (--allow-non-private-prior)".to_string()
+                });
+                let spent = p.dp_sgd.spent(p.delta, p.accountant, prior_reason.as_slice()).map_err(|e| {
+                    FederationError::Config(format!("client {}: privacy accounting failed: {e}", self.id))
+                })?;
+                Some(spent)
+            }
+            None => None,
+        };
         let config = self.model.config().clone();
         let payload = match plan.upload {
             Upload::Decoder(kind) => {
@@ -157,6 +192,13 @@ impl<B: Backend> Client<B> {
             }
             Upload::FullModel => UpdatePayload::FullModel { config, weights: self.model.weights() },
         };
-        Ok(ClientUpdate { client_id: self.id, round, num_samples: self.num_samples(), payload, train_loss: loss })
+        Ok(ClientUpdate {
+            client_id: self.id,
+            round,
+            num_samples: self.num_samples(),
+            payload,
+            train_loss: loss,
+            privacy,
+        })
     }
 }

@@ -30,7 +30,7 @@ mod seeds;
 mod simulation;
 mod strategy;
 
-pub use client::{Client, ClientStart, LocalTraining, PriorKind, RoundPlan, Upload};
+pub use client::{Client, ClientPrivacy, ClientStart, LocalTraining, PriorKind, RoundPlan, Upload};
 pub use error::FederationError;
 pub use message::{ClientUpdate, UpdatePayload};
 pub use seeds::{derive_seed, Stream};

@@ -33,6 +33,8 @@ pub struct ClientUpdate {
     pub payload: UpdatePayload,
     /// Local training loss of the round's last epoch.
     pub train_loss: Loss,
+    /// Privacy spent so far, for clients trained with DP-SGD.
+    pub privacy: Option<privacy::PrivacySpent>,
 }
 
 /// The model part a client shares.

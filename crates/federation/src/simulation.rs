@@ -30,6 +30,8 @@ pub struct RoundOutcome {
     pub client_losses: Vec<Loss>,
     /// What the server did.
     pub server: ServerStats,
+    /// Each client's privacy report (DP-SGD clients only).
+    pub client_privacy: Vec<Option<privacy::PrivacySpent>>,
 }
 
 /// A simulated federation: clients, a strategy, a round counter.
@@ -81,6 +83,12 @@ impl<B: Backend> Federation<B> {
         }
         let server = self.strategy.aggregate(round, &updates, progress)?;
         self.round = round;
-        Ok(RoundOutcome { round, uplink_bytes, client_losses: updates.iter().map(|u| u.train_loss).collect(), server })
+        Ok(RoundOutcome {
+            round,
+            uplink_bytes,
+            client_losses: updates.iter().map(|u| u.train_loss).collect(),
+            client_privacy: updates.iter().map(|u| u.privacy.clone()).collect(),
+            server,
+        })
     }
 }

@@ -29,6 +29,7 @@ fn decoder_update() -> ClientUpdate {
             prior: LatentPrior::StandardNormal { dim: 2 },
         },
         train_loss: Loss::default(),
+        privacy: None,
     }
 }
 
