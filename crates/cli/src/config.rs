@@ -210,6 +210,18 @@ pub enum MechanismName {
 pub enum AccountantName {
     /// Rényi DP (dp_accounting's conversion).
     Rdp,
+    /// Privacy-loss distributions (connect-the-dots discretisation, FFT composition): tighter.
+    Pld,
+}
+
+impl AccountantName {
+    /// The accountant.
+    pub fn kind(self) -> privacy::AccountantKind {
+        match self {
+            AccountantName::Rdp => privacy::AccountantKind::Rdp,
+            AccountantName::Pld => privacy::AccountantKind::Pld,
+        }
+    }
 }
 
 /// Clipping rule.

@@ -85,13 +85,10 @@ enum PrivacyCommand {
 }
 
 fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
-    use privacy::{Accountant, AccountantKind, DpEvent};
-    let kind = |a: AccountantName| match a {
-        AccountantName::Rdp => AccountantKind::Rdp,
-    };
+    use privacy::{Accountant, DpEvent};
     match cmd {
         PrivacyCommand::Epsilon { sampling_rate, noise_multiplier, steps, delta, accountant, json } => {
-            let kind = kind(accountant);
+            let kind = accountant.kind();
             let mut acc = kind.make();
             acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate, noise_multiplier, steps })?;
             let eps = acc.epsilon(delta)?;
@@ -107,7 +104,7 @@ fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
             Ok(())
         }
         PrivacyCommand::Calibrate { target_epsilon, delta, sampling_rate, steps, accountant, json } => {
-            let kind = kind(accountant);
+            let kind = accountant.kind();
             let (sigma, eps) =
                 privacy::calibrate_noise_multiplier(|| kind.make(), target_epsilon, delta, sampling_rate, steps)?;
             if json {

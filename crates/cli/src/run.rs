@@ -10,14 +10,12 @@ use data::{Partition, Samples};
 use federation::{
     derive_seed, AlignFl, AlignFlSettings, Client, ClientPrivacy, FedAvg, Federation, LocalTraining, PriorKind, Stream,
 };
-use privacy::{AccountantKind, Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
+use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use rand::SeedableRng;
 use tensor_kernels::{Backend, Cpu};
 use vae::{LatentPrior, TrainOptions, Vae};
 
-use crate::config::{
-    AccountantName, ClippingName, ExperimentConfig, MechanismName, NoiseName, PriorName, SamplingName, StrategyName,
-};
+use crate::config::{ClippingName, ExperimentConfig, MechanismName, NoiseName, PriorName, SamplingName, StrategyName};
 use crate::progress::Bars;
 use crate::report::{self, FinalMetrics, PrivacyReport, Report, RoundRecord, StrategyRun};
 
@@ -116,9 +114,7 @@ fn dp_sgd_for(cfg: &ExperimentConfig, k: usize, num_samples: usize) -> Result<Op
     }
     let q = batch as f64 / num_samples as f64;
     let steps = (num_samples.div_ceil(batch) * cfg.client.local_epochs * cfg.rounds) as u64;
-    let accountant = match dp.accountant {
-        AccountantName::Rdp => AccountantKind::Rdp,
-    };
+    let accountant = dp.accountant.kind();
     let (sigma, _) = privacy::calibrate_noise_multiplier(|| accountant.make(), dp.epsilon, dp.delta, q, steps)
         .with_context(|| format!("calibrating client {k}'s noise"))?;
     let settings = DpSgdSettings {

@@ -14,10 +14,12 @@
 
 mod calibrate;
 mod dp_sgd;
+mod pld;
 mod rdp;
 
 pub use calibrate::calibrate_noise_multiplier;
 pub use dp_sgd::{Clipping, DpSgd, DpSgdSettings, NoiseSource, PrivacySpent, Sampling};
+pub use pld::{PldAccountant, DEFAULT_INTERVAL};
 pub use rdp::{default_orders, rdp_to_epsilon, subsampled_gaussian_rdp, RdpAccountant};
 
 /// Errors of the privacy crate.
@@ -102,6 +104,8 @@ pub trait Accountant {
 pub enum AccountantKind {
     /// Rényi DP ([`RdpAccountant`]).
     Rdp,
+    /// Privacy-loss distributions ([`PldAccountant`]), tighter.
+    Pld,
 }
 
 impl AccountantKind {
@@ -109,6 +113,7 @@ impl AccountantKind {
     pub fn make(self) -> Box<dyn Accountant> {
         match self {
             AccountantKind::Rdp => Box::new(RdpAccountant::new()),
+            AccountantKind::Pld => Box::new(PldAccountant::new()),
         }
     }
 
@@ -116,6 +121,7 @@ impl AccountantKind {
     pub fn name(self) -> &'static str {
         match self {
             AccountantKind::Rdp => "rdp",
+            AccountantKind::Pld => "pld",
         }
     }
 }

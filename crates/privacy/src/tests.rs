@@ -82,6 +82,43 @@ fn calibration_finds_the_smallest_sigma() {
     assert!(calibrate_noise_multiplier(RdpAccountant::new, 1e-9, 1e-5, 1.0, 1_000_000_000).is_err());
 }
 
+fn pld_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
+    let mut acc = PldAccountant::new();
+    acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate: q, noise_multiplier: sigma, steps }).unwrap();
+    acc.epsilon(delta).unwrap().epsilon
+}
+
+#[test]
+fn pld_is_tighter_than_rdp_on_the_mnist_case() {
+    // dp_accounting: RDP 2.597, PLD ≈ 2.38 for q = 256/60000, σ = 1.1, 14063 steps, δ = 1e-5.
+    let eps = pld_epsilon(256.0 / 60000.0, 1.1, 14063, 1e-5);
+    assert!(eps > 2.37 && eps < 2.39, "PLD ε {eps}");
+}
+
+#[test]
+fn pld_is_never_looser_than_rdp_on_the_fixture() {
+    let fixture: serde_json::Value = serde_json::from_str(RDP_REFERENCE).unwrap();
+    for case in fixture["cases"].as_array().unwrap() {
+        let f = |k: &str| case[k].as_f64().unwrap();
+        let steps = case["steps"].as_u64().unwrap();
+        let pld = pld_epsilon(f("q"), f("sigma"), steps, f("delta"));
+        assert!(pld <= f("eps_rdp") * (1.0 + 1e-9), "case {case}: PLD {pld} > RDP {}", f("eps_rdp"));
+        assert!(pld > 0.0, "case {case}: PLD {pld}");
+    }
+}
+
+#[test]
+fn pld_of_the_plain_gaussian_matches_the_closed_form() {
+    // q = 1: the Gaussian mechanism, δ(ε) = Φ(−ε σ + 1/(2σ)) − e^ε Φ(−ε σ − 1/(2σ)) (Balle & Wang 2018).
+    let sigma = 2.0;
+    let phi = |z: f64| 0.5 * libm::erfc(-z / std::f64::consts::SQRT_2);
+    let exact_delta = |eps: f64| phi(-eps * sigma + 0.5 / sigma) - eps.exp() * phi(-eps * sigma - 0.5 / sigma);
+    let eps = pld_epsilon(1.0, sigma, 1, 1e-5);
+    // The discretised ε is pessimistic by at most a grid step or two.
+    assert!(exact_delta(eps) <= 1e-5 * (1.0 + 1e-6), "δ at the PLD's ε is {}", exact_delta(eps));
+    assert!(exact_delta(eps - 3e-4) > 1e-5, "PLD ε {eps} is loose");
+}
+
 mod dp_sgd {
     use crate::*;
     use rand::{Rng, SeedableRng};
