@@ -105,8 +105,7 @@ fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
         }
         PrivacyCommand::Calibrate { target_epsilon, delta, sampling_rate, steps, accountant, json } => {
             let kind = accountant.kind();
-            let (sigma, eps) =
-                privacy::calibrate_noise_multiplier(|| kind.make(), target_epsilon, delta, sampling_rate, steps)?;
+            let (sigma, eps) = privacy::calibrate_noise_multiplier(kind, target_epsilon, delta, sampling_rate, steps)?;
             if json {
                 println!("{}", serde_json::json!({"noise_multiplier": sigma, "epsilon": eps}));
             } else {

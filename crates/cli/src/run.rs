@@ -1,7 +1,7 @@
 //! `align-fl run`: partition the data, run the main strategy and its baselines round by round,
 //! evaluate after every round, keep the last good checkpoint, write the report and figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use federation::{
 };
 use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use rand::SeedableRng;
+use rayon::prelude::*;
 use tensor_kernels::{Backend, Cpu};
 use vae::{LatentPrior, TrainOptions, Vae};
 
@@ -42,10 +43,11 @@ fn build_federation<B: Backend>(
     strategy: StrategyName,
 ) -> Result<Federation<B>> {
     let seed = cfg.seed;
+    let sigmas = calibrate_clients(cfg, partition)?;
     let mut clients = Vec::with_capacity(partition.clients.len());
     for (k, shard) in partition.clients.iter().enumerate() {
         let client = Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), seed)?;
-        clients.push(match dp_sgd_for(cfg, k, client.num_samples())? {
+        clients.push(match dp_sgd_for(cfg, k, client.num_samples(), &sigmas)? {
             Some(privacy) => client.with_dp_sgd(privacy),
             None => client,
         });
@@ -99,24 +101,46 @@ fn effective_prior(cfg: &ExperimentConfig) -> PriorName {
     }
 }
 
-/// Client k's DP-SGD: σ calibrated so that its ⌈N/b⌉ · epochs · rounds Poisson-sampled steps at
-/// q = b/N reach the target ε at δ.
-fn dp_sgd_for(cfg: &ExperimentConfig, k: usize, num_samples: usize) -> Result<Option<ClientPrivacy>> {
+/// DP-SGD's noise multiplier for each distinct client size N: the σ at which ⌈N/b⌉ · epochs ·
+/// rounds Poisson-sampled steps at q = b/N reach the target ε at δ. Sizes are calibrated in
+/// parallel; empty without DP-SGD.
+fn calibrate_clients(cfg: &ExperimentConfig, partition: &Partition) -> Result<HashMap<usize, f64>> {
     let dp = &cfg.privacy;
     if dp.mechanism != MechanismName::DpSgd {
-        return Ok(None);
+        return Ok(HashMap::new());
     }
     let batch = cfg.client.batch_size;
-    if batch > num_samples {
-        anyhow::bail!(
-            "client {k} holds {num_samples} samples, fewer than one batch of {batch}: DP-SGD needs q = batch/N ≤ 1"
-        );
+    let mut sizes: Vec<usize> = partition.clients.iter().map(|c| c.samples.len()).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if let Some(&n) = sizes.iter().find(|&&n| n < batch) {
+        anyhow::bail!("a client holds {n} samples, fewer than one batch of {batch}: DP-SGD needs q = batch/N ≤ 1");
     }
-    let q = batch as f64 / num_samples as f64;
-    let steps = (num_samples.div_ceil(batch) * cfg.client.local_epochs * cfg.rounds) as u64;
+    sizes
+        .into_par_iter()
+        .map(|n| {
+            let q = batch as f64 / n as f64;
+            let steps = (n.div_ceil(batch) * cfg.client.local_epochs * cfg.rounds) as u64;
+            let (sigma, _) = privacy::calibrate_noise_multiplier(dp.accountant.kind(), dp.epsilon, dp.delta, q, steps)
+                .with_context(|| format!("calibrating the noise for a client with {n} samples"))?;
+            Ok((n, sigma))
+        })
+        .collect()
+}
+
+/// Client k's DP-SGD with the calibrated σ for its size.
+fn dp_sgd_for(
+    cfg: &ExperimentConfig,
+    k: usize,
+    num_samples: usize,
+    sigmas: &HashMap<usize, f64>,
+) -> Result<Option<ClientPrivacy>> {
+    let dp = &cfg.privacy;
+    let Some(&sigma) = sigmas.get(&num_samples) else {
+        return Ok(None);
+    };
+    let batch = cfg.client.batch_size;
     let accountant = dp.accountant.kind();
-    let (sigma, _) = privacy::calibrate_noise_multiplier(|| accountant.make(), dp.epsilon, dp.delta, q, steps)
-        .with_context(|| format!("calibrating client {k}'s noise"))?;
     let settings = DpSgdSettings {
         noise_multiplier: sigma,
         max_grad_norm: dp.max_grad_norm,

@@ -73,13 +73,18 @@ fn invalid_parameters_are_refused() {
 
 #[test]
 fn calibration_finds_the_smallest_sigma() {
-    let (sigma, eps) = calibrate_noise_multiplier(RdpAccountant::new, 2.597, 1e-5, 256.0 / 60000.0, 14063).unwrap();
+    let (sigma, eps) = calibrate_noise_multiplier(AccountantKind::Rdp, 2.597, 1e-5, 256.0 / 60000.0, 14063).unwrap();
     assert!(eps <= 2.597 && eps > 2.597 - 1e-3, "ε {eps}");
     assert!((sigma - 1.1).abs() < 0.01, "σ {sigma}");
     // Slightly less noise overshoots the target.
     assert!(rdp_epsilon(256.0 / 60000.0, sigma * 0.99, 14063, 1e-5).epsilon > 2.597);
-    assert!(calibrate_noise_multiplier(RdpAccountant::new, 0.0, 1e-5, 0.01, 10).is_err());
-    assert!(calibrate_noise_multiplier(RdpAccountant::new, 1e-9, 1e-5, 1.0, 1_000_000_000).is_err());
+    assert!(calibrate_noise_multiplier(AccountantKind::Rdp, 0.0, 1e-5, 0.01, 10).is_err());
+    assert!(calibrate_noise_multiplier(AccountantKind::Rdp, 1e-9, 1e-5, 1.0, 1_000_000_000).is_err());
+    // PLD needs less noise for the same target.
+    let (pld_sigma, pld_eps) =
+        calibrate_noise_multiplier(AccountantKind::Pld, 2.597, 1e-5, 256.0 / 60000.0, 14063).unwrap();
+    assert!(pld_eps <= 2.597 && pld_eps > 2.596, "ε {pld_eps}");
+    assert!(pld_sigma < sigma, "PLD σ {pld_sigma} vs RDP σ {sigma}");
 }
 
 fn pld_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
