@@ -216,6 +216,22 @@ mod dp_sgd {
     }
 
     #[test]
+    fn poisson_sampling_survives_empty_batches() {
+        // q = 1/200: most batches are empty and take a noise-only step.
+        let x = data();
+        let opts = TrainOptions { batch_size: 1, learning_rate: 1e-3, kl_weight: 0.1 };
+        let mut model = Vae::new(&Cpu::new(), &config(), 1).unwrap();
+        let before = model.weights();
+        let mut adam = Adam::new(&mut model, opts.learning_rate);
+        let s = settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 4 }, 1.0);
+        let mut dp = DpSgd::new(s, 200, 1, 0).unwrap();
+        let loss = dp.train_epoch(&mut model, &x, &opts, &mut adam, None).unwrap();
+        assert_eq!(dp.steps(), 200);
+        assert!(loss.total.is_finite());
+        assert_ne!(model.weights(), before, "noise-only steps still move the weights");
+    }
+
+    #[test]
     fn invalid_settings_are_refused() {
         let s = settings(Clipping::Fixed, NoiseSource::Secure, 1.0);
         assert!(DpSgd::new(DpSgdSettings { noise_multiplier: 0.0, ..s }, 100, 10, 0).is_err());
