@@ -65,6 +65,25 @@ struct Linear<B: Backend> {
     grad_bias: B::Buffer,
 }
 
+impl<B: Backend> Linear<B> {
+    /// ∂W = δᵀ a and ∂b = Σ_rows δ from the pre-activation gradient δ and the input a.
+    fn write_grads(&mut self, b: &B, delta: &B::Buffer, a: &B::Buffer, rows: usize) {
+        b.gemm(
+            self.out_dim,
+            self.in_dim,
+            rows,
+            delta,
+            Transpose::Yes,
+            a,
+            Transpose::No,
+            &mut self.grad_weight,
+            1.0,
+            0.0,
+        );
+        b.column_sums(delta, rows, self.out_dim, &mut self.grad_bias, 1.0, 0.0);
+    }
+}
+
 /// An MLP on backend `B` with per-layer activations and a workspace sized for `capacity` rows.
 pub struct Mlp<B: Backend> {
     backend: B,
@@ -168,20 +187,7 @@ impl<B: Backend> Mlp<B> {
             b.activation_backward(delta, &self.outputs[l], rows * layer.out_dim, self.acts[l]);
             let a = if l == 0 { input } else { &self.outputs[l - 1] };
             if param_grads {
-                // ∂W = δᵀ a, ∂b = Σ_rows δ.
-                b.gemm(
-                    layer.out_dim,
-                    layer.in_dim,
-                    rows,
-                    delta,
-                    Transpose::Yes,
-                    a,
-                    Transpose::No,
-                    &mut layer.grad_weight,
-                    1.0,
-                    0.0,
-                );
-                b.column_sums(delta, rows, layer.out_dim, &mut layer.grad_bias, 1.0, 0.0);
+                layer.write_grads(b, delta, a, rows);
             }
             // ∂a = δ W, into the previous layer's delta or the caller's input gradient.
             let target = if l > 0 { Some(&mut d_before[l - 1]) } else { input_grad.as_deref_mut() };
@@ -230,19 +236,7 @@ impl<B: Backend> Mlp<B> {
             let layer = &mut self.layers[l];
             let delta = &mut self.deltas[l];
             b.scale_rows(delta, rows, layer.out_dim, factors);
-            b.gemm(
-                layer.out_dim,
-                layer.in_dim,
-                rows,
-                delta,
-                Transpose::Yes,
-                a,
-                Transpose::No,
-                &mut layer.grad_weight,
-                1.0,
-                0.0,
-            );
-            b.column_sums(delta, rows, layer.out_dim, &mut layer.grad_bias, 1.0, 0.0);
+            layer.write_grads(b, delta, a, rows);
         }
     }
 
