@@ -202,6 +202,12 @@ pub enum MechanismName {
     None,
     /// DP-SGD on the whole client VAE with an (ε, δ) accountant.
     DpSgd,
+    /// LCD-VAE: a Lipschitz gradient penalty on the client decoders (empirical privacy).
+    Lipschitz,
+    /// Both at once: refused (see [`ExperimentConfig::validate`]).
+    #[value(name = "dp-sgd,lipschitz")]
+    #[serde(rename = "dp-sgd,lipschitz")]
+    DpSgdLipschitz,
 }
 
 /// Accountant choice.
@@ -284,6 +290,19 @@ pub struct PrivacyConfig {
     pub noise: NoiseName,
     /// Let clients fit the GMM prior on their private latents (voids the guarantee).
     pub allow_non_private_prior: bool,
+    /// LCD-VAE: λ_lip, the weight of the decoder gradient penalty.
+    pub lambda_lip: f32,
+}
+
+impl PrivacyConfig {
+    /// λ_lip for client training: the configured weight under LCD-VAE, else 0.
+    pub fn lipschitz_weight(&self) -> f32 {
+        if self.mechanism == MechanismName::Lipschitz {
+            self.lambda_lip
+        } else {
+            0.0
+        }
+    }
 }
 
 impl Default for PrivacyConfig {
@@ -301,6 +320,7 @@ impl Default for PrivacyConfig {
             sampling: SamplingName::Poisson,
             noise: NoiseName::Secure,
             allow_non_private_prior: false,
+            lambda_lip: 0.1,
         }
     }
 }
@@ -453,6 +473,16 @@ impl ExperimentConfig {
             })?;
         }
         let dp = &self.privacy;
+        if dp.mechanism == MechanismName::DpSgdLipschitz {
+            bail!(
+                "--privacy dp-sgd,lipschitz is refused: the gradient penalty mixes two samples of a batch \
+                 (z̃ = α·zᵢ + (1 − α)·z_perm(i)), so it has no per-sample gradient to clip and DP-SGD's \
+                 guarantee would not cover it. Use dp-sgd or lipschitz alone"
+            );
+        }
+        if dp.mechanism == MechanismName::Lipschitz && !(dp.lambda_lip > 0.0 && dp.lambda_lip.is_finite()) {
+            bail!("privacy.lambda_lip is {}: LCD-VAE needs a positive weight (the paper uses 0.1)", dp.lambda_lip);
+        }
         if dp.mechanism == MechanismName::DpSgd {
             if !(dp.epsilon > 0.0 && dp.epsilon.is_finite()) {
                 bail!("privacy.epsilon is {}: give a positive target ε (the paper uses 10)", dp.epsilon);

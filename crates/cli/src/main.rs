@@ -187,6 +187,9 @@ struct RunArgs {
     /// DP-SGD: let clients fit the GMM prior on private latents (voids the guarantee).
     #[arg(long)]
     allow_non_private_prior: bool,
+    /// LCD-VAE: weight λ_lip of the decoder gradient penalty.
+    #[arg(long)]
+    lambda_lip: Option<f32>,
 }
 
 #[derive(Subcommand)]
@@ -263,6 +266,7 @@ fn apply_overrides(cfg: &mut ExperimentConfig, a: &RunArgs) -> Result<()> {
     set!(a.sampling => cfg.privacy.sampling);
     set!(a.noise => cfg.privacy.noise);
     cfg.privacy.allow_non_private_prior |= a.allow_non_private_prior;
+    set!(a.lambda_lip => cfg.privacy.lambda_lip);
     if let Some(v) = a.lambda_kl {
         cfg.client.lambda_kl = v;
         cfg.server.lambda_kl = v;

@@ -68,12 +68,14 @@ pub struct StrategyRun {
 /// The report's `privacy` object.
 #[derive(Clone, Debug, Serialize)]
 pub struct PrivacyReport {
-    /// "dp-sgd".
+    /// "dp-sgd" or "lipschitz".
     pub mechanism: String,
-    /// Target ε per client.
-    pub target_epsilon: f64,
-    /// δ.
-    pub delta: f64,
+    /// Target ε per client (DP-SGD).
+    pub target_epsilon: Option<f64>,
+    /// δ (DP-SGD).
+    pub delta: Option<f64>,
+    /// λ_lip (LCD-VAE).
+    pub lambda_lip: Option<f32>,
     /// The latent prior uploaded with each decoder.
     pub prior: String,
     /// Whether every client's guarantee holds.
@@ -130,15 +132,24 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
         );
         return;
     };
+    let (Some(epsilon), Some(delta)) = (p.target_epsilon, p.delta) else {
+        let _ = writeln!(
+            md,
+            "**Privacy:** LCD-VAE, a Lipschitz gradient penalty on the client decoders (λ_lip = {}). This is empirical \
+             privacy only: no (ε, δ) guarantee is claimed.\n",
+            p.lambda_lip.unwrap_or_default()
+        );
+        return;
+    };
     let verdict = if p.guarantee_holds {
-        format!("every client's ({}, {:e})-DP guarantee holds", p.target_epsilon, p.delta)
+        format!("every client's ({epsilon}, {delta:e})-DP guarantee holds")
     } else {
         "the (ε, δ) guarantee does NOT hold for this run (reasons below)".to_string()
     };
     let _ = writeln!(
         md,
-        "**Privacy:** DP-SGD on the whole client VAE, target ε = {} at δ = {:e}, prior {}: {verdict}.\n",
-        p.target_epsilon, p.delta, p.prior
+        "**Privacy:** DP-SGD on the whole client VAE, target ε = {epsilon} at δ = {delta:e}, prior {}: {verdict}.\n",
+        p.prior
     );
     let _ = writeln!(
         md,

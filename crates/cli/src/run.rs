@@ -55,7 +55,12 @@ fn build_federation<B: Backend>(
     let global_cfg = if strategy == StrategyName::AlignFl { cfg.global_model().vae() } else { cfg.model.vae() };
     let global = Vae::new(backend, &global_cfg, derive_seed(seed, Stream::GlobalInit, 0, 0))?;
     let c = &cfg.client;
-    let options = |kl_weight| TrainOptions { batch_size: c.batch_size, learning_rate: c.learning_rate, kl_weight };
+    let options = |kl_weight| TrainOptions {
+        batch_size: c.batch_size,
+        learning_rate: c.learning_rate,
+        kl_weight,
+        lipschitz_penalty: cfg.privacy.lipschitz_weight(),
+    };
     let strategy: Box<dyn federation::Strategy<B>> = match strategy {
         StrategyName::AlignFl => {
             let s = &cfg.server;
@@ -68,6 +73,7 @@ fn build_federation<B: Backend>(
                         batch_size: s.batch_size,
                         learning_rate: s.learning_rate,
                         kl_weight: s.lambda_kl,
+                        lipschitz_penalty: 0.0,
                     },
                     prior: match effective_prior(cfg) {
                         PriorName::Gmm => PriorKind::Gmm { components: c.gmm_components },
@@ -307,17 +313,32 @@ pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Re
 /// The report's `privacy` object: None without a mechanism.
 fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyReport> {
     let dp = &cfg.privacy;
-    (dp.mechanism == MechanismName::DpSgd).then(|| PrivacyReport {
-        mechanism: "dp-sgd".into(),
-        target_epsilon: dp.epsilon,
-        delta: dp.delta,
-        prior: match effective_prior(cfg) {
-            PriorName::Gmm => "gmm (fitted on private latents)".into(),
-            PriorName::StandardNormal => "standard-normal".into(),
-        },
-        guarantee_holds: main.client_privacy.iter().all(|c| c.guarantee_holds),
-        clients: main.client_privacy.clone(),
-    })
+    let prior = match effective_prior(cfg) {
+        PriorName::Gmm if dp.mechanism == MechanismName::DpSgd => "gmm (fitted on private latents)".to_string(),
+        PriorName::Gmm => "gmm".to_string(),
+        PriorName::StandardNormal => "standard-normal".to_string(),
+    };
+    match dp.mechanism {
+        MechanismName::None | MechanismName::DpSgdLipschitz => None,
+        MechanismName::DpSgd => Some(PrivacyReport {
+            mechanism: "dp-sgd".into(),
+            target_epsilon: Some(dp.epsilon),
+            delta: Some(dp.delta),
+            lambda_lip: None,
+            prior,
+            guarantee_holds: main.client_privacy.iter().all(|c| c.guarantee_holds),
+            clients: main.client_privacy.clone(),
+        }),
+        MechanismName::Lipschitz => Some(PrivacyReport {
+            mechanism: "lipschitz".into(),
+            target_epsilon: None,
+            delta: None,
+            lambda_lip: Some(dp.lambda_lip),
+            prior,
+            guarantee_holds: false,
+            clients: Vec::new(),
+        }),
+    }
 }
 
 /// The data directory: `--data-dir`, else the config's `data_dir`, else `$ALIGN_FL_DATA`, else `./data`.

@@ -305,14 +305,12 @@ impl DpSgd {
             rows.iter().for_each(|&i| batch.extend_from_slice(&data[i * input..(i + 1) * input]));
             if let Some(loss) = self.step(vae, &batch, options, adam, latents.as_deref_mut())? {
                 let w = rows.len() as f64;
-                sum.reconstruction += w * loss.reconstruction;
-                sum.kl += w * loss.kl;
-                sum.total += w * loss.total;
+                sum.add_weighted(&loss, w);
                 seen += rows.len();
             }
         }
         let w = seen.max(1) as f64;
-        Ok(Loss { reconstruction: sum.reconstruction / w, kl: sum.kl / w, total: sum.total / w })
+        Ok(sum.divided(w))
     }
 
     /// One DP-SGD step on `x` (rows × input, possibly empty); None for an empty batch.

@@ -264,6 +264,14 @@ impl Backend for Cpu {
         zip_chunks(&mut grad[..len], &y[..len], kernel);
     }
 
+    fn activation_curvature(&self, grad: &mut Vec<f32>, y: &Vec<f32>, len: usize, act: Activation) {
+        let kernel = |g: &mut [f32], y: &[f32]| match act {
+            Activation::Identity | Activation::Relu => g.iter_mut().for_each(|g| *g = 0.0),
+            Activation::Sigmoid => g.iter_mut().zip(y).for_each(|(g, y)| *g *= y * (1.0 - y) * (1.0 - 2.0 * y)),
+        };
+        zip_chunks(&mut grad[..len], &y[..len], kernel);
+    }
+
     fn column_sums(&self, x: &Vec<f32>, rows: usize, cols: usize, out: &mut Vec<f32>, alpha: f32, beta: f32) {
         let mut acc = vec![0.0f32; cols];
         for row in x[..rows * cols].chunks(cols.max(1)) {
@@ -561,6 +569,18 @@ mod tests {
         let mut gs = vec![1.0, 1.0];
         cpu.activation_backward(&mut gs, &s, 2, Activation::Sigmoid);
         assert_close(&gs, &[0.25, s[1] * (1.0 - s[1])], 1e-6);
+        // σ″(x) = σ(1 − σ)(1 − 2σ): zero at 0, and checked by a central difference of σ′ at 2.
+        let mut curv = vec![1.0, 1.0];
+        cpu.activation_curvature(&mut curv, &s, 2, Activation::Sigmoid);
+        let d1 = |x: f32| {
+            let v = 1.0 / (1.0 + (-x).exp());
+            v * (1.0 - v)
+        };
+        assert!(curv[0].abs() < 1e-7);
+        assert!((curv[1] - (d1(2.001) - d1(1.999)) / 0.002).abs() < 1e-3, "{}", curv[1]);
+        let mut r = vec![3.0];
+        cpu.activation_curvature(&mut r, &vec![0.5], 1, Activation::Relu);
+        assert_eq!(r, vec![0.0]);
     }
 
     #[test]

@@ -158,6 +158,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// grad[i] ← grad[i] · act′ evaluated through the activation's output `y` (ReLU: y > 0,
     /// sigmoid: y(1 − y)), for the first `len` values.
     fn activation_backward(&self, grad: &mut Self::Buffer, y: &Self::Buffer, len: usize, act: Activation);
+    /// grad[i] ← grad[i] · act″ evaluated through the output `y` (sigmoid: y(1 − y)(1 − 2y);
+    /// ReLU and identity: 0 almost everywhere): the curvature term of a double backward.
+    fn activation_curvature(&self, grad: &mut Self::Buffer, y: &Self::Buffer, len: usize, act: Activation);
     /// out[j] = α·Σᵢ x[i, j] + β·out[j] (the bias gradient of a linear layer).
     fn column_sums(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer, alpha: f32, beta: f32);
     /// out[i] = Σⱼ x[i, j]² for a rows×cols matrix.

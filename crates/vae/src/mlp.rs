@@ -208,6 +208,118 @@ impl<B: Backend> Mlp<B> {
         }
     }
 
+    /// The gradient penalty of LCD-VAE on this MLP at `input` (rows × in, host memory):
+    /// gᵢ = ∂(Σⱼ wⱼ fⱼ(xᵢ))/∂xᵢ with output weights `output_seed` (rows × out), and
+    /// P = mean_i (√(‖gᵢ‖² + 1e-7) − 1)². Adds λ·∂P/∂θ to the parameter gradients and returns P.
+    ///
+    /// For y = s(o), o = W_L h_(L−1) + b_L, hₗ = relu(Wₗ h_(l−1) + bₗ), the input gradient is
+    /// g = W₁ᵀD₁ ⋯ W_Lᵀ s′(o) with Dₗ the (a.e. constant) ReLU masks. Its parameter gradient is the
+    /// reverse of that chain — each Wₗ gets uₗ ⊗ v̄ₗ, with uₗ the chain's value at layer l and v̄ₗ
+    /// the adjoint entering it — plus the s″ term: ō = (W_L v̄) ⊙ s″(o) sent back through the
+    /// forward pass like an ordinary output gradient.
+    pub fn gradient_penalty(&mut self, input: &[f32], rows: usize, output_seed: &[f32], lambda: f32) -> f64 {
+        let b = self.backend.clone();
+        let n = self.layers.len();
+        let in_dim = self.layers[0].in_dim;
+        let x = b.upload(input);
+        // Forward, then the chain for g with `output_seed` as the output gradient.
+        self.forward(&x, rows);
+        let mut g = b.zeros(rows * in_dim);
+        b.write(self.output_and_grad().1, output_seed);
+        self.backward(&x, rows, false, Some(&mut g));
+        // ∂P/∂gᵢ = (2/n)(‖gᵢ‖ₑ − 1) gᵢ/‖gᵢ‖ₑ with ‖g‖ₑ = √(‖g‖² + 1e-7); λ folded in.
+        let mut g_host = vec![0.0f32; rows * in_dim];
+        b.read(&g, &mut g_host);
+        let mut penalty = 0.0f64;
+        let mut adjoint = vec![0.0f32; rows * in_dim];
+        for (gi, ai) in g_host.chunks(in_dim).zip(adjoint.chunks_mut(in_dim)) {
+            let norm = (gi.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() + 1e-7).sqrt();
+            penalty += (norm - 1.0) * (norm - 1.0);
+            let scale = f64::from(lambda) * 2.0 * (norm - 1.0) / (norm * rows as f64);
+            ai.iter_mut().zip(gi).for_each(|(a, &v)| *a = (scale * f64::from(v)) as f32);
+        }
+        // Reverse of the chain, layer 0 upwards: W̄ₗ += uₗᵀ aₗ, then aₗ₊₁ = mask(aₗ Wₗᵀ).
+        let mut a = b.upload(&adjoint);
+        for l in 0..n {
+            let layer = &mut self.layers[l];
+            b.gemm(
+                layer.out_dim,
+                layer.in_dim,
+                rows,
+                &self.deltas[l],
+                Transpose::Yes,
+                &a,
+                Transpose::No,
+                &mut layer.grad_weight,
+                1.0,
+                1.0,
+            );
+            let mut next = b.zeros(rows * layer.out_dim);
+            b.gemm(
+                rows,
+                layer.out_dim,
+                layer.in_dim,
+                &a,
+                Transpose::No,
+                &layer.weight,
+                Transpose::Yes,
+                &mut next,
+                1.0,
+                0.0,
+            );
+            if l + 1 < n {
+                b.activation_backward(&mut next, &self.outputs[l], rows * layer.out_dim, self.acts[l]);
+            } else {
+                b.activation_curvature(&mut next, &self.outputs[l], rows * layer.out_dim, self.acts[l]);
+            }
+            a = next;
+        }
+        // ō through the forward pass: the last delta is ō, already a pre-activation gradient.
+        let last = n - 1;
+        b.copy(&a, &mut self.deltas[last], rows * self.layers[last].out_dim);
+        for l in (0..n).rev() {
+            if l < last {
+                b.activation_backward(
+                    &mut self.deltas[l],
+                    &self.outputs[l],
+                    rows * self.layers[l].out_dim,
+                    self.acts[l],
+                );
+            }
+            let prev = if l == 0 { &x } else { &self.outputs[l - 1] };
+            let layer = &mut self.layers[l];
+            b.gemm(
+                layer.out_dim,
+                layer.in_dim,
+                rows,
+                &self.deltas[l],
+                Transpose::Yes,
+                prev,
+                Transpose::No,
+                &mut layer.grad_weight,
+                1.0,
+                1.0,
+            );
+            b.column_sums(&self.deltas[l], rows, layer.out_dim, &mut layer.grad_bias, 1.0, 1.0);
+            if l > 0 {
+                let (before, after) = self.deltas.split_at_mut(l);
+                b.gemm(
+                    rows,
+                    layer.in_dim,
+                    layer.out_dim,
+                    &after[0],
+                    Transpose::No,
+                    &layer.weight,
+                    Transpose::No,
+                    &mut before[l - 1],
+                    1.0,
+                    0.0,
+                );
+            }
+        }
+        penalty / rows as f64
+    }
+
     /// After a backward pass without parameter gradients: adds each row's squared gradient norm
     /// over this MLP's parameters, Σ_layers ‖δᵢ‖² (‖aᵢ‖² + 1), to `acc`. The weight gradient of
     /// sample i is the rank-one δᵢ aᵢᵀ, whose Frobenius norm is ‖δᵢ‖‖aᵢ‖; the bias adds ‖δᵢ‖².

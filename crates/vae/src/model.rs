@@ -86,6 +86,28 @@ impl<B: Backend> Decoder<B> {
     }
 }
 
+impl<B: Backend> Decoder<B> {
+    /// LCD-VAE's penalty P at latents `z` (n × latent) with g = ∂(Σⱼ decoder(z)ⱼ)/∂z; adds
+    /// λ·∂P/∂θ to the decoder's parameter gradients and returns P (see
+    /// [`crate::mlp::Mlp::gradient_penalty`]).
+    pub fn penalty_at(&mut self, z: &[f32], lambda: f32) -> f64 {
+        let rows = z.len() / self.spec.latent;
+        let ones = vec![1.0f32; rows * self.spec.output];
+        self.mlp.gradient_penalty(z, rows, &ones, lambda)
+    }
+
+    /// Sets the decoder's parameter gradients to zero.
+    pub fn zero_gradients(&mut self) {
+        let b = self.mlp.backend().clone();
+        self.mlp.for_each_param(|_, g, len| b.write(g, &vec![0.0; len]));
+    }
+
+    /// Visits (parameter, gradient, length) of every decoder parameter.
+    pub fn for_each_param(&mut self, f: impl FnMut(&mut B::Buffer, &mut B::Buffer, usize)) {
+        self.mlp.for_each_param(f);
+    }
+}
+
 /// Host copy of a whole VAE's weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VaeWeights {
@@ -130,11 +152,13 @@ pub struct TrainOptions {
     pub learning_rate: f32,
     /// β, the weight of the KL term.
     pub kl_weight: f32,
+    /// λ_lip, the weight of LCD-VAE's decoder gradient penalty (0: off).
+    pub lipschitz_penalty: f32,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        TrainOptions { batch_size: 128, learning_rate: 1e-3, kl_weight: 0.1 }
+        TrainOptions { batch_size: 128, learning_rate: 1e-3, kl_weight: 0.1, lipschitz_penalty: 0.0 }
     }
 }
 
@@ -145,8 +169,30 @@ pub struct Loss {
     pub reconstruction: f64,
     /// KL averaged over batch and latent dims.
     pub kl: f64,
-    /// reconstruction + β · kl.
+    /// LCD-VAE's gradient penalty P (0 when off).
+    pub penalty: f64,
+    /// reconstruction + β · kl + λ_lip · penalty.
     pub total: f64,
+}
+
+impl Loss {
+    /// Adds `weight` times `other`, term by term (for sample-weighted epoch means).
+    pub fn add_weighted(&mut self, other: &Loss, weight: f64) {
+        self.reconstruction += weight * other.reconstruction;
+        self.kl += weight * other.kl;
+        self.penalty += weight * other.penalty;
+        self.total += weight * other.total;
+    }
+
+    /// Every term divided by `n`.
+    pub fn divided(self, n: f64) -> Loss {
+        Loss {
+            reconstruction: self.reconstruction / n,
+            kl: self.kl / n,
+            penalty: self.penalty / n,
+            total: self.total / n,
+        }
+    }
 }
 
 /// Adam state for one model (moments per parameter, step count).
@@ -251,6 +297,8 @@ pub struct Vae<B: Backend> {
     grad_z: B::Buffer,
     capacity: usize,
     pub(crate) noise: NoiseKey,
+    penalty_rng: ChaCha20Rng,
+    last_rows: usize,
     steps: u64,
 }
 
@@ -287,6 +335,12 @@ impl<B: Backend> Vae<B> {
             grad_z: backend.zeros(0),
             capacity: 0,
             noise: NoiseKey::from_u64(noise_seed, 1),
+            penalty_rng: {
+                let mut rng = ChaCha20Rng::seed_from_u64(noise_seed);
+                rng.set_stream(2);
+                rng
+            },
+            last_rows: 0,
             steps: 0,
         })
     }
@@ -411,9 +465,32 @@ impl<B: Backend> Vae<B> {
             per_row * kl_weight / d as f32,
         );
         self.encoder.backward(&self.input, rows, param_grads, None);
+        self.last_rows = rows;
         let reconstruction = squared / rows as f64;
         let kl = kl_sum / (rows * d) as f64;
-        Loss { reconstruction, kl, total: reconstruction + f64::from(kl_weight) * kl }
+        Loss { reconstruction, kl, penalty: 0.0, total: reconstruction + f64::from(kl_weight) * kl }
+    }
+
+    /// LCD-VAE's penalty on the latents of the last batch (Gulati et al. 2025, after Gulrajani et
+    /// al. 2017): z̃ = α·z + (1 − α)·z[perm] with α ~ U(0, 1) per sample and a random permutation
+    /// of the batch; g = ∂(Σⱼ decoder(z̃)ⱼ)/∂z̃; P = mean((√(‖g‖² + 1e-7) − 1)²). Adds λ·∂P/∂θ to
+    /// the decoder's gradients (z̃ is treated as data: no gradient reaches the encoder) and
+    /// returns P.
+    fn decoder_penalty(&mut self, lambda: f32) -> f64 {
+        let d = self.config.latent;
+        let rows = self.last_rows;
+        let mut z = vec![0.0f32; rows * d];
+        self.backend.read(&self.z, &mut z);
+        let mut perm: Vec<usize> = (0..rows).collect();
+        perm.shuffle(&mut self.penalty_rng);
+        let mut z_tilde = vec![0.0f32; rows * d];
+        for i in 0..rows {
+            let alpha: f32 = self.penalty_rng.gen();
+            for j in 0..d {
+                z_tilde[i * d + j] = alpha * z[i * d + j] + (1.0 - alpha) * z[perm[i] * d + j];
+            }
+        }
+        self.decoder.penalty_at(&z_tilde, lambda)
     }
 
     /// Sets every parameter gradient to zero (a DP-SGD step on an empty Poisson batch).
@@ -431,7 +508,11 @@ impl<B: Backend> Vae<B> {
         proximal: Option<&ProximalAnchor<B>>,
         latents: Option<&mut Vec<f32>>,
     ) -> Result<Loss, VaeError> {
-        let loss = self.forward_backward(x, options.kl_weight, latents);
+        let mut loss = self.forward_backward(x, options.kl_weight, latents);
+        if options.lipschitz_penalty > 0.0 {
+            loss.penalty = self.decoder_penalty(options.lipschitz_penalty);
+            loss.total += f64::from(options.lipschitz_penalty) * loss.penalty;
+        }
         self.steps += 1;
         if !loss.total.is_finite() {
             return Err(VaeError::NonFinite { what: "loss", step: self.steps });
@@ -465,9 +546,7 @@ impl<B: Backend> Vae<B> {
             rows.iter().for_each(|&i| batch.extend_from_slice(&data[i * input..(i + 1) * input]));
             let loss = self.train_step(&batch, options, adam, proximal, latents.as_deref_mut())?;
             let w = rows.len() as f64;
-            sum.reconstruction += w * loss.reconstruction;
-            sum.kl += w * loss.kl;
-            sum.total += w * loss.total;
+            sum.add_weighted(&loss, w);
         }
         let mut finite = true;
         let b = self.backend.clone();
@@ -476,7 +555,7 @@ impl<B: Backend> Vae<B> {
             return Err(VaeError::NonFinite { what: "a parameter", step: self.steps });
         }
         let n = n.max(1) as f64;
-        Ok(Loss { reconstruction: sum.reconstruction / n, kl: sum.kl / n, total: sum.total / n })
+        Ok(sum.divided(n))
     }
 
     /// The encoder's mean μ for each row of `x` (n × input): n × latent values.

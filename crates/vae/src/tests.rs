@@ -95,7 +95,7 @@ fn training_reduces_the_loss() {
     // Two clusters of binary-ish patterns.
     let x: Vec<f32> =
         (0..256).flat_map(|i| (0..16).map(move |j| if (j < 8) == (i % 2 == 0) { 0.9 } else { 0.1 })).collect();
-    let opts = TrainOptions { batch_size: 32, learning_rate: 1e-2, kl_weight: 0.1 };
+    let opts = TrainOptions { batch_size: 32, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: 0.0 };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let first = m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
     let mut last = first;
@@ -113,7 +113,7 @@ fn training_reduces_the_loss() {
 fn proximal_term_pulls_towards_the_anchor() {
     let config = tiny();
     let x = data(8, 6, 4);
-    let opts = TrainOptions { batch_size: 8, learning_rate: 1e-2, kl_weight: 0.1 };
+    let opts = TrainOptions { batch_size: 8, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: 0.0 };
     let distance = |mu: f32| {
         let mut m = Vae::new(&Cpu::new(), &config, 1).unwrap();
         let start = m.weights();
@@ -194,4 +194,100 @@ fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
     for (k, (got, want)) in clipped.iter().zip(&want_sum).enumerate() {
         assert!((f64::from(*got) - want).abs() <= 1e-4 * scale, "parameter {k}: {got} vs {want}");
     }
+}
+
+#[test]
+fn gradient_penalty_and_its_parameter_gradients_match_finite_differences() {
+    let spec = DecoderSpec { latent: 3, hidden: vec![5, 4], output: 6 };
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let weights: Vec<LayerWeights> = spec.dims().iter().map(|&(i, o)| LayerWeights::init(i, o, &mut rng)).collect();
+    let z: Vec<f32> = (0..4 * 3).map(|_| rng.gen_range(-1.5..1.5)).collect();
+    let penalty = |w: &[LayerWeights]| -> f64 {
+        let mut dec = Decoder::from_weights(&Cpu::new(), &spec, w).unwrap();
+        dec.penalty_at(&z, 1.0)
+    };
+    // P itself against an f64 evaluation of g by central differences of Σ decoder(z).
+    let mut dec = Decoder::from_weights(&Cpu::new(), &spec, &weights).unwrap();
+    let mut want = 0.0f64;
+    for row in z.chunks(3) {
+        let mut norm_sq = 0.0f64;
+        for j in 0..3 {
+            let sum_at = |dec: &mut Decoder<Cpu>, d: f32| {
+                let mut zz = row.to_vec();
+                zz[j] += d;
+                dec.decode(&zz).iter().map(|&v| f64::from(v)).sum::<f64>()
+            };
+            let g = (sum_at(&mut dec, 1e-3) - sum_at(&mut dec, -1e-3)) / 2e-3;
+            norm_sq += g * g;
+        }
+        want += ((norm_sq + 1e-7).sqrt() - 1.0).powi(2) / 4.0;
+    }
+    let got = penalty(&weights);
+    assert!((got - want).abs() < 1e-3 * want.max(1e-3), "P {got} vs finite-difference {want}");
+
+    // ∂P/∂θ against central differences of P.
+    let mut dec = Decoder::from_weights(&Cpu::new(), &spec, &weights).unwrap();
+    dec.zero_gradients();
+    dec.penalty_at(&z, 1.0);
+    let mut grads = Vec::new();
+    dec.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
+    let h = 1e-3f32;
+    let mut checked = 0;
+    for l in 0..weights.len() {
+        for (is_bias, len) in [(false, weights[l].weight.len()), (true, weights[l].bias.len())] {
+            for i in 0..len {
+                let at = |d: f32| {
+                    let mut w = weights.clone();
+                    if is_bias {
+                        w[l].bias[i] += d;
+                    } else {
+                        w[l].weight[i] += d;
+                    }
+                    penalty(&w)
+                };
+                let fd = ((at(h) - at(-h)) / (2.0 * f64::from(h))) as f32;
+                let an = grads[2 * l + usize::from(is_bias)][i];
+                assert!(
+                    (fd - an).abs() <= 2e-2 * fd.abs().max(an.abs()) + 2e-3,
+                    "layer {l} {} [{i}]: finite difference {fd}, analytic {an}",
+                    if is_bias { "bias" } else { "weight" }
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, weights.iter().map(|w| w.weight.len() + w.bias.len()).sum::<usize>());
+}
+
+#[test]
+fn the_penalty_lowers_the_decoders_lipschitz_constant() {
+    // Two clusters whose pixel sums differ by 0.8·64: an unconstrained decoder changes Σ output
+    // steeply between them; the penalty pulls ‖∂Σ decoder/∂z‖ towards 1.
+    let config = VaeConfig { input: 64, encoder: vec![32], latent: 2, decoder: vec![32] };
+    let x: Vec<f32> = (0..256).flat_map(|i| (0..64).map(move |_| if i % 2 == 0 { 0.9 } else { 0.1 })).collect();
+    let max_grad_norm = |lambda: f32| {
+        let mut m = Vae::new(&Cpu::new(), &config, 3).unwrap();
+        let mut adam = Adam::new(&mut m, 1e-2);
+        let opts = TrainOptions { batch_size: 32, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: lambda };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for _ in 0..40 {
+            m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
+        }
+        // Latents on the segment between the two cluster means.
+        let mu = m.encode_mean(&x[..2 * 64]);
+        let path: Vec<f32> = (0..=20)
+            .flat_map(|k| {
+                let t = k as f32 / 20.0;
+                [t * mu[0] + (1.0 - t) * mu[2], t * mu[1] + (1.0 - t) * mu[3]]
+            })
+            .collect();
+        m.decoder()
+            .output_sum_gradient(&path)
+            .chunks(2)
+            .map(|g| (g[0] * g[0] + g[1] * g[1]).sqrt())
+            .fold(0.0f32, f32::max)
+    };
+    let (free, penalised) = (max_grad_norm(0.0), max_grad_norm(1.0));
+    assert!(free > 2.0, "the unpenalised decoder should be steep here: {free}");
+    assert!(penalised < 0.5 * free, "max ‖g‖: λ = 0 → {free}, λ = 1 → {penalised}");
 }
