@@ -1,7 +1,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 //! Training-step and decoding benches (DESIGN.md §6 peers: PyTorch 13.8 ms per VAE step,
-//! 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000 latents, on the 2-core
+//! 18.4 ms with the LCD penalty, 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000 latents, on the 2-core
 //! dev machine).
 
 use align_fl_benches::{paper_config, uniform};
@@ -18,6 +18,18 @@ fn vae_train_step(c: &mut Criterion) {
     let batch = uniform(128, config.input, 1);
     let options = TrainOptions::default();
     c.bench_function("vae_train_step/cpu", |b| {
+        b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
+    });
+}
+
+fn lcd_train_step(c: &mut Criterion) {
+    let cpu = Cpu::new();
+    let config = paper_config();
+    let mut model = Vae::new(&cpu, &config, 0).expect("valid config");
+    let mut adam = Adam::new(&mut model, 1e-3);
+    let batch = uniform(128, config.input, 1);
+    let options = TrainOptions { lipschitz_penalty: 0.1, ..TrainOptions::default() };
+    c.bench_function("lcd_train_step/cpu", |b| {
         b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
     });
 }
@@ -62,5 +74,5 @@ fn gemm(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, vae_train_step, dp_sgd_step, decode, gemm);
+criterion_group!(benches, vae_train_step, lcd_train_step, dp_sgd_step, decode, gemm);
 criterion_main!(benches);
