@@ -20,6 +20,10 @@ pub struct RoundRecord {
     pub f1: f64,
     /// max ‖∂Σ decoder(z)/∂z‖ over the evaluation latents.
     pub lipschitz_decoder: f64,
+    /// Π‖Wₗ‖₂ over the global decoder's weights (an upper bound before the sigmoid).
+    pub lipschitz_spectral_bound: f64,
+    /// Largest ‖f(z) − f(z′)‖/‖z − z′‖ over evaluation latents z and z′ at distance 0.05.
+    pub lipschitz_pairwise: f64,
     /// Bytes uploaded by all clients this round.
     pub uplink_bytes: usize,
     /// Wall time of the round including evaluation.
@@ -41,6 +45,10 @@ pub struct FinalMetrics {
     pub f1: f64,
     /// Decoder Lipschitz estimate.
     pub lipschitz_decoder: f64,
+    /// Spectral-norm product bound.
+    pub lipschitz_spectral_bound: f64,
+    /// Pairwise ratio estimate.
+    pub lipschitz_pairwise: f64,
     /// FID is not computed by this build.
     pub fid: Option<f64>,
 }
@@ -63,6 +71,17 @@ pub struct StrategyRun {
     pub figures: Vec<String>,
     /// Each DP-SGD client's privacy after the last round (empty without DP).
     pub client_privacy: Vec<privacy::PrivacySpent>,
+    /// Outlier analysis after the last round (None without outliers).
+    pub outliers: Option<OutlierReport>,
+}
+
+/// How client 0's cross-domain outliers come out of its final VAE and of the global VAE.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutlierReport {
+    /// Through client 0's own VAE (encoder μ, then decoder).
+    pub client: metrics::OutlierStats,
+    /// Through the global VAE.
+    pub global: metrics::OutlierStats,
 }
 
 /// The report's `privacy` object.
@@ -104,6 +123,8 @@ pub struct Report {
     pub final_metrics: FinalMetrics,
     /// Privacy accounting of the main strategy; null when no mechanism was applied.
     pub privacy: Option<PrivacyReport>,
+    /// Outlier analysis of the main strategy.
+    pub outliers: Option<OutlierReport>,
     /// Baselines on the same partition.
     pub baselines: BTreeMap<String, StrategyRun>,
     /// Wall time of the main strategy.
@@ -203,20 +224,49 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
     );
     privacy_section(&mut md, report.privacy.as_ref());
     let _ = writeln!(md, "## Comparison (final round)\n");
-    let _ = writeln!(md, "| strategy | accuracy | F1 | decoder Lipschitz | uplink bytes / round | FID | wall s |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|");
+    let _ = writeln!(
+        md,
+        "| strategy | accuracy | F1 | Lipschitz (max ‖g‖) | spectral bound | pairwise | outliers mapped to typical (client / global) | uplink bytes / round | FID | wall s |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|---:|---|---:|");
     for run in std::iter::once(main).chain(report.baselines.values()) {
         let f = &run.final_metrics;
         let up = run.rounds.last().map_or(0, |r| r.uplink_bytes);
+        let mapped = run.outliers.as_ref().map_or("—".to_string(), |o| {
+            format!("{:.3} / {:.3}", o.client.fraction_mapped_to_typical, o.global.fraction_mapped_to_typical)
+        });
         let _ = writeln!(
             md,
-            "| {} | {:.4} | {:.4} | {:.3} | {} | not computed | {:.1} |",
-            run.strategy, f.accuracy, f.f1, f.lipschitz_decoder, up, run.wall_seconds
+            "| {} | {:.4} | {:.4} | {:.3} | {:.3e} | {:.3} | {mapped} | {} | not computed | {:.1} |",
+            run.strategy,
+            f.accuracy,
+            f.f1,
+            f.lipschitz_decoder,
+            f.lipschitz_spectral_bound,
+            f.lipschitz_pairwise,
+            up,
+            run.wall_seconds
         );
     }
     for run in std::iter::once(main).chain(report.baselines.values()) {
         let _ = writeln!(md, "\n## {}\n", run.strategy);
         run_table(&mut md, run);
+        if let Some(o) = &run.outliers {
+            let _ = writeln!(
+                md,
+                "\nOutliers at client 0 ({} images of the other dataset), reconstructed:\n",
+                o.client.count
+            );
+            let _ = writeln!(md, "| through | mean distance to the outlier | mean distance to the nearest in-domain image | mapped to typical data |");
+            let _ = writeln!(md, "|---|---:|---:|---:|");
+            for (who, st) in [("client 0's VAE", &o.client), ("global VAE", &o.global)] {
+                let _ = writeln!(
+                    md,
+                    "| {who} | {:.3} | {:.3} | {:.3} |",
+                    st.mean_distance_to_outlier, st.mean_distance_to_nearest_typical, st.fraction_mapped_to_typical
+                );
+            }
+        }
         for fig in &run.figures {
             let _ = writeln!(md, "\n![{fig}]({fig})");
         }

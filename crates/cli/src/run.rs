@@ -18,7 +18,7 @@ use vae::{LatentPrior, TrainOptions, Vae};
 
 use crate::config::{ClippingName, ExperimentConfig, MechanismName, NoiseName, PriorName, SamplingName, StrategyName};
 use crate::progress::Bars;
-use crate::report::{self, FinalMetrics, PrivacyReport, Report, RoundRecord, StrategyRun};
+use crate::report::{self, FinalMetrics, OutlierReport, PrivacyReport, Report, RoundRecord, StrategyRun};
 
 /// Latents drawn for the sample-grid figure.
 const GRID_SAMPLES: usize = 100;
@@ -172,16 +172,70 @@ fn dp_sgd_for(
     Ok(Some(ClientPrivacy { dp_sgd, delta: dp.delta, accountant }))
 }
 
-/// Probe accuracy / F1 and decoder Lipschitz of the global model on the evaluation set.
-fn evaluate<B: Backend>(
-    global: &mut Vae<B>,
-    eval: &Samples,
-    seed: u64,
-) -> Result<(metrics::ProbeScore, f64, Vec<f32>)> {
+/// Distance between the latent pairs of the pairwise Lipschitz estimate.
+const PAIRWISE_RADIUS: f32 = 0.05;
+
+/// What the global model scores on the evaluation set.
+struct Evaluation {
+    score: metrics::ProbeScore,
+    /// max ‖∂Σ decoder/∂z‖ at the evaluation latents.
+    gradient: f64,
+    spectral_bound: f64,
+    pairwise: f64,
+    mu: Vec<f32>,
+}
+
+/// Probe accuracy / F1 and the decoder's three Lipschitz numbers on the evaluation set.
+fn evaluate<B: Backend>(global: &mut Vae<B>, eval: &Samples, seed: u64) -> Result<Evaluation> {
     let mu = global.encode_mean(&eval.pixels);
     let score = metrics::linear_probe(&mu, global.config().latent, &eval.labels, seed)?;
-    let lipschitz = metrics::decoder_lipschitz(global.decoder(), &mu);
-    Ok((score, lipschitz, mu))
+    let gradient = metrics::decoder_lipschitz(global.decoder(), &mu);
+    let spectral_bound = metrics::spectral_norm_product(&global.weights().decoder);
+    let pairwise = metrics::pairwise_lipschitz(global.decoder(), &mu, PAIRWISE_RADIUS, seed);
+    Ok(Evaluation { score, gradient, spectral_bound, pairwise, mu })
+}
+
+/// Client 0's outliers through its own final VAE and through the global VAE, measured against
+/// every client's in-domain training images; writes `outliers-<strategy>.png` (rows: outliers,
+/// client reconstructions, global reconstructions).
+fn outlier_analysis<B: Backend>(
+    fed: &mut Federation<B>,
+    partition: &Partition,
+    name: &str,
+    out: &Path,
+) -> Result<Option<(OutlierReport, String)>> {
+    let c0 = &partition.clients[0];
+    if c0.outliers == 0 {
+        return Ok(None);
+    }
+    let dim = data::IMAGE_PIXELS;
+    let first_outlier = c0.samples.len() - c0.outliers;
+    let outliers = &c0.samples.pixels[first_outlier * dim..];
+    let references: Vec<&[f32]> = partition
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(k, c)| if k == 0 { &c.samples.pixels[..first_outlier * dim] } else { &c.samples.pixels[..] })
+        .collect();
+    let reconstruct = |model: &mut Vae<B>| {
+        let mu = model.encode_mean(outliers);
+        model.decoder().decode(&mu)
+    };
+    let client_recon = reconstruct(fed.clients_mut()[0].model());
+    let global_recon = reconstruct(fed.global_model());
+    let backend = fed.global_model().backend().clone();
+    let report = OutlierReport {
+        client: metrics::outlier_stats(&backend, outliers, &client_recon, &references, dim)?,
+        global: metrics::outlier_stats(&backend, outliers, &global_recon, &references, dim)?,
+    };
+    let shown = c0.outliers.min(10);
+    let mut grid = Vec::with_capacity(3 * shown * dim);
+    for source in [outliers, &client_recon[..], &global_recon[..]] {
+        grid.extend_from_slice(&source[..shown * dim]);
+    }
+    let figure = format!("outliers-{name}.png");
+    metrics::sample_grid(&out.join(&figure), &grid, data::IMAGE_SIDE, shown)?;
+    Ok(Some((report, figure)))
 }
 
 /// Runs one strategy for all rounds, writing its checkpoint and figures into `out`.
@@ -212,13 +266,15 @@ fn run_strategy<B: Backend>(
             anyhow::anyhow!("{name}: {e}\n  {kept}")
         })?;
         let global = fed.global_model();
-        let (score, lipschitz, mu) = evaluate(global, &partition.eval, cfg.seed)?;
+        let e = evaluate(global, &partition.eval, cfg.seed)?;
         vae::save_checkpoint(&checkpoint, global.config(), &global.weights())?;
         let record = RoundRecord {
             round: outcome.round,
-            accuracy: score.accuracy,
-            f1: score.f1,
-            lipschitz_decoder: lipschitz,
+            accuracy: e.score.accuracy,
+            f1: e.score.f1,
+            lipschitz_decoder: e.gradient,
+            lipschitz_spectral_bound: e.spectral_bound,
+            lipschitz_pairwise: e.pairwise,
             uplink_bytes: outcome.uplink_bytes,
             seconds: t0.elapsed().as_secs_f64(),
             client_loss: outcome.client_losses.iter().map(|l| l.total).collect(),
@@ -233,10 +289,14 @@ fn run_strategy<B: Backend>(
         ));
         bars.round_done(&summary);
         rounds.push(record);
-        last_mu = mu;
+        last_mu = e.mu;
     }
     bars.finish();
-    let figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, name, out)?;
+    let mut figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, name, out)?;
+    let outliers = outlier_analysis(&mut fed, partition, name, out)?.map(|(report, figure)| {
+        figures.push(figure);
+        report
+    });
     let last = rounds.last().expect("at least one round");
     Ok(StrategyRun {
         strategy: name.to_string(),
@@ -244,6 +304,8 @@ fn run_strategy<B: Backend>(
             accuracy: last.accuracy,
             f1: last.f1,
             lipschitz_decoder: last.lipschitz_decoder,
+            lipschitz_spectral_bound: last.lipschitz_spectral_bound,
+            lipschitz_pairwise: last.lipschitz_pairwise,
             fid: None,
         },
         rounds,
@@ -251,6 +313,7 @@ fn run_strategy<B: Backend>(
         checkpoint: checkpoint.display().to_string(),
         figures,
         client_privacy: last_privacy.into_iter().flatten().collect(),
+        outliers,
     })
 }
 
@@ -302,6 +365,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Re
         rounds: main.rounds.clone(),
         final_metrics: main.final_metrics.clone(),
         privacy: privacy_report(cfg, &main),
+        outliers: main.outliers.clone(),
         baselines,
         wall_seconds: main.wall_seconds,
         total_wall_seconds: total.elapsed().as_secs_f64(),
