@@ -39,7 +39,16 @@ fn quick_config_runs_end_to_end_and_beats_fedavg() {
     let r = report(&out);
     let rounds = r["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 5);
-    for key in ["round", "accuracy", "f1", "lipschitz_decoder", "uplink_bytes", "seconds"] {
+    for key in [
+        "round",
+        "accuracy",
+        "f1",
+        "lipschitz_decoder",
+        "lipschitz_spectral_bound",
+        "lipschitz_pairwise",
+        "uplink_bytes",
+        "seconds",
+    ] {
         assert!(rounds[0].get(key).is_some(), "round record lacks {key}");
     }
     assert!(r["privacy"].is_null());
@@ -315,5 +324,23 @@ fn unaccounted_modes_void_the_guarantee_in_words() {
     assert!(md.contains("does NOT hold") && md.contains("Not covered: batches were shuffled"), "{md}");
     let o = tiny(&out, &["--privacy", "dp-sgd", "--epsilon", "0"]);
     assert!(stderr(&o).contains("privacy.epsilon is 0"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn lipschitz_mode_reports_empirical_privacy_only() {
+    let out = temp_dir("lcd");
+    let o = tiny(&out, &["--privacy", "lipschitz", "--lambda-lip", "0.1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = &report(&out)["privacy"];
+    assert_eq!(p["mechanism"], "lipschitz");
+    assert_eq!(p["lambda_lip"].as_f64().unwrap(), 0.1f32 as f64);
+    assert_eq!(p["guarantee_holds"], false);
+    assert!(p["target_epsilon"].is_null());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("empirical privacy only"), "{md}");
+    let o = tiny(&out, &["--privacy", "dp-sgd,lipschitz"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no per-sample gradient to clip"), "{}", stderr(&o));
     std::fs::remove_dir_all(&out).unwrap();
 }
