@@ -66,8 +66,8 @@ struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    /// ∂W = δᵀ a and ∂b = Σ_rows δ from the pre-activation gradient δ and the input a.
-    fn write_grads(&mut self, b: &B, delta: &B::Buffer, a: &B::Buffer, rows: usize) {
+    /// ∂W ← δᵀ a + β·∂W from a pre-activation gradient δ (rows × out) and an input a (rows × in).
+    fn weight_grad(&mut self, b: &B, delta: &B::Buffer, a: &B::Buffer, rows: usize, beta: f32) {
         b.gemm(
             self.out_dim,
             self.in_dim,
@@ -78,9 +78,15 @@ impl<B: Backend> Linear<B> {
             Transpose::No,
             &mut self.grad_weight,
             1.0,
-            0.0,
+            beta,
         );
-        b.column_sums(delta, rows, self.out_dim, &mut self.grad_bias, 1.0, 0.0);
+    }
+
+    /// ∂W and ∂b = Σ_rows δ, overwritten (`accumulate` false) or added to.
+    fn write_grads(&mut self, b: &B, delta: &B::Buffer, a: &B::Buffer, rows: usize, accumulate: bool) {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        self.weight_grad(b, delta, a, rows, beta);
+        b.column_sums(delta, rows, self.out_dim, &mut self.grad_bias, 1.0, beta);
     }
 }
 
@@ -187,7 +193,7 @@ impl<B: Backend> Mlp<B> {
             b.activation_backward(delta, &self.outputs[l], rows * layer.out_dim, self.acts[l]);
             let a = if l == 0 { input } else { &self.outputs[l - 1] };
             if param_grads {
-                layer.write_grads(b, delta, a, rows);
+                layer.write_grads(b, delta, a, rows, false);
             }
             // ∂a = δ W, into the previous layer's delta or the caller's input gradient.
             let target = if l > 0 { Some(&mut d_before[l - 1]) } else { input_grad.as_deref_mut() };
@@ -242,18 +248,7 @@ impl<B: Backend> Mlp<B> {
         let mut a = b.upload(&adjoint);
         for l in 0..n {
             let layer = &mut self.layers[l];
-            b.gemm(
-                layer.out_dim,
-                layer.in_dim,
-                rows,
-                &self.deltas[l],
-                Transpose::Yes,
-                &a,
-                Transpose::No,
-                &mut layer.grad_weight,
-                1.0,
-                1.0,
-            );
+            layer.weight_grad(&b, &self.deltas[l], &a, rows, 1.0);
             let mut next = b.zeros(rows * layer.out_dim);
             b.gemm(
                 rows,
@@ -288,19 +283,7 @@ impl<B: Backend> Mlp<B> {
             }
             let prev = if l == 0 { &x } else { &self.outputs[l - 1] };
             let layer = &mut self.layers[l];
-            b.gemm(
-                layer.out_dim,
-                layer.in_dim,
-                rows,
-                &self.deltas[l],
-                Transpose::Yes,
-                prev,
-                Transpose::No,
-                &mut layer.grad_weight,
-                1.0,
-                1.0,
-            );
-            b.column_sums(&self.deltas[l], rows, layer.out_dim, &mut layer.grad_bias, 1.0, 1.0);
+            layer.write_grads(&b, &self.deltas[l], prev, rows, true);
             if l > 0 {
                 let (before, after) = self.deltas.split_at_mut(l);
                 b.gemm(
@@ -348,7 +331,7 @@ impl<B: Backend> Mlp<B> {
             let layer = &mut self.layers[l];
             let delta = &mut self.deltas[l];
             b.scale_rows(delta, rows, layer.out_dim, factors);
-            layer.write_grads(b, delta, a, rows);
+            layer.write_grads(b, delta, a, rows, false);
         }
     }
 
