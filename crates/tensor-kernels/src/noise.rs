@@ -1,26 +1,33 @@
-//! Counter-based Gaussian noise. Values 2p and 2p + 1 of a stream are the cosine and sine outputs
-//! of a Box–Muller transform (Box & Muller 1958) of ChaCha20 words 2p and 2p + 1 of that stream,
-//! so any slice of the stream can be produced independently — by any thread or device — and the
-//! result never depends on how the work was split.
+//! Counter-based Gaussian noise. ChaCha20 words 3g, 3g + 1, 3g + 2 of a stream hold four 24-bit
+//! uniforms u₀…u₃; the Box–Muller transform (Box & Muller 1958) of (u₀, u₁) and of (u₂, u₃) gives
+//! values 4g … 4g + 3 (cosine, sine, cosine, sine). Any slice of the stream can be produced
+//! independently — by any thread or device — and the result never depends on how the work was
+//! split. Packing the uniforms into 24 bits spends 3 keystream words on 4 values.
 //!
 //! The transform runs in f32 with polynomial logarithm, sine and cosine (Cephes `logf`, `sinf`,
 //! `cosf` coefficients), branch-free so the loops vectorise. Uniforms take the top 24 bits of a
 //! word: u₁ ∈ (2⁻²⁴, 1], so |z| ≤ √(48 ln 2) ≈ 5.77 (the tail beyond has probability 8·10⁻⁹).
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::NoiseKey;
 
-/// Normal values produced per block of ChaCha20 output.
-const BLOCK: usize = 512;
+/// Word groups (3 words, 4 values each) transformed per block of ChaCha20 output.
+const GROUPS: usize = 128;
 
-/// A ChaCha20 generator positioned at word `2 · pair` of `key`'s stream.
-fn positioned(key: NoiseKey, pair: u64) -> ChaCha20Rng {
+/// A ChaCha20 generator positioned at word group `group` (word 3·group) of `key`'s stream.
+fn positioned(key: NoiseKey, group: u64) -> ChaCha20Rng {
     let mut rng = ChaCha20Rng::from_seed(key.seed);
     rng.set_stream(key.stream);
-    rng.set_word_pos(2 * u128::from(pair));
+    rng.set_word_pos(3 * u128::from(group));
     rng
+}
+
+/// The four 24-bit uniforms packed in three words.
+#[inline(always)]
+fn unpack(w: &[u32]) -> [u32; 4] {
+    [w[0] >> 8, ((w[0] & 0xff) << 16) | (w[1] >> 16), ((w[1] & 0xffff) << 8) | (w[2] >> 24), w[2] & 0xff_ffff]
 }
 
 /// ln x for x ∈ (0, 1] in f32 (Cephes `logf`: x = m·2ᵉ with m ∈ [√½, √2), degree-9 polynomial).
@@ -60,17 +67,18 @@ fn cos_sin_small(phi: f32) -> (f32, f32) {
     (cos, sin)
 }
 
-/// The Box–Muller pair (R cos θ, R sin θ) from words a (radius) and b (angle θ = 2π·b/2³²).
+/// The Box–Muller pair (R cos θ, R sin θ) from 24-bit uniforms a (radius, u₁ = (a + 1)/2²⁴) and
+/// b (angle θ = 2π·b/2²⁴).
 #[inline(always)]
 fn box_muller_pair(a: u32, b: u32) -> (f32, f32) {
     const TWO_POW_M24: f32 = 1.0 / 16_777_216.0;
     const TWO_POW_M22: f32 = 1.0 / 4_194_304.0;
     // Through i32: the values fit in 24 bits, and signed conversion vectorises (unsigned does not).
-    let u1 = ((a >> 8) + 1) as i32 as f32 * TWO_POW_M24;
+    let u1 = (a + 1) as i32 as f32 * TWO_POW_M24;
     let radius = (-2.0 * ln_f32(u1)).sqrt();
     // θ = (q + ½)·π/2 + φ with quadrant q = top two bits and φ ∈ [−π/4, π/4).
-    let q = b >> 30;
-    let phi = (((b >> 8) & 0x3f_ffff) as i32 as f32 * TWO_POW_M22 - 0.5) * std::f32::consts::FRAC_PI_2;
+    let q = b >> 22;
+    let phi = ((b & 0x3f_ffff) as i32 as f32 * TWO_POW_M22 - 0.5) * std::f32::consts::FRAC_PI_2;
     let (c, s) = cos_sin_small(phi);
     let h = std::f32::consts::FRAC_1_SQRT_2;
     let c0 = if q == 0 || q == 3 { h } else { -h };
@@ -78,12 +86,15 @@ fn box_muller_pair(a: u32, b: u32) -> (f32, f32) {
     (radius * (c0 * c - s0 * s), radius * (s0 * c + c0 * s))
 }
 
-/// Box–Muller over word pairs into separate cosine and sine arrays (no interleaved stores, so
-/// the loop vectorises; the interleave is a second, cheap pass).
+/// Box–Muller over word groups into four separate arrays (value 4g + k goes to `out[k][g]`; no
+/// interleaved stores, so the loop vectorises; the interleave is a second, cheap pass).
 #[inline(always)]
-fn transform_portable(words: &[u32], cosines: &mut [f32], sines: &mut [f32]) {
-    for ((pair, c), s) in words.chunks_exact(2).zip(cosines).zip(sines) {
-        (*c, *s) = box_muller_pair(pair[0], pair[1]);
+fn transform_portable(words: &[u32], out: &mut [[f32; GROUPS]; 4]) {
+    let [c0, s0, c1, s1] = out;
+    for (g, w) in words.chunks_exact(3).enumerate() {
+        let u = unpack(w);
+        (c0[g], s0[g]) = box_muller_pair(u[0], u[1]);
+        (c1[g], s1[g]) = box_muller_pair(u[2], u[3]);
     }
 }
 
@@ -91,25 +102,28 @@ fn transform_portable(words: &[u32], cosines: &mut [f32], sines: &mut [f32]) {
 /// on its own, so the results are bit-identical to the portable build.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn transform_avx2(words: &[u32], cosines: &mut [f32], sines: &mut [f32]) {
-    transform_portable(words, cosines, sines);
+fn transform_avx2(words: &[u32], out: &mut [[f32; GROUPS]; 4]) {
+    transform_portable(words, out);
 }
 
-fn transform(words: &[u32], cosines: &mut [f32], sines: &mut [f32]) {
+fn transform(words: &[u32], out: &mut [[f32; GROUPS]; 4]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { transform_avx2(words, cosines, sines) };
+        unsafe { transform_avx2(words, out) };
         return;
     }
-    transform_portable(words, cosines, sines);
+    transform_portable(words, out);
 }
 
 /// The N(0, 1) value at position `key.offset + i` of the stream.
 pub fn standard_normal_at(key: NoiseKey, i: u64) -> f32 {
     let v = key.offset + i;
-    let mut rng = positioned(key, v / 2);
-    let (c, s) = box_muller_pair(rng.next_u32(), rng.next_u32());
+    let mut rng = positioned(key, v / 4);
+    let mut w = [0u32; 3];
+    rng.fill(&mut w[..]);
+    let u = unpack(&w);
+    let (c, s) = if v % 4 < 2 { box_muller_pair(u[0], u[1]) } else { box_muller_pair(u[2], u[3]) };
     if v % 2 == 0 {
         c
     } else {
@@ -124,23 +138,23 @@ pub(crate) fn fill(out: &mut [f32], key: NoiseKey, first: u64) {
         return;
     }
     let v0 = key.offset + first;
-    let mut rng = positioned(key, v0 / 2);
-    let mut words = [0u32; BLOCK];
-    let mut cosines = [0f32; BLOCK / 2];
-    let mut sines = [0f32; BLOCK / 2];
-    let mut normals = [0f32; BLOCK];
-    // Position within the first pair: skip its cosine when starting at an odd value.
-    let mut skip = (v0 % 2) as usize;
+    let mut rng = positioned(key, v0 / 4);
+    let mut words = [0u32; 3 * GROUPS];
+    let mut parts = [[0f32; GROUPS]; 4];
+    let mut normals = [0f32; 4 * GROUPS];
+    // Position within the first group: skip the values before the requested one.
+    let mut skip = (v0 % 4) as usize;
     let mut j = 0;
     while j < out.len() {
-        let take_pairs = ((out.len() - j + skip).div_ceil(2)).min(BLOCK / 2);
-        rng.fill(&mut words[..2 * take_pairs]);
-        transform(&words[..2 * take_pairs], &mut cosines[..take_pairs], &mut sines[..take_pairs]);
-        for p in 0..take_pairs {
-            normals[2 * p] = cosines[p];
-            normals[2 * p + 1] = sines[p];
+        let groups = (out.len() - j + skip).div_ceil(4).min(GROUPS);
+        rng.fill(&mut words[..3 * groups]);
+        transform(&words[..3 * groups], &mut parts);
+        for g in 0..groups {
+            for (k, part) in parts.iter().enumerate() {
+                normals[4 * g + k] = part[g];
+            }
         }
-        let available = &normals[skip..2 * take_pairs];
+        let available = &normals[skip..4 * groups];
         let n = available.len().min(out.len() - j);
         out[j..j + n].copy_from_slice(&available[..n]);
         j += n;
@@ -170,10 +184,15 @@ mod tests {
     }
 
     #[test]
+    fn three_words_unpack_into_four_24_bit_uniforms() {
+        assert_eq!(unpack(&[0x1234_5678, 0x9abc_def0, 0x1357_9bdf]), [0x12_3456, 0x78_9abc, 0xde_f013, 0x57_9bdf]);
+    }
+
+    #[test]
     fn box_muller_angle_covers_all_quadrants() {
-        for (b, want) in [(0u32, 0.0f64), (1 << 30, 0.25), (2 << 30, 0.5), (3 << 30, 0.75), (0x6000_0000, 0.375)] {
-            // The largest word gives u₁ = 1 and radius 0; the smallest the largest radius.
-            let (c, s) = box_muller_pair(u32::MAX, b);
+        for (b, want) in [(0u32, 0.0f64), (1 << 22, 0.25), (2 << 22, 0.5), (3 << 22, 0.75), (0x60_0000, 0.375)] {
+            // The largest uniform gives u₁ = 1 and radius 0; the smallest the largest radius.
+            let (c, s) = box_muller_pair(0xff_ffff, b);
             assert_eq!((c.abs(), s.abs()), (0.0, 0.0));
             let (c, s) = box_muller_pair(0, b);
             let r = f64::from(c).hypot(f64::from(s));
