@@ -4,41 +4,27 @@
 //! 18.4 ms with the LCD penalty, 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000 latents, on the 2-core
 //! dev machine).
 
-use align_fl_benches::{paper_config, uniform};
+use align_fl_benches::{paper_config, paper_model, uniform};
 use criterion::{criterion_group, criterion_main, Criterion};
 use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use tensor_kernels::{Backend, Cpu, Transpose};
-use vae::{Adam, TrainOptions, Vae};
+use vae::TrainOptions;
 
-fn vae_train_step(c: &mut Criterion) {
-    let cpu = Cpu::new();
-    let config = paper_config();
-    let mut model = Vae::new(&cpu, &config, 0).expect("valid config");
-    let mut adam = Adam::new(&mut model, 1e-3);
-    let batch = uniform(128, config.input, 1);
-    let options = TrainOptions::default();
-    c.bench_function("vae_train_step/cpu", |b| {
-        b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
-    });
-}
-
-fn lcd_train_step(c: &mut Criterion) {
-    let cpu = Cpu::new();
-    let config = paper_config();
-    let mut model = Vae::new(&cpu, &config, 0).expect("valid config");
-    let mut adam = Adam::new(&mut model, 1e-3);
-    let batch = uniform(128, config.input, 1);
-    let options = TrainOptions { lipschitz_penalty: 0.1, ..TrainOptions::default() };
-    c.bench_function("lcd_train_step/cpu", |b| {
-        b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
-    });
+/// A plain training step (λ_lip = 0) and the same step with LCD's penalty (λ_lip = 0.1).
+fn train_steps(c: &mut Criterion) {
+    for (name, lipschitz_penalty) in [("vae_train_step/cpu", 0.0), ("lcd_train_step/cpu", 0.1)] {
+        let (mut model, mut adam) = paper_model();
+        let batch = uniform(128, paper_config().input, 1);
+        let options = TrainOptions { lipschitz_penalty, ..TrainOptions::default() };
+        c.bench_function(name, |b| {
+            b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
+        });
+    }
 }
 
 fn dp_sgd_step(c: &mut Criterion) {
-    let cpu = Cpu::new();
+    let (mut model, mut adam) = paper_model();
     let config = paper_config();
-    let mut model = Vae::new(&cpu, &config, 0).expect("valid config");
-    let mut adam = Adam::new(&mut model, 1e-3);
     // One step per "epoch" of a 128-sample dataset with a full batch: fixed clipping, noise included.
     let data = uniform(128, config.input, 1);
     let options = TrainOptions::default();
@@ -56,10 +42,8 @@ fn dp_sgd_step(c: &mut Criterion) {
 }
 
 fn decode(c: &mut Criterion) {
-    let cpu = Cpu::new();
-    let config = paper_config();
-    let mut model = Vae::new(&cpu, &config, 0).expect("valid config");
-    let z = uniform(5000, config.latent, 2);
+    let (mut model, _) = paper_model();
+    let z = uniform(5000, paper_config().latent, 2);
     c.bench_function("decode/cpu", |b| b.iter(|| model.decoder().decode(&z)));
 }
 
@@ -74,5 +58,5 @@ fn gemm(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, vae_train_step, lcd_train_step, dp_sgd_step, decode, gemm);
+criterion_group!(benches, train_steps, dp_sgd_step, decode, gemm);
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use vae::VaeConfig;
+use tensor_kernels::Cpu;
+use vae::{Adam, Vae, VaeConfig};
 
 /// The authors' SimpleVAE: 784-512-256-128-2.
 pub fn paper_config() -> VaeConfig {
@@ -13,4 +14,11 @@ pub fn paper_config() -> VaeConfig {
 pub fn uniform(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..rows * cols).map(|_| rng.gen::<f32>()).collect()
+}
+
+/// The paper's VAE on the CPU backend with fresh Adam state (learning rate 1e-3).
+pub fn paper_model() -> (Vae<Cpu>, Adam<Cpu>) {
+    let mut model = Vae::new(&Cpu::new(), &paper_config(), 0).expect("valid config");
+    let adam = Adam::new(&mut model, 1e-3);
+    (model, adam)
 }

@@ -497,9 +497,6 @@ impl ExperimentConfig {
             if strategies.clone().any(|s| *s == StrategyName::Fedprox) {
                 bail!("FedProx's proximal term is not supported with DP-SGD: drop fedprox from --strategy/--compare");
             }
-            if self.partition.samples_per_class * 2 < self.client.batch_size {
-                bail!("DP-SGD needs at least client.batch_size samples per client");
-            }
         }
         let uses_fedavg = self.strategy != StrategyName::AlignFl || !self.compare.is_empty();
         if uses_fedavg && self.client_models.iter().any(|m| m != &self.model) {

@@ -41,13 +41,13 @@ fn build_federation<B: Backend>(
     cfg: &ExperimentConfig,
     partition: &Partition,
     strategy: StrategyName,
+    sigmas: &HashMap<usize, f64>,
 ) -> Result<Federation<B>> {
     let seed = cfg.seed;
-    let sigmas = calibrate_clients(cfg, partition)?;
     let mut clients = Vec::with_capacity(partition.clients.len());
     for (k, shard) in partition.clients.iter().enumerate() {
         let client = Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), seed)?;
-        clients.push(match dp_sgd_for(cfg, k, client.num_samples(), &sigmas)? {
+        clients.push(match dp_sgd_for(cfg, k, client.num_samples(), sigmas)? {
             Some(privacy) => client.with_dp_sgd(privacy),
             None => client,
         });
@@ -245,10 +245,11 @@ fn run_strategy<B: Backend>(
     partition: &Partition,
     strategy: StrategyName,
     out: &Path,
+    sigmas: &HashMap<usize, f64>,
 ) -> Result<StrategyRun> {
     let name = strategy.as_str();
     let start = Instant::now();
-    let mut fed = build_federation(backend, cfg, partition, strategy)?;
+    let mut fed = build_federation(backend, cfg, partition, strategy, sigmas)?;
     let checkpoint = out.join(format!("{name}-global.safetensors"));
     let bars = Bars::new(name, cfg.rounds, partition.clients.len(), strategy == StrategyName::AlignFl);
     let mut rounds = Vec::with_capacity(cfg.rounds);
@@ -351,10 +352,12 @@ pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Re
         data_dir.display()
     );
     let backend = Cpu::new();
-    let main = run_strategy(&backend, cfg, &partition, cfg.strategy, out)?;
+    // Every strategy's clients share the calibrated noise: compute it once.
+    let sigmas = calibrate_clients(cfg, &partition)?;
+    let main = run_strategy(&backend, cfg, &partition, cfg.strategy, out, &sigmas)?;
     let mut baselines = BTreeMap::new();
     for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
-        baselines.insert(b.as_str().to_string(), run_strategy(&backend, cfg, &partition, b, out)?);
+        baselines.insert(b.as_str().to_string(), run_strategy(&backend, cfg, &partition, b, out, &sigmas)?);
     }
     let report = Report {
         config: cfg.clone(),
