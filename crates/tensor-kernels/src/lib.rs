@@ -16,6 +16,7 @@
 //! assert_eq!(cpu.download(&c), vec![1.0, 2.0, 3.0, 4.0]);
 //! ```
 
+mod chacha;
 mod cpu;
 mod noise;
 

@@ -8,20 +8,15 @@
 //! `cosf` coefficients), branch-free so the loops vectorise. Uniforms take the top 24 bits of a
 //! word: u₁ ∈ (2⁻²⁴, 1], so |z| ≤ √(48 ln 2) ≈ 5.77 (the tail beyond has probability 8·10⁻⁹).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
-
+use crate::chacha::Keystream;
 use crate::NoiseKey;
 
 /// Word groups (3 words, 4 values each) transformed per block of ChaCha20 output.
 const GROUPS: usize = 128;
 
-/// A ChaCha20 generator positioned at word group `group` (word 3·group) of `key`'s stream.
-fn positioned(key: NoiseKey, group: u64) -> ChaCha20Rng {
-    let mut rng = ChaCha20Rng::from_seed(key.seed);
-    rng.set_stream(key.stream);
-    rng.set_word_pos(3 * u128::from(group));
-    rng
+/// The keystream of `key` positioned at word group `group` (word 3·group).
+fn positioned(key: NoiseKey, group: u64) -> Keystream {
+    Keystream::new(&key.seed, key.stream, 3 * group)
 }
 
 /// The four 24-bit uniforms packed in three words.
@@ -86,32 +81,49 @@ fn box_muller_pair(a: u32, b: u32) -> (f32, f32) {
     (radius * (c0 * c - s0 * s), radius * (s0 * c + c0 * s))
 }
 
-/// Box–Muller over word groups into four separate arrays (value 4g + k goes to `out[k][g]`; no
-/// interleaved stores, so the loop vectorises; the interleave is a second, cheap pass).
+/// Box–Muller over [`GROUPS`] word groups into four separate arrays (value 4g + k goes to
+/// `out[k][g]`; no interleaved stores, and fixed 16-group blocks, so the loop vectorises with no
+/// scalar remainder; the interleave is a second, cheap pass).
 #[inline(always)]
-fn transform_portable(words: &[u32], out: &mut [[f32; GROUPS]; 4]) {
+fn transform_portable(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
+    const BLOCK: usize = 16;
     let [c0, s0, c1, s1] = out;
-    for (g, w) in words.chunks_exact(3).enumerate() {
-        let u = unpack(w);
-        (c0[g], s0[g]) = box_muller_pair(u[0], u[1]);
-        (c1[g], s1[g]) = box_muller_pair(u[2], u[3]);
+    for b in 0..GROUPS / BLOCK {
+        for l in 0..BLOCK {
+            let g = b * BLOCK + l;
+            let u = unpack(&words[3 * g..3 * g + 3]);
+            (c0[g], s0[g]) = box_muller_pair(u[0], u[1]);
+            (c1[g], s1[g]) = box_muller_pair(u[2], u[3]);
+        }
     }
 }
 
-/// [`transform_portable`] compiled for AVX2 (8 lanes). Rust never contracts a·b + c into an FMA
-/// on its own, so the results are bit-identical to the portable build.
+/// [`transform_portable`] compiled for AVX-512 (16 lanes). Rust never contracts a·b + c into an
+/// FMA on its own, so the results are bit-identical to the portable build.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn transform_avx2(words: &[u32], out: &mut [[f32; GROUPS]; 4]) {
+#[target_feature(enable = "avx512f")]
+fn transform_avx512(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
     transform_portable(words, out);
 }
 
-fn transform(words: &[u32], out: &mut [[f32; GROUPS]; 4]) {
+/// [`transform_portable`] compiled for AVX2 (8 lanes), bit-identical likewise.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transform_avx2(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
+    transform_portable(words, out);
+}
+
+fn transform(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { transform_avx2(words, out) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { transform_avx512(words, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { transform_avx2(words, out) };
+        }
     }
     transform_portable(words, out);
 }
@@ -121,7 +133,7 @@ pub fn standard_normal_at(key: NoiseKey, i: u64) -> f32 {
     let v = key.offset + i;
     let mut rng = positioned(key, v / 4);
     let mut w = [0u32; 3];
-    rng.fill(&mut w[..]);
+    rng.fill(&mut w);
     let u = unpack(&w);
     let (c, s) = if v % 4 < 2 { box_muller_pair(u[0], u[1]) } else { box_muller_pair(u[2], u[3]) };
     if v % 2 == 0 {
@@ -147,8 +159,9 @@ pub(crate) fn fill(out: &mut [f32], key: NoiseKey, first: u64) {
     let mut j = 0;
     while j < out.len() {
         let groups = (out.len() - j + skip).div_ceil(4).min(GROUPS);
-        rng.fill(&mut words[..3 * groups]);
-        transform(&words[..3 * groups], &mut parts);
+        // Whole blocks only (a fixed trip count vectorises fully); surplus values are discarded.
+        rng.fill(&mut words);
+        transform(&words, &mut parts);
         for g in 0..groups {
             for (k, part) in parts.iter().enumerate() {
                 normals[4 * g + k] = part[g];
