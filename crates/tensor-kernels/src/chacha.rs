@@ -16,6 +16,7 @@ type Lanes = [u32; LANES];
 
 /// The quarter round on state words a, b, c, d of every lane.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // One index over four rows: the lane loop the compiler vectorises.
 fn quarter_round(x: &mut [Lanes; 16], a: usize, b: usize, c: usize, d: usize) {
     for l in 0..LANES {
         x[a][l] = x[a][l].wrapping_add(x[b][l]);
@@ -39,10 +40,10 @@ fn blocks_portable(key: &[u32; 8], stream: u64, block: u64, out: &mut [u32; LANE
     for (row, &k) in init[4..12].iter_mut().zip(key) {
         *row = [k; LANES];
     }
-    for l in 0..LANES {
+    let (low, high) = init.split_at_mut(13);
+    for (l, (lo, hi)) in low[12].iter_mut().zip(high[0].iter_mut()).enumerate() {
         let counter = block.wrapping_add(l as u64);
-        init[12][l] = counter as u32;
-        init[13][l] = (counter >> 32) as u32;
+        (*lo, *hi) = (counter as u32, (counter >> 32) as u32);
     }
     init[14] = [stream as u32; LANES];
     init[15] = [(stream >> 32) as u32; LANES];

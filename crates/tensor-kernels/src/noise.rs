@@ -136,7 +136,7 @@ pub fn standard_normal_at(key: NoiseKey, i: u64) -> f32 {
     rng.fill(&mut w);
     let u = unpack(&w);
     let (c, s) = if v % 4 < 2 { box_muller_pair(u[0], u[1]) } else { box_muller_pair(u[2], u[3]) };
-    if v % 2 == 0 {
+    if v.is_multiple_of(2) {
         c
     } else {
         s
