@@ -3,7 +3,10 @@
 
 use rayon::prelude::*;
 
-use crate::{noise, Activation, AdamStep, Backend, GradientNoise, NoiseKey, Transpose};
+use crate::{
+    cpu_image, noise, Activation, AdamStep, Backend, ChannelSlot, Conv2d, GradientNoise, ImageShape, NoiseKey, Pool2d,
+    Transpose,
+};
 
 /// Below this many elements an element-wise kernel runs on the calling thread: spawning rayon
 /// tasks costs more than the work.
@@ -70,7 +73,7 @@ const LINEAR_BLOCK_ROWS: usize = 256;
 
 /// row ← act(row + bias).
 #[inline]
-fn apply_bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
+pub(crate) fn apply_bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
     match act {
         Activation::Identity => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
         Activation::Relu => row.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0)),
@@ -427,6 +430,28 @@ impl Backend for Cpu {
 
     fn all_finite(&self, x: &Vec<f32>, len: usize) -> bool {
         x[..len].iter().all(|v| v.is_finite())
+    }
+
+    fn conv2d(
+        &self,
+        x: &Vec<f32>,
+        shape: ImageShape,
+        conv: Conv2d,
+        weight: &Vec<f32>,
+        bias: &Vec<f32>,
+        act: Activation,
+        out: &mut Vec<f32>,
+        slot: ChannelSlot,
+    ) {
+        cpu_image::conv2d(x, shape, conv, weight, bias, act, out, slot);
+    }
+
+    fn pool2d(&self, x: &Vec<f32>, shape: ImageShape, pool: Pool2d, out: &mut Vec<f32>, slot: ChannelSlot) {
+        cpu_image::pool2d(x, shape, pool, out, slot);
+    }
+
+    fn resize_bilinear(&self, x: &Vec<f32>, shape: ImageShape, out_h: usize, out_w: usize, out: &mut Vec<f32>) {
+        cpu_image::resize_bilinear(x, shape, out_h, out_w, out);
     }
 }
 

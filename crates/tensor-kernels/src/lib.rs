@@ -2,7 +2,8 @@
 //!
 //! [`Backend`] is the small set of f32 operations the rest of the workspace needs: GEMM with
 //! transposes, fused bias + activation, activation backward, row/column reductions, the
-//! reparameterisation of a diagonal Gaussian, counter-based Gaussian noise and the Adam update.
+//! reparameterisation of a diagonal Gaussian, counter-based Gaussian noise and the Adam update;
+//! and for Inception features, NHWC image ops: convolution, pooling and bilinear resize.
 //! Everything above this crate (`vae`, `federation`, `metrics`) is generic over `B: Backend`, so a
 //! new backend is a new module here and nothing else changes.
 //!
@@ -18,9 +19,12 @@
 
 mod chacha;
 mod cpu;
+mod cpu_image;
+mod image;
 mod noise;
 
 pub use cpu::Cpu;
+pub use image::{ChannelSlot, Conv2d, ImageShape, Pool2d, PoolKind};
 pub use noise::standard_normal_at;
 
 /// Whether a GEMM operand is used as stored or transposed. Operands are row-major.
@@ -216,4 +220,28 @@ pub trait Backend: Clone + Send + Sync + 'static {
     );
     /// Whether every one of the first `len` values is finite.
     fn all_finite(&self, x: &Self::Buffer, len: usize) -> bool;
+
+    /// 2-D convolution of NHWC images with fused bias and activation:
+    /// out[n, y, x, slot.offset + o] = act(bias[o] + Σ weight[ky, kx, i, o] · x[n, y·s + ky − ph, x·s + kx − pw, i]),
+    /// zero padding. `weight` is [kh, kw, in, out]; `out` has `slot.channels` channels per pixel,
+    /// of which this op writes `conv.out_channels` from `slot.offset` (a channel concatenation is
+    /// one op per branch into its slot).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &self,
+        x: &Self::Buffer,
+        shape: ImageShape,
+        conv: Conv2d,
+        weight: &Self::Buffer,
+        bias: &Self::Buffer,
+        act: Activation,
+        out: &mut Self::Buffer,
+        slot: ChannelSlot,
+    );
+    /// Max or average pooling of NHWC images into channels `slot.offset ..` of `out` (see
+    /// [`Pool2d`] for the padding rules).
+    fn pool2d(&self, x: &Self::Buffer, shape: ImageShape, pool: Pool2d, out: &mut Self::Buffer, slot: ChannelSlot);
+    /// Bilinear resize of NHWC images to out_h × out_w with half-pixel centres and no
+    /// antialiasing (PyTorch `interpolate(mode="bilinear", align_corners=False)`).
+    fn resize_bilinear(&self, x: &Self::Buffer, shape: ImageShape, out_h: usize, out_w: usize, out: &mut Self::Buffer);
 }
