@@ -1,6 +1,6 @@
 //! Evaluation for align-fl: the linear probe on the global encoder's means (accuracy, weighted
 //! F1), the decoder Lipschitz estimates (gradient norm, spectral-norm bound, pairwise ratio),
-//! the outlier analysis, and PNG figures.
+//! the outlier analysis, PNG figures, and FID on the FID graph's Inception v3 features.
 //!
 //! ```
 //! let labels: Vec<u8> = (0..100).map(|i| (i % 2) as u8).collect();
@@ -10,11 +10,17 @@
 //! # Ok::<(), metrics::MetricsError>(())
 //! ```
 
+mod fid;
 mod figures;
+mod inception;
 mod outliers;
 mod probe;
 
+pub use fid::{frechet_distance, FeatureStats};
 pub use figures::{latent_scatter, project_2d, sample_grid, PALETTE};
+pub use inception::{
+    locate_inception_weights, Inception, Tap, FEATURE_DIM, INCEPTION_FILE, INCEPTION_SHA256, INPUT_SIZE,
+};
 pub use outliers::{nearest_squared_distances, outlier_stats, OutlierStats};
 pub use probe::{linear_probe, stratified_split, weighted_f1, ProbeScore};
 
@@ -27,6 +33,9 @@ pub enum MetricsError {
     /// Inputs of inconsistent sizes.
     #[error("metrics input: {0}")]
     Shape(String),
+    /// Inception weights missing, unreadable or of the wrong architecture.
+    #[error("Inception weights: {0}")]
+    Weights(String),
     /// NaN or infinity in the inputs.
     #[error("non-finite input: {0}")]
     NonFinite(String),
