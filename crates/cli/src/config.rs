@@ -355,6 +355,30 @@ pub struct ExperimentConfig {
     pub fedavg: FedAvgConfig,
     /// Differential privacy.
     pub privacy: PrivacyConfig,
+    /// FID of the global decoder's samples against the evaluation images.
+    pub fid: FidConfig,
+}
+
+/// FID settings of a run (DESIGN.md §2: evaluation images vs as many decoded from N(0, I)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FidConfig {
+    /// Compute FID (needs the Inception weights; without them the report says why it is missing).
+    pub enabled: bool,
+    /// Images decoded from z ~ N(0, I) per FID.
+    pub samples: usize,
+    /// Also compute FID every this many rounds (0: final round only).
+    pub every: usize,
+    /// Images per Inception batch.
+    pub batch: usize,
+    /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
+    pub weights: Option<PathBuf>,
+}
+
+impl Default for FidConfig {
+    fn default() -> Self {
+        FidConfig { enabled: true, samples: 2000, every: 0, batch: 8, weights: None }
+    }
 }
 
 impl Default for ExperimentConfig {
@@ -373,6 +397,7 @@ impl Default for ExperimentConfig {
             server: ServerConfig::default(),
             fedavg: FedAvgConfig::default(),
             privacy: PrivacyConfig::default(),
+            fid: FidConfig::default(),
         }
     }
 }
@@ -384,9 +409,10 @@ impl ExperimentConfig {
         let mut cfg: ExperimentConfig = toml::from_str(&text).with_context(|| {
             format!("config {} is not a valid experiment (see configs/paper-mnist.toml)", path.display())
         })?;
-        if let Some(dir) = &cfg.data_dir {
+        let base = path.parent().unwrap_or(Path::new("."));
+        for dir in [&mut cfg.data_dir, &mut cfg.fid.weights].into_iter().flatten() {
             if dir.is_relative() {
-                cfg.data_dir = Some(path.parent().unwrap_or(Path::new(".")).join(dir));
+                *dir = base.join(&*dir);
             }
         }
         Ok(cfg)
@@ -437,7 +463,14 @@ impl ExperimentConfig {
             ("server.batch_size", self.server.batch_size),
             ("server.synthetic_samples", self.server.synthetic_samples),
             ("server.server_epochs", self.server.server_epochs),
+            ("fid.batch", self.fid.batch),
         ];
+        if self.fid.enabled && self.fid.samples < 2 {
+            bail!(
+                "fid.samples is {}: FID needs at least 2 images (or set fid.enabled = false / --no-fid)",
+                self.fid.samples
+            );
+        }
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             bail!("{name} is 0: it must be at least 1");
         }

@@ -1,7 +1,9 @@
 //! `align-fl`: the command-line front end. `run` executes an experiment from a TOML config with
-//! flag overrides; `data` fetches, verifies and subsets the datasets.
+//! flag overrides; `data` fetches, verifies and subsets the datasets; `privacy` does DP
+//! accounting; `fid` computes FID between two image sets.
 
 mod config;
+mod fid;
 mod progress;
 mod report;
 mod run;
@@ -29,13 +31,99 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run an experiment: local VAEs, decoder uploads, a global VAE, a report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fetch, verify or subset the datasets.
     #[command(subcommand)]
     Data(DataCommand),
     /// Privacy accounting: ε of a DP-SGD schedule, or the σ that reaches a target ε.
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// FID between two image sets (IDX files or PNG folders), or `fid weights verify`.
+    Fid(FidArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct FidArgs {
+    #[command(subcommand)]
+    action: Option<FidAction>,
+    /// Real images: an IDX image file (.gz or raw) or a folder of PNGs.
+    #[arg(long)]
+    real: Option<PathBuf>,
+    /// Generated images: an IDX image file (.gz or raw) or a folder of PNGs.
+    #[arg(long)]
+    fake: Option<PathBuf>,
+    /// Print JSON: {"fid", "n_real", "n_fake"}.
+    #[arg(long)]
+    json: bool,
+    /// Images per Inception batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
+    #[arg(long)]
+    inception_weights: Option<PathBuf>,
+    /// Also write both sets' feature mean and covariance (f64 safetensors: real_mu, real_sigma,
+    /// fake_mu, fake_sigma) to this file.
+    #[arg(long)]
+    save_stats: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum FidAction {
+    /// The Inception weights.
+    #[command(subcommand)]
+    Weights(WeightsAction),
+}
+
+#[derive(Subcommand)]
+enum WeightsAction {
+    /// Check the weights file's SHA-256 and every tensor's name and shape.
+    Verify {
+        /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
+        #[arg(long)]
+        inception_weights: Option<PathBuf>,
+    },
+}
+
+fn fid_command(args: FidArgs) -> Result<()> {
+    let backend = tensor_kernels::Cpu::new();
+    if let Some(FidAction::Weights(WeightsAction::Verify { inception_weights })) = args.action {
+        let path = fid::verify_weights(&backend, inception_weights.as_deref())?;
+        println!("ok  {} (sha256 {}, 94 convolutions)", path.display(), metrics::INCEPTION_SHA256);
+        return Ok(());
+    }
+    let (Some(real), Some(fake)) = (&args.real, &args.fake) else {
+        bail!("align-fl fid needs --real A and --fake B (IDX image files or folders of PNGs)");
+    };
+    if args.batch == 0 {
+        bail!("--batch 0: give at least 1 image per batch");
+    }
+    let (real_set, fake_set) = (fid::read_image_set(real)?, fid::read_image_set(fake)?);
+    for (what, set) in [("--real", &real_set), ("--fake", &fake_set)] {
+        if set.shape.n < 2 {
+            bail!("{what} holds {} image(s); FID needs at least 2 per set", set.shape.n);
+        }
+    }
+    let path = metrics::locate_inception_weights(args.inception_weights.as_deref())?;
+    let model = metrics::Inception::load(&backend, &path)?;
+    let real_stats = fid::feature_stats(&model, &real_set, args.batch, "real")?;
+    let fake_stats = fid::feature_stats(&model, &fake_set, args.batch, "fake")?;
+    for (what, stats) in [("real", &real_stats), ("fake", &fake_stats)] {
+        if let Some(w) = fid::small_set_warning(what, stats) {
+            eprintln!("{w}");
+        }
+    }
+    let value = metrics::frechet_distance(&real_stats, &fake_stats)?;
+    if let Some(path) = &args.save_stats {
+        metrics::save_feature_stats(path, &[("real", &real_stats), ("fake", &fake_stats)])?;
+        eprintln!("statistics written to {}", path.display());
+    }
+    if args.json {
+        println!("{}", serde_json::json!({"fid": value, "n_real": real_stats.n, "n_fake": fake_stats.n}));
+    } else {
+        println!("FID {value:.4} ({} real, {} fake images)", real_stats.n, fake_stats.n);
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -190,6 +278,18 @@ struct RunArgs {
     /// LCD-VAE: weight λ_lip of the decoder gradient penalty.
     #[arg(long)]
     lambda_lip: Option<f32>,
+    /// Skip FID (it needs the Inception weights and dominates a CPU run's time).
+    #[arg(long)]
+    no_fid: bool,
+    /// Images decoded from N(0, I) per FID (default 2000).
+    #[arg(long)]
+    fid_samples: Option<usize>,
+    /// Also compute FID every K rounds (default: final round only).
+    #[arg(long)]
+    fid_every: Option<usize>,
+    /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
+    #[arg(long)]
+    inception_weights: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -267,6 +367,12 @@ fn apply_overrides(cfg: &mut ExperimentConfig, a: &RunArgs) -> Result<()> {
     set!(a.noise => cfg.privacy.noise);
     cfg.privacy.allow_non_private_prior |= a.allow_non_private_prior;
     set!(a.lambda_lip => cfg.privacy.lambda_lip);
+    cfg.fid.enabled &= !a.no_fid;
+    set!(a.fid_samples => cfg.fid.samples);
+    set!(a.fid_every => cfg.fid.every);
+    if let Some(w) = &a.inception_weights {
+        cfg.fid.weights = Some(w.clone());
+    }
     if let Some(v) = a.lambda_kl {
         cfg.client.lambda_kl = v;
         cfg.server.lambda_kl = v;
@@ -288,19 +394,28 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let data_dir = run::data_dir(args.data_dir.as_deref(), &cfg);
     let report = run::run_experiment(&cfg, &data_dir, &args.out)?;
+    let fid = |v: Option<f64>| v.map_or(String::new(), |f| format!(", FID {f:.2}"));
     println!(
-        "{}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3} ({:.1} s)",
+        "{}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{} ({:.1} s)",
         report.strategy,
         report.final_metrics.accuracy,
         report.final_metrics.f1,
         report.final_metrics.lipschitz_decoder,
+        fid(report.final_metrics.fid),
         report.wall_seconds
     );
     for (name, b) in &report.baselines {
         println!(
-            "{name}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3} ({:.1} s)",
-            b.final_metrics.accuracy, b.final_metrics.f1, b.final_metrics.lipschitz_decoder, b.wall_seconds
+            "{name}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{} ({:.1} s)",
+            b.final_metrics.accuracy,
+            b.final_metrics.f1,
+            b.final_metrics.lipschitz_decoder,
+            fid(b.final_metrics.fid),
+            b.wall_seconds
         );
+    }
+    if let Some(note) = &report.fid_note {
+        println!("FID not computed: {note}");
     }
     println!("report: {}", args.out.join("report.md").display());
     Ok(())
@@ -351,9 +466,10 @@ fn data_command(cmd: DataCommand) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Data(cmd) => data_command(cmd),
         Command::Privacy(cmd) => privacy_command(cmd),
+        Command::Fid(args) => fid_command(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

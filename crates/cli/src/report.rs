@@ -34,6 +34,8 @@ pub struct RoundRecord {
     pub server_loss: Option<f64>,
     /// Synthetic images the server trained on (ALIGN-FL).
     pub synthetic_samples: usize,
+    /// FID of the global decoder's samples, on the rounds `fid.every` asks for and the last.
+    pub fid: Option<f64>,
 }
 
 /// Metrics of the final global model.
@@ -49,7 +51,8 @@ pub struct FinalMetrics {
     pub lipschitz_spectral_bound: f64,
     /// Pairwise ratio estimate.
     pub lipschitz_pairwise: f64,
-    /// FID is not computed by this build.
+    /// FID of the final global decoder's samples against the evaluation images (null when not
+    /// computed; the report's `fid_note` says why).
     pub fid: Option<f64>,
 }
 
@@ -131,16 +134,28 @@ pub struct Report {
     pub wall_seconds: f64,
     /// Wall time of everything.
     pub total_wall_seconds: f64,
+    /// Why FID is missing (disabled, or the Inception weights were not found); null when computed.
+    pub fid_note: Option<String>,
+}
+
+fn fid_cell(fid: Option<f64>) -> String {
+    fid.map_or("—".to_string(), |f| format!("{f:.2}"))
 }
 
 fn run_table(out: &mut String, run: &StrategyRun) {
-    let _ = writeln!(out, "| round | accuracy | F1 | decoder Lipschitz | uplink bytes | seconds |");
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| round | accuracy | F1 | decoder Lipschitz | FID | uplink bytes | seconds |");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
     for r in &run.rounds {
         let _ = writeln!(
             out,
-            "| {} | {:.4} | {:.4} | {:.3} | {} | {:.1} |",
-            r.round, r.accuracy, r.f1, r.lipschitz_decoder, r.uplink_bytes, r.seconds
+            "| {} | {:.4} | {:.4} | {:.3} | {} | {} | {:.1} |",
+            r.round,
+            r.accuracy,
+            r.f1,
+            r.lipschitz_decoder,
+            fid_cell(r.fid),
+            r.uplink_bytes,
+            r.seconds
         );
     }
 }
@@ -237,7 +252,7 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
         });
         let _ = writeln!(
             md,
-            "| {} | {:.4} | {:.4} | {:.3} | {:.3e} | {:.3} | {mapped} | {} | not computed | {:.1} |",
+            "| {} | {:.4} | {:.4} | {:.3} | {:.3e} | {:.3} | {mapped} | {} | {} | {:.1} |",
             run.strategy,
             f.accuracy,
             f.f1,
@@ -245,8 +260,22 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
             f.lipschitz_spectral_bound,
             f.lipschitz_pairwise,
             up,
+            fid_cell(f.fid),
             run.wall_seconds
         );
+    }
+    match &report.fid_note {
+        Some(note) => {
+            let _ = writeln!(md, "\nFID not computed: {note}");
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "\nFID: the evaluation images against {} images decoded from z ~ N(0, I) by the global decoder, on Inception v3 \
+                 pool3 features (FID graph 2015-12-05).",
+                cfg.fid.samples
+            );
+        }
     }
     for run in std::iter::once(main).chain(report.baselines.values()) {
         let _ = writeln!(md, "\n## {}\n", run.strategy);

@@ -17,6 +17,7 @@ use tensor_kernels::{Backend, Cpu};
 use vae::{LatentPrior, TrainOptions, Vae};
 
 use crate::config::{ClippingName, ExperimentConfig, MechanismName, NoiseName, PriorName, SamplingName, StrategyName};
+use crate::fid::FidScorer;
 use crate::progress::Bars;
 use crate::report::{self, FinalMetrics, OutlierReport, PrivacyReport, Report, RoundRecord, StrategyRun};
 
@@ -246,6 +247,7 @@ fn run_strategy<B: Backend>(
     strategy: StrategyName,
     out: &Path,
     sigmas: &HashMap<usize, f64>,
+    fid: Option<&FidScorer<B>>,
 ) -> Result<StrategyRun> {
     let name = strategy.as_str();
     let start = Instant::now();
@@ -269,6 +271,13 @@ fn run_strategy<B: Backend>(
         let global = fed.global_model();
         let e = evaluate(global, &partition.eval, cfg.seed)?;
         vae::save_checkpoint(&checkpoint, global.config(), &global.weights())?;
+        let wanted = outcome.round == cfg.rounds || (cfg.fid.every > 0 && outcome.round % cfg.fid.every == 0);
+        let fid = match fid.filter(|_| wanted) {
+            Some(scorer) => Some(
+                scorer.score(global.decoder(), derive_seed(cfg.seed, Stream::FidSamples, 0, outcome.round as u64))?,
+            ),
+            None => None,
+        };
         let record = RoundRecord {
             round: outcome.round,
             accuracy: e.score.accuracy,
@@ -281,11 +290,13 @@ fn run_strategy<B: Backend>(
             client_loss: outcome.client_losses.iter().map(|l| l.total).collect(),
             server_loss: outcome.server.train_loss.map(|l| l.total),
             synthetic_samples: outcome.server.synthetic_samples,
+            fid,
         };
         last_privacy = outcome.client_privacy;
         let summary = format!("acc {:.4} F1 {:.4} Lip {:.2}", record.accuracy, record.f1, record.lipschitz_decoder);
+        let fid_text = record.fid.map_or(String::new(), |f| format!(", FID {f:.2}"));
         bars.println(&format!(
-            "{name} round {}: accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}, uplink {} B, {:.1} s",
+            "{name} round {}: accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{fid_text}, uplink {} B, {:.1} s",
             record.round, record.accuracy, record.f1, record.lipschitz_decoder, record.uplink_bytes, record.seconds
         ));
         bars.round_done(&summary);
@@ -307,7 +318,7 @@ fn run_strategy<B: Backend>(
             lipschitz_decoder: last.lipschitz_decoder,
             lipschitz_spectral_bound: last.lipschitz_spectral_bound,
             lipschitz_pairwise: last.lipschitz_pairwise,
-            fid: None,
+            fid: last.fid,
         },
         rounds,
         wall_seconds: start.elapsed().as_secs_f64(),
@@ -354,10 +365,12 @@ pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Re
     let backend = Cpu::new();
     // Every strategy's clients share the calibrated noise: compute it once.
     let sigmas = calibrate_clients(cfg, &partition)?;
-    let main = run_strategy(&backend, cfg, &partition, cfg.strategy, out, &sigmas)?;
+    let (scorer, fid_note) = fid_scorer(&backend, cfg, &partition)?;
+    let fid = scorer.as_ref();
+    let main = run_strategy(&backend, cfg, &partition, cfg.strategy, out, &sigmas, fid)?;
     let mut baselines = BTreeMap::new();
     for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
-        baselines.insert(b.as_str().to_string(), run_strategy(&backend, cfg, &partition, b, out, &sigmas)?);
+        baselines.insert(b.as_str().to_string(), run_strategy(&backend, cfg, &partition, b, out, &sigmas, fid)?);
     }
     let report = Report {
         config: cfg.clone(),
@@ -372,9 +385,27 @@ pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Re
         baselines,
         wall_seconds: main.wall_seconds,
         total_wall_seconds: total.elapsed().as_secs_f64(),
+        fid_note,
     };
     report::write(out, &report, &main)?;
     Ok(report)
+}
+
+/// The FID scorer, or why there is none: FID disabled, or the Inception weights missing (a
+/// warning, not an error: the rest of the run does not need them). Damaged weights are an error.
+fn fid_scorer<B: Backend>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    partition: &Partition,
+) -> Result<(Option<FidScorer<B>>, Option<String>)> {
+    if !cfg.fid.enabled {
+        return Ok((None, Some("disabled (fid.enabled = false or --no-fid)".into())));
+    }
+    if let Err(e) = metrics::locate_inception_weights(cfg.fid.weights.as_deref()) {
+        eprintln!("warning: FID skipped. {e}");
+        return Ok((None, Some(e.to_string())));
+    }
+    Ok((Some(FidScorer::new(backend, &cfg.fid, &partition.eval.pixels)?), None))
 }
 
 /// The report's `privacy` object: None without a mechanism.

@@ -12,6 +12,29 @@ fn align_fl(args: &[&str]) -> Output {
         .args(args)
         .current_dir(repo())
         .env_remove("ALIGN_FL_DATA")
+        .env_remove("ALIGN_FL_MODELS")
+        .output()
+        .expect("the binary runs")
+}
+
+/// The Inception weights folder beside the repository, or None (with the reason printed).
+fn models() -> Option<PathBuf> {
+    let dir = repo().join("../shared/models");
+    if dir.join("inception-2015-12-05.safetensors").is_file() {
+        Some(dir)
+    } else {
+        println!("skipped: no Inception weights in {}", dir.display());
+        None
+    }
+}
+
+/// `align-fl` with ALIGN_FL_MODELS set to `models`.
+fn align_fl_with_models(args: &[&str], models: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_align-fl"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("ALIGN_FL_DATA")
+        .env("ALIGN_FL_MODELS", models)
         .output()
         .expect("the binary runs")
 }
@@ -34,7 +57,7 @@ fn report(dir: &Path) -> serde_json::Value {
 #[test]
 fn quick_config_runs_end_to_end_and_beats_fedavg() {
     let out = temp_dir("quick");
-    let o = align_fl(&["run", "--config", "configs/quick.toml", "--out", out.to_str().unwrap()]);
+    let o = align_fl(&["run", "--config", "configs/quick.toml", "--no-fid", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r = report(&out);
     let rounds = r["rounds"].as_array().unwrap();
@@ -53,6 +76,7 @@ fn quick_config_runs_end_to_end_and_beats_fedavg() {
     }
     assert!(r["privacy"].is_null());
     assert!(r["final"]["fid"].is_null());
+    assert!(r["fid_note"].as_str().unwrap().contains("disabled"));
     let acc = r["final"]["accuracy"].as_f64().unwrap();
     let fedavg = r["baselines"]["fedavg"]["final"]["accuracy"].as_f64().unwrap();
     // Chance is 0.1; on the 300-per-class subset ALIGN-FL reached 0.51 (FedAvg 0.39) when written.
@@ -343,4 +367,100 @@ fn lipschitz_mode_reports_empirical_privacy_only() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no per-sample gradient to clip"), "{}", stderr(&o));
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn fid_command_scores_identical_sets_zero_reads_pngs_and_refuses_bad_input() {
+    let dir = temp_dir("fid");
+    // 12 test images of the committed subset, as an IDX file and (the first 3) as PNGs.
+    let source = repo().join("data/subset/mnist/t10k-images-idx3-ubyte.gz");
+    let all = data::idx::parse(&data::idx::read_decompressed(&source).unwrap(), &source, 3).unwrap();
+    let take = |n: usize| data::idx::IdxArray { dims: vec![n, 28, 28], data: all.data[..n * 784].to_vec() };
+    let (twelve, three) = (dir.join("twelve.idx"), dir.join("three.idx"));
+    std::fs::write(&twelve, data::idx::encode(&take(12))).unwrap();
+    std::fs::write(&three, data::idx::encode(&take(3))).unwrap();
+    let pngs = dir.join("pngs");
+    std::fs::create_dir_all(&pngs).unwrap();
+    for i in 0..3 {
+        let file = std::fs::File::create(pngs.join(format!("{i}.png"))).unwrap();
+        let mut enc = png::Encoder::new(file, 28, 28);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.write_header().unwrap().write_image_data(&all.data[i * 784..(i + 1) * 784]).unwrap();
+    }
+    let (twelve, three, pngs) = (twelve.to_str().unwrap(), three.to_str().unwrap(), pngs.to_str().unwrap());
+
+    // Missing weights: the error says where to put them (no models needed for this part).
+    let o = align_fl(&["fid", "--real", twelve, "--fake", twelve]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--inception-weights") && stderr(&o).contains("ALIGN_FL_MODELS"), "{}", stderr(&o));
+    let o = align_fl(&["fid", "--real", twelve]);
+    assert!(!o.status.success() && stderr(&o).contains("--fake"), "{}", stderr(&o));
+    let o = align_fl(&["fid", "--real", twelve, "--fake", dir.join("absent.idx").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("absent.idx"), "{}", stderr(&o));
+
+    let Some(models) = models() else { return };
+    let o = align_fl_with_models(&["fid", "weights", "verify"], &models);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = align_fl_with_models(&["fid", "--real", twelve, "--fake", twelve, "--json", "--batch", "5"], &models);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["fid"].as_f64().unwrap().abs() < 1e-6, "{v}");
+    assert_eq!((v["n_real"].as_u64(), v["n_fake"].as_u64()), (Some(12), Some(12)));
+    assert!(stderr(&o).contains("rank-deficient"), "small sets warn: {}", stderr(&o));
+    // The same three images read from PNGs and from IDX give the same features.
+    let o = align_fl_with_models(&["fid", "--real", three, "--fake", pngs, "--json"], &models);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["fid"].as_f64().unwrap().abs() < 1e-6, "{v}");
+    // Different sets give a positive FID.
+    let o = align_fl_with_models(&["fid", "--real", twelve, "--fake", three, "--json"], &models);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["fid"].as_f64().unwrap() > 1.0, "{v}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_reports_fid_of_the_global_decoder() {
+    let Some(models) = models() else { return };
+    let dir = temp_dir("run-fid");
+    // The quick config with a 100-image evaluation set keeps Inception's share small.
+    let quick = std::fs::read_to_string(repo().join("configs/quick.toml")).unwrap();
+    let cfg = quick
+        .replace("eval_parts = 2", "eval_parts = 10")
+        .replace("data_dir = \"../data/subset\"", &format!("data_dir = {:?}", repo().join("data/subset")));
+    let path = dir.join("fid.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = dir.join("out");
+    let args = [
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "1",
+        "--server-epochs",
+        "1",
+        "--synthetic-samples",
+        "100",
+        "--compare",
+        "none",
+        "--fid-samples",
+        "24",
+        "--fid-every",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = align_fl_with_models(&args, &models);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&out);
+    let fid = r["final"]["fid"].as_f64().expect("final FID computed");
+    assert!(fid.is_finite() && fid > 0.0, "FID {fid}");
+    assert!(r["fid_note"].is_null());
+    let rounds = r["rounds"].as_array().unwrap();
+    assert!(rounds[0]["fid"].as_f64().is_some(), "--fid-every 1 scores round 1");
+    assert_eq!(rounds[1]["fid"].as_f64(), Some(fid));
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("FID"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

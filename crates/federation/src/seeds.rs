@@ -17,6 +17,8 @@ pub enum Stream {
     Synthetic = 5,
     /// Mini-batch shuffling of the server.
     ServerShuffle = 6,
+    /// Latents decoded for FID (per round).
+    FidSamples = 7,
 }
 
 /// SplitMix64 finaliser (Steele, Lea, Flood 2014).

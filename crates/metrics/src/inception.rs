@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, SafeTensors};
 use tensor_kernels::{Activation, Backend, ChannelSlot, Conv2d, ImageShape, Pool2d, PoolKind};
 
-use crate::MetricsError;
+use crate::{FeatureStats, MetricsError};
 
 /// File name of the weights.
 pub const INCEPTION_FILE: &str = "inception-2015-12-05.safetensors";
@@ -196,21 +196,21 @@ impl<B: Backend> Inception<B> {
         Ok(Inception { backend: backend.clone(), layers })
     }
 
-    /// Preprocesses n gray (c = 1) or RGB (c = 3) u8 images of one size (NHWC, `shape.n` of them):
-    /// x/255·2 − 1, gray replicated to three channels, then bilinear resize to 299 × 299
-    /// (half-pixel centres, no antialias). The affine map is applied before the resize, with which
-    /// it commutes (bilinear weights sum to one).
-    pub fn preprocess(&self, images: &[u8], shape: ImageShape) -> Result<B::Buffer, MetricsError> {
+    /// Preprocesses n gray (c = 1) or RGB (c = 3) images of one size (NHWC, values in [0, 1],
+    /// i.e. u8/255): x·2 − 1, gray replicated to three channels, then bilinear resize to
+    /// 299 × 299 (half-pixel centres, no antialias). The affine map is applied before the
+    /// resize, with which it commutes (bilinear weights sum to one).
+    pub fn preprocess(&self, images: &[f32], shape: ImageShape) -> Result<B::Buffer, MetricsError> {
         if shape.c != 1 && shape.c != 3 {
             return Err(MetricsError::Shape(format!("images must have 1 or 3 channels, not {}", shape.c)));
         }
         if images.len() != shape.len() || shape.h == 0 || shape.w == 0 {
-            return Err(MetricsError::Shape(format!("{} image bytes for shape {shape:?}", images.len())));
+            return Err(MetricsError::Shape(format!("{} image values for shape {shape:?}", images.len())));
         }
         let rgb: Vec<f32> = images
             .chunks(shape.c)
             .flat_map(|px| {
-                let v = |i: usize| f32::from(px[i.min(px.len() - 1)]) / 255.0 * 2.0 - 1.0;
+                let v = |i: usize| px[i.min(px.len() - 1)] * 2.0 - 1.0;
                 [v(0), v(1), v(2)]
             })
             .collect();
@@ -218,6 +218,34 @@ impl<B: Backend> Inception<B> {
         let mut out = self.backend.zeros(shape.n * INPUT_SIZE * INPUT_SIZE * 3);
         self.backend.resize_bilinear(&self.backend.upload(&rgb), three, INPUT_SIZE, INPUT_SIZE, &mut out);
         Ok(out)
+    }
+
+    /// Feature statistics of n images (NHWC, values in [0, 1]) computed `batch` images at a time,
+    /// so memory stays flat; `progress` hears the number of images done after each batch.
+    pub fn feature_stats(
+        &self,
+        images: &[f32],
+        shape: ImageShape,
+        batch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<FeatureStats, MetricsError> {
+        if batch == 0 {
+            return Err(MetricsError::Shape("the feature batch size must be at least 1".into()));
+        }
+        if images.len() != shape.len() {
+            return Err(MetricsError::Shape(format!("{} image values for shape {shape:?}", images.len())));
+        }
+        let mut features = vec![0.0f32; shape.n * FEATURE_DIM];
+        let per_image = shape.image_len();
+        for first in (0..shape.n).step_by(batch) {
+            let n = batch.min(shape.n - first);
+            let part = ImageShape { n, ..shape };
+            let input = self.preprocess(&images[first * per_image..(first + n) * per_image], part)?;
+            let out = self.features(&input, n);
+            self.backend.read(&out, &mut features[first * FEATURE_DIM..(first + n) * FEATURE_DIM]);
+            progress(first + n);
+        }
+        FeatureStats::from_features(&features, shape.n, FEATURE_DIM)
     }
 
     /// The pool3 features (n × 2048) of preprocessed images (n × 299 × 299 × 3, NHWC).
@@ -432,4 +460,40 @@ fn max_pool_stride_2() -> Pool2d {
 /// Average pool 3 × 3, stride 1, pad 1, padding not counted.
 fn avg_pool_same() -> Pool2d {
     Pool2d { kind: PoolKind::Average, size: 3, stride: 1, pad: 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tensor_kernels::Cpu;
+
+    #[test]
+    fn the_architecture_has_the_graphs_94_convolutions() {
+        let specs = architecture();
+        assert_eq!(specs.len(), 94);
+        let params: usize = specs.iter().map(|s| s.shape.iter().product::<usize>() + 3 * s.shape[0]).sum();
+        assert_eq!(params, 21_802_784, "parameter count of inception-2015-12-05.md");
+    }
+
+    #[test]
+    fn wrong_or_missing_weights_give_actionable_errors() {
+        let dir = std::env::temp_dir().join(format!("align-fl-inception-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = locate_inception_weights(Some(&dir.join("nope.safetensors"))).unwrap_err().to_string();
+        assert!(missing.contains("--inception-weights") && missing.contains(INCEPTION_FILE), "{missing}");
+        // A safetensors file with one wrong tensor.
+        let data = vec![0u8; 4 * 32];
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![32], &data).unwrap();
+        let bytes = safetensors::serialize(vec![("conv.beta".to_string(), view)], &None).unwrap();
+        let path = dir.join(INCEPTION_FILE);
+        std::fs::write(&path, bytes).unwrap();
+        let wrong = Inception::load(&Cpu::new(), &path).err().expect("refused").to_string();
+        assert!(wrong.contains("1 tensors, expected 376"), "{wrong}");
+        std::fs::write(&path, b"not safetensors").unwrap();
+        let corrupt = Inception::load(&Cpu::new(), &path).err().expect("refused").to_string();
+        assert!(corrupt.contains("not a safetensors file"), "{corrupt}");
+        // A folder holding the file is accepted.
+        assert_eq!(locate_inception_weights(Some(&dir)).unwrap(), path);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

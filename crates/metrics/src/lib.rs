@@ -16,7 +16,7 @@ mod inception;
 mod outliers;
 mod probe;
 
-pub use fid::{frechet_distance, FeatureStats};
+pub use fid::{frechet_distance, save_feature_stats, FeatureStats};
 pub use figures::{latent_scatter, project_2d, sample_grid, PALETTE};
 pub use inception::{
     locate_inception_weights, Inception, Tap, FEATURE_DIM, INCEPTION_FILE, INCEPTION_SHA256, INPUT_SIZE,

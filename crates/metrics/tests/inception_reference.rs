@@ -55,7 +55,8 @@ fn activations_and_features_match_the_reference() {
 
     let cpu = Cpu::new();
     let model = Inception::load(&cpu, &dir.join("models").join(INCEPTION_FILE)).unwrap();
-    let input = model.preprocess(&images, ImageShape { n, h: 28, w: 28, c: 1 }).unwrap();
+    let unit: Vec<f32> = images.iter().map(|&v| f32::from(v) / 255.0).collect();
+    let input = model.preprocess(&unit, ImageShape { n, h: 28, w: 28, c: 1 }).unwrap();
 
     // Preprocessing: the first two images, NCHW in the fixture.
     let (want_input, shape) = f32s(&fixture, "input_299");

@@ -143,6 +143,7 @@ impl DpSgd {
         }
         let gradient_noise_multiplier = match settings.clipping {
             Clipping::Adaptive { count_noise, target_quantile, learning_rate } => {
+                #[allow(clippy::neg_cmp_op_on_partial_ord)] // !(x >= 0) also refuses NaN.
                 if !(0.0..=1.0).contains(&target_quantile) || !(learning_rate >= 0.0) {
                     return bad(
                         "adaptive clipping γ",
@@ -152,6 +153,7 @@ impl DpSgd {
                 }
                 // σ_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2) (Andrew et al. 2021, Thm. 1).
                 let rest = sigma.powi(-2) - (2.0 * count_noise).powi(-2);
+                #[allow(clippy::neg_cmp_op_on_partial_ord)] // !(x > 0) also refuses NaN.
                 if !(rest > 0.0) {
                     return bad("count noise σ_b", count_noise, "σ_b must exceed σ/2 for adaptive clipping");
                 }
