@@ -290,8 +290,10 @@ pub struct PrivacyConfig {
     pub noise: NoiseName,
     /// Let clients fit the GMM prior on their private latents (voids the guarantee).
     pub allow_non_private_prior: bool,
-    /// LCD-VAE: λ_lip, the weight of the decoder gradient penalty.
+    /// LCD-VAE: λ_lip, the weight of the gradient penalty.
     pub lambda_lip: f32,
+    /// LCD-VAE: the network the penalty constrains ("decoder", the paper's; or "encoder").
+    pub lipschitz_at: vae::PenaltyTarget,
 }
 
 impl PrivacyConfig {
@@ -321,6 +323,7 @@ impl Default for PrivacyConfig {
             noise: NoiseName::Secure,
             allow_non_private_prior: false,
             lambda_lip: 0.1,
+            lipschitz_at: vae::PenaltyTarget::Decoder,
         }
     }
 }

@@ -275,9 +275,13 @@ struct RunArgs {
     /// DP-SGD: let clients fit the GMM prior on private latents (voids the guarantee).
     #[arg(long)]
     allow_non_private_prior: bool,
-    /// LCD-VAE: weight λ_lip of the decoder gradient penalty.
+    /// LCD-VAE: weight λ_lip of the gradient penalty.
     #[arg(long)]
     lambda_lip: Option<f32>,
+    /// LCD-VAE: put the penalty on the decoder (the paper's) or on the encoder (the authors'
+    /// code's alternative).
+    #[arg(long, value_enum)]
+    lipschitz_at: Option<LipschitzAt>,
     /// Skip FID (it needs the Inception weights and dominates a CPU run's time).
     #[arg(long)]
     no_fid: bool,
@@ -290,6 +294,15 @@ struct RunArgs {
     /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
     #[arg(long)]
     inception_weights: Option<PathBuf>,
+}
+
+/// `--lipschitz-at`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LipschitzAt {
+    /// Decoder at interpolated latents (LCD-VAE as in the paper).
+    Decoder,
+    /// Encoder's (μ, log σ²) head at interpolated inputs.
+    Encoder,
 }
 
 #[derive(Subcommand)]
@@ -367,6 +380,12 @@ fn apply_overrides(cfg: &mut ExperimentConfig, a: &RunArgs) -> Result<()> {
     set!(a.noise => cfg.privacy.noise);
     cfg.privacy.allow_non_private_prior |= a.allow_non_private_prior;
     set!(a.lambda_lip => cfg.privacy.lambda_lip);
+    if let Some(at) = a.lipschitz_at {
+        cfg.privacy.lipschitz_at = match at {
+            LipschitzAt::Decoder => vae::PenaltyTarget::Decoder,
+            LipschitzAt::Encoder => vae::PenaltyTarget::Encoder,
+        };
+    }
     cfg.fid.enabled &= !a.no_fid;
     set!(a.fid_samples => cfg.fid.samples);
     set!(a.fid_every => cfg.fid.every);

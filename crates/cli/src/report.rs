@@ -98,6 +98,8 @@ pub struct PrivacyReport {
     pub delta: Option<f64>,
     /// λ_lip (LCD-VAE).
     pub lambda_lip: Option<f32>,
+    /// The network LCD-VAE's penalty constrains.
+    pub lipschitz_at: Option<vae::PenaltyTarget>,
     /// The latent prior uploaded with each decoder.
     pub prior: String,
     /// Whether every client's guarantee holds.
@@ -171,8 +173,9 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
     let (Some(epsilon), Some(delta)) = (p.target_epsilon, p.delta) else {
         let _ = writeln!(
             md,
-            "**Privacy:** LCD-VAE, a Lipschitz gradient penalty on the client decoders (λ_lip = {}). This is empirical \
+            "**Privacy:** LCD-VAE, a Lipschitz gradient penalty on the client {}s (λ_lip = {}). This is empirical \
              privacy only: no (ε, δ) guarantee is claimed.\n",
+            if p.lipschitz_at == Some(vae::PenaltyTarget::Encoder) { "encoder" } else { "decoder" },
             p.lambda_lip.unwrap_or_default()
         );
         return;

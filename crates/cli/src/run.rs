@@ -61,6 +61,7 @@ fn build_federation<B: Backend>(
         learning_rate: c.learning_rate,
         kl_weight,
         lipschitz_penalty: cfg.privacy.lipschitz_weight(),
+        penalty_on: cfg.privacy.lipschitz_at,
     };
     let strategy: Box<dyn federation::Strategy<B>> = match strategy {
         StrategyName::AlignFl => {
@@ -74,7 +75,7 @@ fn build_federation<B: Backend>(
                         batch_size: s.batch_size,
                         learning_rate: s.learning_rate,
                         kl_weight: s.lambda_kl,
-                        lipschitz_penalty: 0.0,
+                        ..TrainOptions::default()
                     },
                     prior: match effective_prior(cfg) {
                         PriorName::Gmm => PriorKind::Gmm { components: c.gmm_components },
@@ -423,6 +424,7 @@ fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyR
             target_epsilon: Some(dp.epsilon),
             delta: Some(dp.delta),
             lambda_lip: None,
+            lipschitz_at: None,
             prior,
             guarantee_holds: main.client_privacy.iter().all(|c| c.guarantee_holds),
             clients: main.client_privacy.clone(),
@@ -432,6 +434,7 @@ fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyR
             target_epsilon: None,
             delta: None,
             lambda_lip: Some(dp.lambda_lip),
+            lipschitz_at: Some(dp.lipschitz_at),
             prior,
             guarantee_holds: false,
             clients: Vec::new(),

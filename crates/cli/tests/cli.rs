@@ -362,7 +362,12 @@ fn lipschitz_mode_reports_empirical_privacy_only() {
     assert_eq!(p["guarantee_holds"], false);
     assert!(p["target_epsilon"].is_null());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("empirical privacy only"), "{md}");
+    assert!(md.contains("empirical privacy only") && md.contains("client decoders"), "{md}");
+    let o = tiny(&out, &["--privacy", "lipschitz", "--lipschitz-at", "encoder"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(report(&out)["privacy"]["lipschitz_at"], "encoder");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("client encoders"), "{md}");
     let o = tiny(&out, &["--privacy", "dp-sgd,lipschitz"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no per-sample gradient to clip"), "{}", stderr(&o));

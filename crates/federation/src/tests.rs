@@ -12,7 +12,13 @@ fn small() -> VaeConfig {
 fn local() -> LocalTraining {
     LocalTraining {
         epochs: 2,
-        options: TrainOptions { batch_size: 8, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: 0.0 },
+        options: TrainOptions {
+            batch_size: 8,
+            learning_rate: 1e-2,
+            kl_weight: 0.1,
+            lipschitz_penalty: 0.0,
+            ..TrainOptions::default()
+        },
     }
 }
 

@@ -149,7 +149,13 @@ mod dp_sgd {
     /// Trains for `epochs` and returns (weights, first-epoch loss, last-epoch loss, dp state).
     fn train(s: DpSgdSettings, epochs: usize) -> (vae::VaeWeights, f64, f64, DpSgd) {
         let x = data();
-        let opts = TrainOptions { batch_size: 20, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: 0.0 };
+        let opts = TrainOptions {
+            batch_size: 20,
+            learning_rate: 1e-2,
+            kl_weight: 0.1,
+            lipschitz_penalty: 0.0,
+            ..TrainOptions::default()
+        };
         let mut model = Vae::new(&Cpu::new(), &config(), 1).unwrap();
         let mut adam = Adam::new(&mut model, opts.learning_rate);
         let mut dp = DpSgd::new(s, 200, 20, 3).unwrap();
@@ -219,7 +225,13 @@ mod dp_sgd {
     fn poisson_sampling_survives_empty_batches() {
         // q = 1/200: most batches are empty and take a noise-only step.
         let x = data();
-        let opts = TrainOptions { batch_size: 1, learning_rate: 1e-3, kl_weight: 0.1, lipschitz_penalty: 0.0 };
+        let opts = TrainOptions {
+            batch_size: 1,
+            learning_rate: 1e-3,
+            kl_weight: 0.1,
+            lipschitz_penalty: 0.0,
+            ..TrainOptions::default()
+        };
         let mut model = Vae::new(&Cpu::new(), &config(), 1).unwrap();
         let before = model.weights();
         let mut adam = Adam::new(&mut model, opts.learning_rate);

@@ -152,14 +152,33 @@ pub struct TrainOptions {
     pub learning_rate: f32,
     /// β, the weight of the KL term.
     pub kl_weight: f32,
-    /// λ_lip, the weight of LCD-VAE's decoder gradient penalty (0: off).
+    /// λ_lip, the weight of LCD-VAE's gradient penalty (0: off).
     pub lipschitz_penalty: f32,
+    /// Which network the penalty constrains.
+    pub penalty_on: PenaltyTarget,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        TrainOptions { batch_size: 128, learning_rate: 1e-3, kl_weight: 0.1, lipschitz_penalty: 0.0 }
+        TrainOptions {
+            batch_size: 128,
+            learning_rate: 1e-3,
+            kl_weight: 0.1,
+            lipschitz_penalty: 0.0,
+            penalty_on: PenaltyTarget::Decoder,
+        }
     }
+}
+
+/// Where LCD-VAE's gradient penalty acts (the authors' `penalty_at`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PenaltyTarget {
+    /// On the decoder at interpolated latents (the paper's LCD-VAE).
+    #[default]
+    Decoder,
+    /// On the encoder's (μ, log σ²) head at interpolated inputs.
+    Encoder,
 }
 
 /// Loss of one step (or the sample-weighted mean over an epoch).
@@ -493,6 +512,24 @@ impl<B: Backend> Vae<B> {
         self.decoder.penalty_at(&z_tilde, lambda)
     }
 
+    /// The encoder-side penalty of the authors' code (`compute_lipschitz_penalty_encoder`):
+    /// x̃ = α·x + (1 − α)·x[perm] over the batch `x`, g = ∂(Σⱼ μⱼ + Σⱼ log σ²ⱼ)/∂x̃,
+    /// P = mean((√(‖g‖² + 1e-7) − 1)²). Adds λ·∂P/∂θ to the encoder's gradients and returns P.
+    pub(crate) fn encoder_penalty(&mut self, x: &[f32], lambda: f32) -> f64 {
+        let n = self.config.input;
+        let rows = x.len() / n;
+        let mut perm: Vec<usize> = (0..rows).collect();
+        perm.shuffle(&mut self.penalty_rng);
+        let mut x_tilde = vec![0.0f32; rows * n];
+        for (i, row) in x_tilde.chunks_mut(n).enumerate() {
+            let alpha: f32 = self.penalty_rng.gen();
+            let (a, b) = (&x[i * n..(i + 1) * n], &x[perm[i] * n..(perm[i] + 1) * n]);
+            row.iter_mut().zip(a.iter().zip(b)).for_each(|(t, (u, v))| *t = alpha * u + (1.0 - alpha) * v);
+        }
+        let ones = vec![1.0f32; rows * 2 * self.config.latent];
+        self.encoder.gradient_penalty(&x_tilde, rows, &ones, lambda)
+    }
+
     /// Sets every parameter gradient to zero (a DP-SGD step on an empty Poisson batch).
     pub fn zero_gradients(&mut self) {
         let b = self.backend.clone();
@@ -510,7 +547,10 @@ impl<B: Backend> Vae<B> {
     ) -> Result<Loss, VaeError> {
         let mut loss = self.forward_backward(x, options.kl_weight, latents);
         if options.lipschitz_penalty > 0.0 {
-            loss.penalty = self.decoder_penalty(options.lipschitz_penalty);
+            loss.penalty = match options.penalty_on {
+                PenaltyTarget::Decoder => self.decoder_penalty(options.lipschitz_penalty),
+                PenaltyTarget::Encoder => self.encoder_penalty(x, options.lipschitz_penalty),
+            };
             loss.total += f64::from(options.lipschitz_penalty) * loss.penalty;
         }
         self.steps += 1;

@@ -95,7 +95,13 @@ fn training_reduces_the_loss() {
     // Two clusters of binary-ish patterns.
     let x: Vec<f32> =
         (0..256).flat_map(|i| (0..16).map(move |j| if (j < 8) == (i % 2 == 0) { 0.9 } else { 0.1 })).collect();
-    let opts = TrainOptions { batch_size: 32, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: 0.0 };
+    let opts = TrainOptions {
+        batch_size: 32,
+        learning_rate: 1e-2,
+        kl_weight: 0.1,
+        lipschitz_penalty: 0.0,
+        ..TrainOptions::default()
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let first = m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
     let mut last = first;
@@ -113,7 +119,13 @@ fn training_reduces_the_loss() {
 fn proximal_term_pulls_towards_the_anchor() {
     let config = tiny();
     let x = data(8, 6, 4);
-    let opts = TrainOptions { batch_size: 8, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: 0.0 };
+    let opts = TrainOptions {
+        batch_size: 8,
+        learning_rate: 1e-2,
+        kl_weight: 0.1,
+        lipschitz_penalty: 0.0,
+        ..TrainOptions::default()
+    };
     let distance = |mu: f32| {
         let mut m = Vae::new(&Cpu::new(), &config, 1).unwrap();
         let start = m.weights();
@@ -268,7 +280,13 @@ fn the_penalty_lowers_the_decoders_lipschitz_constant() {
     let max_grad_norm = |lambda: f32| {
         let mut m = Vae::new(&Cpu::new(), &config, 3).unwrap();
         let mut adam = Adam::new(&mut m, 1e-2);
-        let opts = TrainOptions { batch_size: 32, learning_rate: 1e-2, kl_weight: 0.1, lipschitz_penalty: lambda };
+        let opts = TrainOptions {
+            batch_size: 32,
+            learning_rate: 1e-2,
+            kl_weight: 0.1,
+            lipschitz_penalty: lambda,
+            ..TrainOptions::default()
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         for _ in 0..40 {
             m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
@@ -290,4 +308,88 @@ fn the_penalty_lowers_the_decoders_lipschitz_constant() {
     let (free, penalised) = (max_grad_norm(0.0), max_grad_norm(1.0));
     assert!(free > 2.0, "the unpenalised decoder should be steep here: {free}");
     assert!(penalised < 0.5 * free, "max ‖g‖: λ = 0 → {free}, λ = 1 → {penalised}");
+}
+
+#[test]
+fn encoder_shaped_penalty_matches_finite_differences() {
+    // The encoder-side penalty runs the same double backward on an MLP whose last layer is
+    // linear (the (μ, log σ²) head): its s″ term vanishes. P and ∂P/∂θ against differences.
+    use crate::mlp::Mlp;
+    use tensor_kernels::Activation;
+    let dims = [(7, 5), (5, 4)];
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let weights: Vec<LayerWeights> = dims.iter().map(|&(i, o)| LayerWeights::init(i, o, &mut rng)).collect();
+    let x: Vec<f32> = (0..3 * 7).map(|_| rng.gen_range(0.0..1.0)).collect();
+    let ones = vec![1.0f32; 3 * 4];
+    let acts = vec![Activation::Relu, Activation::Identity];
+    let penalty =
+        |w: &[LayerWeights]| Mlp::from_weights(&Cpu::new(), w, acts.clone()).gradient_penalty(&x, 3, &ones, 1.0);
+    // With a linear head, g = W₁ᵀ D W₂ᵀ 1 per row: P from that, in f64.
+    let mut want = 0.0f64;
+    for row in x.chunks(7) {
+        let (w1, w2) = (&weights[0], &weights[1]);
+        let pre: Vec<f64> = (0..5)
+            .map(|o| {
+                f64::from(w1.bias[o]) + (0..7).map(|i| f64::from(w1.weight[o * 7 + i]) * f64::from(row[i])).sum::<f64>()
+            })
+            .collect();
+        let back: Vec<f64> = (0..5)
+            .map(|h| if pre[h] > 0.0 { (0..4).map(|o| f64::from(w2.weight[o * 5 + h])).sum() } else { 0.0 })
+            .collect();
+        let g: Vec<f64> = (0..7).map(|i| (0..5).map(|h| back[h] * f64::from(w1.weight[h * 7 + i])).sum()).collect();
+        let norm = (g.iter().map(|v| v * v).sum::<f64>() + 1e-7).sqrt();
+        want += (norm - 1.0).powi(2) / 3.0;
+    }
+    let got = penalty(&weights);
+    assert!((got - want).abs() < 1e-5 * want.max(1.0), "P {got} vs {want}");
+    let mut mlp = Mlp::from_weights(&Cpu::new(), &weights, acts.clone());
+    mlp.gradient_penalty(&x, 3, &ones, 1.0);
+    let mut grads = Vec::new();
+    mlp.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
+    let h = 1e-3f32;
+    for l in 0..2 {
+        for (is_bias, len) in [(false, weights[l].weight.len()), (true, weights[l].bias.len())] {
+            for i in 0..len {
+                let at = |d: f32| {
+                    let mut w = weights.clone();
+                    if is_bias {
+                        w[l].bias[i] += d;
+                    } else {
+                        w[l].weight[i] += d;
+                    }
+                    penalty(&w)
+                };
+                let fd = ((at(h) - at(-h)) / (2.0 * f64::from(h))) as f32;
+                let an = grads[2 * l + usize::from(is_bias)][i];
+                assert!((fd - an).abs() <= 2e-2 * fd.abs().max(an.abs()) + 2e-3, "layer {l} [{i}]: {fd} vs {an}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_encoder_penalty_pulls_the_encoders_gradient_norm_to_one() {
+    // P = mean((‖∂Σ(μ, log σ²)/∂x̃‖ − 1)²) over interpolated inputs, measured after training
+    // with and without the encoder penalty.
+    let config = VaeConfig { input: 16, encoder: vec![16], latent: 2, decoder: vec![16] };
+    let x: Vec<f32> = (0..128).flat_map(|i| (0..16).map(move |j| if (i + j) % 3 == 0 { 0.9 } else { 0.1 })).collect();
+    let measured = |lambda: f32| {
+        let mut m = Vae::new(&Cpu::new(), &config, 4).unwrap();
+        let mut adam = Adam::new(&mut m, 1e-2);
+        let opts = TrainOptions {
+            batch_size: 32,
+            learning_rate: 1e-2,
+            lipschitz_penalty: lambda,
+            penalty_on: PenaltyTarget::Encoder,
+            ..TrainOptions::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..40 {
+            let loss = m.train_epoch(&x, &opts, &mut adam, &mut rng, None, None).unwrap();
+            assert_eq!(loss.penalty == 0.0, lambda == 0.0, "P is computed exactly when λ > 0");
+        }
+        m.encoder_penalty(&x, 0.0)
+    };
+    let (free, penalised) = (measured(0.0), measured(1.0));
+    assert!(penalised < 0.5 * free, "P after training: λ = 0 → {free}, λ = 1 → {penalised}");
 }
