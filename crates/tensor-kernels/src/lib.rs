@@ -20,6 +20,8 @@
 mod chacha;
 mod cpu;
 mod cpu_image;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod cube;
 mod image;
 mod noise;
 
