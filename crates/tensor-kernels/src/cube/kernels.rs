@@ -220,3 +220,272 @@ pub(super) fn adam<F: Float + CubeElement>(
         p[i as usize] = p[i as usize] - step_size * mi / (F::sqrt(vi) / bc2_sqrt + eps);
     }
 }
+
+/// dst[i] = src[i] for i < len.
+#[cube(launch_unchecked)]
+pub(super) fn copy<F: Float + CubeElement>(src: &Array<F>, dst: &mut Array<F>, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        dst[i as usize] = src[i as usize];
+    }
+}
+
+/// grad ← grad ⊙ act″ through the output y (the sigmoid's y(1 − y)(1 − 2y); zero for identity
+/// and ReLU).
+#[cube(launch_unchecked)]
+pub(super) fn activation_curvature<F: Float + CubeElement>(
+    grad: &mut Array<F>,
+    y: &Array<F>,
+    len: u32,
+    #[comptime] act: u32,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let yi = y[i as usize];
+        let mut factor = F::new(0.0);
+        if act == 2 {
+            factor = yi * (F::new(1.0) - yi) * (F::new(1.0) - F::new(2.0) * yi);
+        }
+        grad[i as usize] = grad[i as usize] * factor;
+    }
+}
+
+/// d = pred − target: grad = 2·scale·d and squares = d² (summed on the host in f64).
+#[cube(launch_unchecked)]
+pub(super) fn squared_error<F: Float + CubeElement>(
+    pred: &Array<F>,
+    target: &Array<F>,
+    grad: &mut Array<F>,
+    squares: &mut Array<F>,
+    len: u32,
+    scale: F,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let d = pred[i as usize] - target[i as usize];
+        squares[i as usize] = d * d;
+        grad[i as usize] = F::new(2.0) * scale * d;
+    }
+}
+
+/// z[r, j] = μ[r, j] + exp(½ log σ²[r, j])·ε[r, j], head rows [μ | log σ²].
+#[cube(launch_unchecked)]
+pub(super) fn reparameterize<F: Float + CubeElement>(
+    head: &Array<F>,
+    eps: &Array<F>,
+    z: &mut Array<F>,
+    len: u32,
+    latent: u32,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let (r, j) = (i / latent, i % latent);
+        let mu = head[(r * 2 * latent + j) as usize];
+        let lv = head[(r * 2 * latent + latent + j) as usize];
+        z[i as usize] = mu + F::exp(F::new(0.5) * lv) * eps[i as usize];
+    }
+}
+
+/// The head gradient of the reparameterisation plus β·KL, and each element's KL term
+/// −½(1 + log σ² − μ² − σ²) (summed on the host in f64).
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reparameterize_backward<F: Float + CubeElement>(
+    head: &Array<F>,
+    eps: &Array<F>,
+    grad_z: &Array<F>,
+    grad_head: &mut Array<F>,
+    kl_terms: &mut Array<F>,
+    len: u32,
+    latent: u32,
+    kl_weight: F,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let (r, j) = (i / latent, i % latent);
+        let (mu_at, lv_at) = ((r * 2 * latent + j) as usize, (r * 2 * latent + latent + j) as usize);
+        let mu = head[mu_at];
+        let lv = head[lv_at];
+        let var = F::exp(lv);
+        let gz = grad_z[i as usize];
+        kl_terms[i as usize] = F::new(-0.5) * (F::new(1.0) + lv - mu * mu - var);
+        grad_head[mu_at] = gz + kl_weight * mu;
+        grad_head[lv_at] = gz * eps[i as usize] * F::new(0.5) * F::exp(F::new(0.5) * lv)
+            + kl_weight * F::new(0.5) * (var - F::new(1.0));
+    }
+}
+
+/// Max or average pooling of NHWC images: one unit per output value; channels from `offset`
+/// of `out_channels` per output pixel. `kind` 0 max, 1 average of in-bounds values.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pool2d<F: Float + CubeElement>(
+    x: &Array<F>,
+    out: &mut Array<F>,
+    len: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    out_h: u32,
+    out_w: u32,
+    out_channels: u32,
+    offset: u32,
+    size: u32,
+    stride: u32,
+    pad: u32,
+    #[comptime] kind: u32,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let ch = i % c;
+        let px = i / c;
+        let ox = px % out_w;
+        let oy = (px / out_w) % out_h;
+        let image = px / (out_w * out_h);
+        // Window [y0, y1) × [x0, x1) inside the image (unsigned: compare before subtracting).
+        let ys = oy * stride;
+        let xs = ox * stride;
+        let mut y0 = 0u32;
+        if ys > pad {
+            y0 = ys - pad;
+        }
+        let mut x0 = 0u32;
+        if xs > pad {
+            x0 = xs - pad;
+        }
+        let y1 = min(ys + size - pad, h);
+        let x1 = min(xs + size - pad, w);
+        let mut acc = F::new(0.0);
+        if kind == 0 {
+            acc = F::new(-3.0e38);
+        }
+        for y in y0..y1 {
+            for xx in x0..x1 {
+                let v = x[(((image * h + y) * w + xx) * c + ch) as usize];
+                if kind == 0 {
+                    acc = acc.max(v);
+                } else {
+                    acc += v;
+                }
+            }
+        }
+        if kind == 1 {
+            acc = acc / F::cast_from((y1 - y0) * (x1 - x0));
+        }
+        out[(px * out_channels + offset + ch) as usize] = acc;
+    }
+}
+
+/// Bilinear resize of NHWC images with half-pixel centres (PyTorch `align_corners=False`):
+/// one unit per output value.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn resize_bilinear<F: Float + CubeElement>(
+    x: &Array<F>,
+    out: &mut Array<F>,
+    len: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    out_h: u32,
+    out_w: u32,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let ch = i % c;
+        let px = i / c;
+        let ox = px % out_w;
+        let oy = (px / out_w) % out_h;
+        let image = px / (out_w * out_h);
+        let sy =
+            F::max(F::cast_from(h) / F::cast_from(out_h) * (F::cast_from(oy) + F::new(0.5)) - F::new(0.5), F::new(0.0));
+        let sx =
+            F::max(F::cast_from(w) / F::cast_from(out_w) * (F::cast_from(ox) + F::new(0.5)) - F::new(0.5), F::new(0.0));
+        let y0 = min(u32::cast_from(sy), h - 1);
+        let x0 = min(u32::cast_from(sx), w - 1);
+        let y1 = min(y0 + 1, h - 1);
+        let x1 = min(x0 + 1, w - 1);
+        let ly1 = sy - F::cast_from(y0);
+        let lx1 = sx - F::cast_from(x0);
+        let ly0 = F::new(1.0) - ly1;
+        let lx0 = F::new(1.0) - lx1;
+        let base = image * h;
+        let a = x[(((base + y0) * w + x0) * c + ch) as usize];
+        let b = x[(((base + y0) * w + x1) * c + ch) as usize];
+        let cc = x[(((base + y1) * w + x0) * c + ch) as usize];
+        let d = x[(((base + y1) * w + x1) * c + ch) as usize];
+        out[i as usize] = ly0 * (lx0 * a + lx1 * b) + ly1 * (lx0 * cc + lx1 * d);
+    }
+}
+
+/// Direct 2-D convolution of NHWC images with fused bias and activation: one unit per output
+/// value (n, y, x, o), weights [kh, kw, in, out], output channels from `offset` of
+/// `out_channels` per pixel.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv2d_direct<F: Float + CubeElement>(
+    x: &Array<F>,
+    weight: &Array<F>,
+    bias: &Array<F>,
+    out: &mut Array<F>,
+    len: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    out_h: u32,
+    out_w: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_h: u32,
+    pad_w: u32,
+    out_channels: u32,
+    offset: u32,
+    #[comptime] act: u32,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let o = i % cout;
+        let px = i / cout;
+        let ox = px % out_w;
+        let oy = (px / out_w) % out_h;
+        let image = px / (out_w * out_h);
+        let mut acc = bias[o as usize];
+        for ky in 0..kh {
+            // Input row oy·s + ky − pad_h, skipped when outside (unsigned: compare first).
+            let yy = oy * stride + ky;
+            if yy >= pad_h && yy - pad_h < h {
+                let iy = yy - pad_h;
+                for kx in 0..kw {
+                    let xx = ox * stride + kx;
+                    if xx >= pad_w && xx - pad_w < w {
+                        let ix = xx - pad_w;
+                        let xbase = ((image * h + iy) * w + ix) * c;
+                        let wbase = (ky * kw + kx) * c;
+                        for ci in 0..c {
+                            acc += x[(xbase + ci) as usize] * weight[((wbase + ci) * cout + o) as usize];
+                        }
+                    }
+                }
+            }
+        }
+        out[(px * out_channels + offset + o) as usize] = activate::<F>(acc, act);
+    }
+}
+
+/// out = scale·(g + std·z): the gradient DP-SGD's Adam step uses.
+#[cube(launch_unchecked)]
+pub(super) fn noisy_gradient<F: Float + CubeElement>(
+    g: &Array<F>,
+    z: &Array<F>,
+    out: &mut Array<F>,
+    len: u32,
+    scale: F,
+    std: F,
+) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        out[i as usize] = scale * (g[i as usize] + std * z[i as usize]);
+    }
+}

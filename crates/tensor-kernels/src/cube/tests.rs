@@ -6,7 +6,10 @@ use cubecl::prelude::*;
 use rand::{Rng, SeedableRng};
 
 use super::{Cube, CubeBuffer};
-use crate::{Activation, AdamStep, Backend, Cpu, Transpose};
+use crate::{
+    Activation, AdamStep, Backend, ChannelSlot, Conv2d, Cpu, GradientNoise, ImageShape, NoiseKey, Pool2d, PoolKind,
+    Transpose,
+};
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -110,13 +113,132 @@ fn check_adam<R: Runtime>(gpu: &Cube<R>) {
         let (p0, g) = (random(len, 8), random(len, 9));
         let (m0, v0) = (random(len, 10), random(len, 11).iter().map(|v| v.abs()).collect::<Vec<_>>());
         let step = AdamStep::new(1e-3, 7);
-        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
-        cpu.adam(&mut p, &g, &mut m, &mut v, len, step, None);
-        let (mut gp, mut gm, mut gv) = (up(gpu, &p0), up(gpu, &m0), up(gpu, &v0));
-        gpu.adam(&mut gp, &up(gpu, &g), &mut gm, &mut gv, len, step);
-        assert_close(&gpu.download(&gp), &p, 1e-5, "adam p");
-        assert_close(&gpu.download(&gm), &m, 1e-5, "adam m");
-        assert_close(&gpu.download(&gv), &v, 1e-5, "adam v");
+        let key = NoiseKey { offset: 5, ..NoiseKey::from_u64(3, 1) };
+        for noise in [None, Some(GradientNoise { std: 0.7, scale: 0.25, key })] {
+            let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+            cpu.adam(&mut p, &g, &mut m, &mut v, len, step, noise);
+            let (mut gp, mut gm, mut gv) = (up(gpu, &p0), up(gpu, &m0), up(gpu, &v0));
+            gpu.adam(&mut gp, &up(gpu, &g), &mut gm, &mut gv, len, step, noise);
+            assert_close(&gpu.download(&gp), &p, 1e-5, "adam p");
+            assert_close(&gpu.download(&gm), &m, 1e-5, "adam m");
+            assert_close(&gpu.download(&gv), &v, 1e-5, "adam v");
+        }
+    }
+}
+
+fn check_buffers_and_losses<R: Runtime>(gpu: &Cube<R>) {
+    let cpu = Cpu::new();
+    // write / read / copy act on prefixes; the rest of the buffer is kept.
+    let mut buf = gpu.upload(&[9.0; 7]);
+    gpu.write(&mut buf, &[1.0, 2.0, 3.0]);
+    let mut head = [0.0; 4];
+    gpu.read(&buf, &mut head);
+    assert_eq!(head, [1.0, 2.0, 3.0, 9.0]);
+    let mut dst = gpu.zeros(7);
+    gpu.copy(&buf, &mut dst, 2);
+    assert_eq!(gpu.download(&dst), vec![1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_eq!((gpu.len(&dst), gpu.len(&gpu.zeros(0))), (7, 0));
+    assert!(gpu.all_finite(&buf, 7));
+    gpu.write(&mut buf, &[f32::NAN]);
+    assert!(!gpu.all_finite(&buf, 7));
+
+    for len in [0usize, 1, 1001] {
+        let (pred, target) = (random(len, 12), random(len, 13));
+        let mut want_g = vec![0.0; len];
+        let want = cpu.squared_error(&pred, &target, &mut want_g, len, 0.5);
+        let mut got_g = gpu.zeros(len);
+        let got = gpu.squared_error(&up(gpu, &pred), &up(gpu, &target), &mut got_g, len, 0.5);
+        assert!((got - want).abs() <= 1e-5 * want.max(1.0), "squared_error {got} vs {want}");
+        assert_close(&gpu.download(&got_g), &want_g, 1e-6, "squared_error gradient");
+
+        let y: Vec<f32> = random(len, 14).iter().map(|v| 0.5 + 0.4 * v).collect();
+        for act in [Activation::Identity, Activation::Relu, Activation::Sigmoid] {
+            let grad = random(len, 15);
+            let mut want = grad.clone();
+            cpu.activation_curvature(&mut want, &y, len, act);
+            let mut got = up(gpu, &grad);
+            gpu.activation_curvature(&mut got, &up(gpu, &y), len, act);
+            assert_close(&gpu.download(&got), &want, 1e-6, &format!("activation_curvature {act:?}"));
+        }
+    }
+
+    for (rows, latent) in [(0usize, 2usize), (1, 2), (37, 3)] {
+        let (head, eps, gz) = (random(rows * 2 * latent, 16), random(rows * latent, 17), random(rows * latent, 18));
+        let mut want_z = vec![0.0; rows * latent];
+        cpu.reparameterize(&head, &eps, &mut want_z, rows, latent);
+        let mut got_z = gpu.zeros(rows * latent);
+        gpu.reparameterize(&up(gpu, &head), &up(gpu, &eps), &mut got_z, rows, latent);
+        assert_close(&gpu.download(&got_z), &want_z, 1e-5, "reparameterize");
+        let mut want_h = vec![0.0; rows * 2 * latent];
+        let want_kl = cpu.reparameterize_backward(&head, &eps, &gz, &mut want_h, rows, latent, 0.1);
+        let mut got_h = gpu.zeros(rows * 2 * latent);
+        let got_kl =
+            gpu.reparameterize_backward(&up(gpu, &head), &up(gpu, &eps), &up(gpu, &gz), &mut got_h, rows, latent, 0.1);
+        assert!((got_kl - want_kl).abs() <= 1e-5 * want_kl.abs().max(1.0), "KL {got_kl} vs {want_kl}");
+        assert_close(&gpu.download(&got_h), &want_h, 1e-5, "reparameterize_backward");
+    }
+
+    // The noise is the CPU stream bit for bit.
+    let key = NoiseKey { offset: 3, ..NoiseKey::from_u64(11, 2) };
+    let mut want = vec![0.0; 5000];
+    cpu.fill_standard_normal(&mut want, 5000, key);
+    let mut got = gpu.zeros(5000);
+    gpu.fill_standard_normal(&mut got, 5000, key);
+    assert_eq!(gpu.download(&got), want);
+}
+
+fn check_image_ops<R: Runtime>(gpu: &Cube<R>) {
+    let cpu = Cpu::new();
+    let convs = [
+        // (n, h, w, c, kh, kw, stride, pad_h, pad_w, out)
+        (3, 9, 11, 5, 3, 3, 2, 0, 0, 7),
+        (1, 17, 13, 4, 1, 7, 1, 0, 3, 6),
+        (2, 8, 8, 3, 7, 1, 1, 3, 0, 5),
+        (2, 6, 5, 9, 1, 1, 1, 0, 0, 13),
+        (1, 5, 5, 2, 5, 5, 1, 2, 2, 3),
+        (0, 5, 5, 2, 3, 3, 1, 1, 1, 3),
+    ];
+    for (case, &(n, h, w, c, kh, kw, stride, pad_h, pad_w, co)) in convs.iter().enumerate() {
+        let s = ImageShape { n, h, w, c };
+        let conv = Conv2d { kh, kw, stride, pad_h, pad_w, out_channels: co };
+        let (x, weight, bias) =
+            (random(s.len(), case as u64), random(conv.weight_len(c), 40 + case as u64), random(co, 60));
+        let slot = ChannelSlot { channels: co + 3, offset: 2 };
+        let (oh, ow) = conv.output_hw(h, w);
+        let init = random(n * oh * ow * slot.channels, 70);
+        for act in [Activation::Relu, Activation::Identity] {
+            let mut want = init.clone();
+            cpu.conv2d(&x, s, conv, &weight, &bias, act, &mut want, slot);
+            let mut got = up(gpu, &init);
+            gpu.conv2d(&up(gpu, &x), s, conv, &up(gpu, &weight), &up(gpu, &bias), act, &mut got, slot);
+            assert_close(&gpu.download(&got), &want, 1e-4, &format!("conv2d case {case} {act:?}"));
+        }
+    }
+    let s = ImageShape { n: 2, h: 9, w: 7, c: 3 };
+    let x = random(s.len(), 80);
+    for pool in [
+        Pool2d { kind: PoolKind::Max, size: 3, stride: 2, pad: 0 },
+        Pool2d { kind: PoolKind::Average, size: 3, stride: 1, pad: 1 },
+        Pool2d { kind: PoolKind::Max, size: 3, stride: 1, pad: 1 },
+        Pool2d { kind: PoolKind::Average, size: 8, stride: 8, pad: 0 },
+    ] {
+        let (oh, ow) = pool.output_hw(s.h, s.w);
+        let slot = ChannelSlot { channels: 5, offset: 1 };
+        let init = random(s.n * oh * ow * 5, 81);
+        let mut want = init.clone();
+        cpu.pool2d(&x, s, pool, &mut want, slot);
+        let mut got = up(gpu, &init);
+        gpu.pool2d(&up(gpu, &x), s, pool, &mut got, slot);
+        assert_close(&gpu.download(&got), &want, 1e-6, &format!("pool2d {pool:?}"));
+    }
+    for (h, w, c, oh, ow) in [(28usize, 28usize, 3usize, 299usize, 299usize), (2, 2, 1, 4, 4), (5, 3, 2, 3, 7)] {
+        let s = ImageShape { n: 2, h, w, c };
+        let x = random(s.len(), 90);
+        let mut want = vec![0.0; 2 * oh * ow * c];
+        cpu.resize_bilinear(&x, s, oh, ow, &mut want);
+        let mut got = gpu.zeros(want.len());
+        gpu.resize_bilinear(&up(gpu, &x), s, oh, ow, &mut got);
+        assert_close(&gpu.download(&got), &want, 1e-5, &format!("resize {h}×{w} → {oh}×{ow}"));
     }
 }
 
@@ -140,6 +262,16 @@ macro_rules! runtime_tests {
         #[test]
         fn adam_matches_cpu() {
             check_adam(&backend());
+        }
+
+        #[test]
+        fn buffers_losses_and_noise_match_cpu() {
+            check_buffers_and_losses(&backend());
+        }
+
+        #[test]
+        fn image_ops_match_cpu() {
+            check_image_ops(&backend());
         }
     };
 }
