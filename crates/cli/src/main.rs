@@ -2,6 +2,7 @@
 //! flag overrides; `data` fetches, verifies and subsets the datasets; `privacy` does DP
 //! accounting; `fid` computes FID between two image sets.
 
+mod backend;
 mod config;
 mod fid;
 mod progress;
@@ -11,7 +12,9 @@ mod run;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use backend::{dispatch, BackendName, OnBackend};
 use clap::{Args, Parser, Subcommand};
+use tensor_kernels::Backend;
 
 use config::{
     AccountantName, ClippingName, DatasetName, ExperimentConfig, MechanismName, NoiseName, SamplingName, StrategyName,
@@ -66,6 +69,9 @@ struct FidArgs {
     /// fake_mu, fake_sigma) to this file.
     #[arg(long)]
     save_stats: Option<PathBuf>,
+    /// Numeric backend for the Inception features.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendName,
 }
 
 #[derive(Subcommand)]
@@ -86,9 +92,20 @@ enum WeightsAction {
 }
 
 fn fid_command(args: FidArgs) -> Result<()> {
-    let backend = tensor_kernels::Cpu::new();
+    dispatch(args.backend, args)
+}
+
+impl OnBackend for FidArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+        fid_on(backend, self)
+    }
+}
+
+fn fid_on<B: Backend>(backend: &B, args: FidArgs) -> Result<()> {
     if let Some(FidAction::Weights(WeightsAction::Verify { inception_weights })) = args.action {
-        let path = fid::verify_weights(&backend, inception_weights.as_deref())?;
+        let path = fid::verify_weights(backend, inception_weights.as_deref())?;
         println!("ok  {} (sha256 {}, 94 convolutions)", path.display(), metrics::INCEPTION_SHA256);
         return Ok(());
     }
@@ -105,7 +122,7 @@ fn fid_command(args: FidArgs) -> Result<()> {
         }
     }
     let path = metrics::locate_inception_weights(args.inception_weights.as_deref())?;
-    let model = metrics::Inception::load(&backend, &path)?;
+    let model = metrics::Inception::load(backend, &path)?;
     let real_stats = fid::feature_stats(&model, &real_set, args.batch, "real")?;
     let fake_stats = fid::feature_stats(&model, &fake_set, args.batch, "fake")?;
     for (what, stats) in [("real", &real_stats), ("fake", &fake_stats)] {
@@ -248,6 +265,9 @@ struct RunArgs {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
+    /// Numeric backend.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendName,
     /// Privacy mechanism of the clients.
     #[arg(long, value_enum)]
     privacy: Option<MechanismName>,
@@ -412,7 +432,7 @@ fn run(args: RunArgs) -> Result<()> {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
     }
     let data_dir = run::data_dir(args.data_dir.as_deref(), &cfg);
-    let report = run::run_experiment(&cfg, &data_dir, &args.out)?;
+    let report = dispatch(args.backend, RunJob { cfg: &cfg, data_dir: &data_dir, out: &args.out })?;
     let fid = |v: Option<f64>| v.map_or(String::new(), |f| format!(", FID {f:.2}"));
     println!(
         "{}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{} ({:.1} s)",
@@ -438,6 +458,21 @@ fn run(args: RunArgs) -> Result<()> {
     }
     println!("report: {}", args.out.join("report.md").display());
     Ok(())
+}
+
+/// One experiment, ready to run on a backend.
+struct RunJob<'a> {
+    cfg: &'a ExperimentConfig,
+    data_dir: &'a std::path::Path,
+    out: &'a std::path::Path,
+}
+
+impl OnBackend for RunJob<'_> {
+    type Output = report::Report;
+
+    fn run<B: Backend>(self, backend: &B) -> Result<report::Report> {
+        run::run_experiment(backend, self.cfg, self.data_dir, self.out)
+    }
 }
 
 fn data_command(cmd: DataCommand) -> Result<()> {

@@ -13,7 +13,7 @@ use federation::{
 use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use rand::SeedableRng;
 use rayon::prelude::*;
-use tensor_kernels::{Backend, Cpu};
+use tensor_kernels::Backend;
 use vae::{LatentPrior, TrainOptions, Vae};
 
 use crate::config::{ClippingName, ExperimentConfig, MechanismName, NoiseName, PriorName, SamplingName, StrategyName};
@@ -349,8 +349,8 @@ fn write_figures<B: Backend>(
     Ok(vec![grid, scatter])
 }
 
-/// Runs the experiment and writes everything into `out`; returns the report.
-pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Result<Report> {
+/// Runs the experiment on `backend` and writes everything into `out`; returns the report.
+pub fn run_experiment<B: Backend>(backend: &B, cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Result<Report> {
     cfg.validate()?;
     let total = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating output directory {}", out.display()))?;
@@ -363,15 +363,14 @@ pub fn run_experiment(cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Re
         partition.eval.len(),
         data_dir.display()
     );
-    let backend = Cpu::new();
     // Every strategy's clients share the calibrated noise: compute it once.
     let sigmas = calibrate_clients(cfg, &partition)?;
-    let (scorer, fid_note) = fid_scorer(&backend, cfg, &partition)?;
+    let (scorer, fid_note) = fid_scorer(backend, cfg, &partition)?;
     let fid = scorer.as_ref();
-    let main = run_strategy(&backend, cfg, &partition, cfg.strategy, out, &sigmas, fid)?;
+    let main = run_strategy(backend, cfg, &partition, cfg.strategy, out, &sigmas, fid)?;
     let mut baselines = BTreeMap::new();
     for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
-        baselines.insert(b.as_str().to_string(), run_strategy(&backend, cfg, &partition, b, out, &sigmas, fid)?);
+        baselines.insert(b.as_str().to_string(), run_strategy(backend, cfg, &partition, b, out, &sigmas, fid)?);
     }
     let report = Report {
         config: cfg.clone(),

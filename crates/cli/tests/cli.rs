@@ -469,3 +469,29 @@ fn run_reports_fid_of_the_global_decoder() {
     assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("FID"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The wgpu backend (lavapipe on CPU-only machines) runs the same tiny experiment and lands
+/// where the CPU backend does: the kernels differ only in summation order.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_backend_runs_and_agrees_with_the_cpu() {
+    let (cpu_out, gpu_out) = (temp_dir("tiny-cpu"), temp_dir("tiny-wgpu"));
+    let o = tiny(&cpu_out, &["--no-fid"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tiny(&gpu_out, &["--no-fid", "--backend", "wgpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (c, g) = (report(&cpu_out), report(&gpu_out));
+    assert_ne!(g["backend"], "cpu");
+    let loss = |r: &serde_json::Value| -> Vec<f64> {
+        r["rounds"][0]["client_loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    };
+    for (k, (a, b)) in loss(&c).iter().zip(loss(&g)).enumerate() {
+        assert!((a - b).abs() <= 1e-3 * a.abs(), "client {k} loss: cpu {a} vs wgpu {b}");
+    }
+    let server = |r: &serde_json::Value| r["rounds"][0]["server_loss"].as_f64().unwrap();
+    assert!((server(&c) - server(&g)).abs() <= 1e-3 * server(&c).abs(), "server loss {} vs {}", server(&c), server(&g));
+    let acc = |r: &serde_json::Value| r["final"]["accuracy"].as_f64().unwrap();
+    assert!((acc(&c) - acc(&g)).abs() <= 0.05, "accuracy cpu {} vs wgpu {}", acc(&c), acc(&g));
+    std::fs::remove_dir_all(&cpu_out).unwrap();
+    std::fs::remove_dir_all(&gpu_out).unwrap();
+}

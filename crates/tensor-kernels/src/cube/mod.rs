@@ -30,6 +30,13 @@ pub struct CubeBuffer {
     len: usize,
 }
 
+/// The CubeCL backend on wgpu (Vulkan, Metal, DX12; lavapipe without a GPU).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = Cube<cubecl::wgpu::WgpuRuntime>;
+/// The CubeCL backend on CUDA.
+#[cfg(feature = "cuda")]
+pub type Cuda = Cube<cubecl::cuda::CudaRuntime>;
+
 /// A CubeCL backend on runtime `R`.
 pub struct Cube<R: Runtime> {
     client: ComputeClient<R>,
@@ -70,6 +77,15 @@ impl<R: Runtime> Cube<R> {
     /// A backend on `device`.
     pub fn new(device: &R::Device) -> Self {
         Cube { client: R::client(device) }
+    }
+
+    /// A backend on the runtime's default device (the first GPU; lavapipe when wgpu finds no
+    /// other adapter).
+    pub fn default_device() -> Self
+    where
+        R::Device: Default,
+    {
+        Self::new(&R::Device::default())
     }
 
     /// Waits until every launched kernel has finished (for timing).

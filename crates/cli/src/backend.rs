@@ -1,0 +1,44 @@
+//! `--backend cpu|wgpu|cuda`: runs a job on the chosen [`Backend`]. GPU backends exist in builds
+//! with the crate features `wgpu` / `cuda`; asking for one a build lacks is a clear error.
+
+use anyhow::Result;
+use tensor_kernels::Backend;
+
+/// The numeric backend of a command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendName {
+    /// The CPU (gemm crate, rayon).
+    #[default]
+    Cpu,
+    /// CubeCL kernels through wgpu (Vulkan, Metal, DX12; Mesa's lavapipe without a GPU).
+    Wgpu,
+    /// CubeCL kernels on CUDA.
+    Cuda,
+}
+
+/// Work that can run on any backend.
+pub trait OnBackend {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on `backend`.
+    fn run<B: Backend>(self, backend: &B) -> Result<Self::Output>;
+}
+
+/// Runs `job` on the backend `name`.
+pub fn dispatch<J: OnBackend>(name: BackendName, job: J) -> Result<J::Output> {
+    match name {
+        BackendName::Cpu => job.run(&tensor_kernels::Cpu::new()),
+        #[cfg(feature = "wgpu")]
+        BackendName::Wgpu => job.run(&tensor_kernels::cube::Wgpu::default_device()),
+        #[cfg(not(feature = "wgpu"))]
+        BackendName::Wgpu => anyhow::bail!(
+            "this build has no wgpu backend: rebuild with `cargo build --release -p align-fl --features wgpu`"
+        ),
+        #[cfg(feature = "cuda")]
+        BackendName::Cuda => job.run(&tensor_kernels::cube::Cuda::default_device()),
+        #[cfg(not(feature = "cuda"))]
+        BackendName::Cuda => anyhow::bail!(
+            "this build has no CUDA backend: rebuild with `cargo build --release -p align-fl --features cuda`"
+        ),
+    }
+}
