@@ -35,7 +35,10 @@ pub fn dispatch<J: OnBackend>(name: BackendName, job: J) -> Result<J::Output> {
             "this build has no wgpu backend: rebuild with `cargo build --release -p align-fl --features wgpu`"
         ),
         #[cfg(feature = "cuda")]
-        BackendName::Cuda => job.run(&tensor_kernels::cube::Cuda::default_device()),
+        BackendName::Cuda => match tensor_kernels::cube::cuda_unavailable() {
+            Some(reason) => anyhow::bail!("--backend cuda: {reason}"),
+            None => job.run(&tensor_kernels::cube::Cuda::default_device()),
+        },
         #[cfg(not(feature = "cuda"))]
         BackendName::Cuda => anyhow::bail!(
             "this build has no CUDA backend: rebuild with `cargo build --release -p align-fl --features cuda`"

@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_reconstruction_that_looks_typical_counts_as_mapped() {
-        let typical = vec![1.0, 1.0, 0.0, 0.0];
+        let typical = [1.0, 1.0, 0.0, 0.0];
         let outliers = vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0];
         // First reconstruction copies the outlier; the second looks like the typical image.
         let recon = vec![0.0, 0.0, 1.0, 1.0, 0.9, 1.0, 0.1, 0.0];

@@ -304,6 +304,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // j indexes the fitted and the true means together.
     fn gmm_recovers_a_known_mixture() {
         let truth = DiagonalGmm {
             dim: 2,

@@ -1,5 +1,8 @@
 //! Gradient checks and round trips for the VAE.
 
+// Finite-difference loops index weights, gradients and perturbations by one parameter index.
+#![allow(clippy::needless_range_loop)]
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor_kernels::Cpu;

@@ -370,7 +370,7 @@ pub(super) fn pool2d<F: Float + CubeElement>(
             }
         }
         if kind == 1 {
-            acc = acc / F::cast_from((y1 - y0) * (x1 - x0));
+            acc /= F::cast_from((y1 - y0) * (x1 - x0));
         }
         out[(px * out_channels + offset + ch) as usize] = acc;
     }

@@ -37,6 +37,39 @@ pub type Wgpu = Cube<cubecl::wgpu::WgpuRuntime>;
 #[cfg(feature = "cuda")]
 pub type Cuda = Cube<cubecl::cuda::CudaRuntime>;
 
+/// Why the CUDA runtime cannot start on this machine, or None. It needs the NVIDIA driver
+/// library (`libcuda.so`) and, to compile its kernels at run time, the CUDA headers under
+/// `$CUDA_PATH` or `/usr/local/cuda`.
+#[cfg(feature = "cuda")]
+pub fn cuda_unavailable() -> Option<String> {
+    use std::path::{Path, PathBuf};
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("LD_LIBRARY_PATH").map(|v| std::env::split_paths(&v).collect()).unwrap_or_default();
+    dirs.extend(
+        [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+            "/usr/local/cuda/lib64",
+            "/usr/local/nvidia/lib64",
+            "/usr/lib/wsl/lib",
+        ]
+        .map(PathBuf::from),
+    );
+    if !dirs.iter().any(|d| d.join("libcuda.so.1").exists() || d.join("libcuda.so").exists()) {
+        return Some("no NVIDIA driver library (libcuda.so) on this machine: the CUDA backend needs an NVIDIA GPU and its driver".into());
+    }
+    let root =
+        std::env::var_os("CUDA_PATH").map(PathBuf::from).unwrap_or_else(|| Path::new("/usr/local/cuda").to_path_buf());
+    if !root.join("include/cuda.h").exists() {
+        return Some(format!(
+            "CUDA headers not found at {}: set CUDA_PATH to the CUDA toolkit (the CUDA runtime compiles its kernels at run time)",
+            root.join("include").display()
+        ));
+    }
+    None
+}
+
 /// A CubeCL backend on runtime `R`.
 pub struct Cube<R: Runtime> {
     client: ComputeClient<R>,

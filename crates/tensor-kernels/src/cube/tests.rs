@@ -242,36 +242,40 @@ fn check_image_ops<R: Runtime>(gpu: &Cube<R>) {
     }
 }
 
-/// Stamps out one `#[test]` per check for a runtime on its default device.
+/// Stamps out one `#[test]` per check for a runtime on its default device; `$unavailable` says
+/// why the runtime cannot start here (the tests then print it and pass without running).
 macro_rules! runtime_tests {
-    ($runtime:ty) => {
-        fn backend() -> Cube<$runtime> {
-            Cube::new(&Default::default())
+    ($runtime:ty, $unavailable:expr) => {
+        fn run(check: impl FnOnce(&Cube<$runtime>)) {
+            match $unavailable {
+                Some(reason) => println!("skipped: {reason}"),
+                None => check(&Cube::new(&Default::default())),
+            }
         }
 
         #[test]
         fn gemm_matches_cpu() {
-            check_gemm(&backend());
+            run(check_gemm);
         }
 
         #[test]
         fn elementwise_ops_match_cpu() {
-            check_elementwise(&backend());
+            run(check_elementwise);
         }
 
         #[test]
         fn adam_matches_cpu() {
-            check_adam(&backend());
+            run(check_adam);
         }
 
         #[test]
         fn buffers_losses_and_noise_match_cpu() {
-            check_buffers_and_losses(&backend());
+            run(check_buffers_and_losses);
         }
 
         #[test]
         fn image_ops_match_cpu() {
-            check_image_ops(&backend());
+            run(check_image_ops);
         }
     };
 }
@@ -279,5 +283,11 @@ macro_rules! runtime_tests {
 #[cfg(feature = "wgpu")]
 mod wgpu {
     use super::*;
-    runtime_tests!(cubecl::wgpu::WgpuRuntime);
+    runtime_tests!(cubecl::wgpu::WgpuRuntime, None::<String>);
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    runtime_tests!(cubecl::cuda::CudaRuntime, super::super::cuda_unavailable());
 }
