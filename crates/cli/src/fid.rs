@@ -136,7 +136,7 @@ pub fn verify_weights<B: Backend>(backend: &B, explicit: Option<&Path>) -> Resul
             path.display()
         );
     }
-    Inception::load(backend, &path)?;
+    Inception::from_bytes(backend, &bytes, &path)?;
     Ok(path)
 }
 

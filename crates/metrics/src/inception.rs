@@ -156,7 +156,12 @@ impl<B: Backend> Inception<B> {
     /// into its convolution: w′ = w / √(var + 10⁻³), b′ = β − mean / √(var + 10⁻³).
     pub fn load(backend: &B, path: &Path) -> Result<Self, MetricsError> {
         let bytes = std::fs::read(path).map_err(|e| MetricsError::Weights(format!("{}: {e}", path.display())))?;
-        let file = SafeTensors::deserialize(&bytes)
+        Self::from_bytes(backend, &bytes, path)
+    }
+
+    /// [`Inception::load`] from the file's bytes, already read from `path` (named in errors).
+    pub fn from_bytes(backend: &B, bytes: &[u8], path: &Path) -> Result<Self, MetricsError> {
+        let file = SafeTensors::deserialize(bytes)
             .map_err(|e| MetricsError::Weights(format!("{}: not a safetensors file ({e})", path.display())))?;
         let specs = architecture();
         let expected = specs.len() * 4;

@@ -211,6 +211,41 @@ fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
     }
 }
 
+/// Every weight and bias gradient in `grads` (weight then bias, layer by layer) against central
+/// differences (step 1e-3) of `f` at `weights`.
+fn assert_gradients_match_central_differences(
+    weights: &[LayerWeights],
+    grads: &[Vec<f32>],
+    f: impl Fn(&[LayerWeights]) -> f64,
+) {
+    let h = 1e-3f32;
+    let mut checked = 0;
+    for l in 0..weights.len() {
+        for (is_bias, len) in [(false, weights[l].weight.len()), (true, weights[l].bias.len())] {
+            for i in 0..len {
+                let at = |d: f32| {
+                    let mut w = weights.to_vec();
+                    if is_bias {
+                        w[l].bias[i] += d;
+                    } else {
+                        w[l].weight[i] += d;
+                    }
+                    f(&w)
+                };
+                let fd = ((at(h) - at(-h)) / (2.0 * f64::from(h))) as f32;
+                let an = grads[2 * l + usize::from(is_bias)][i];
+                assert!(
+                    (fd - an).abs() <= 2e-2 * fd.abs().max(an.abs()) + 2e-3,
+                    "layer {l} {} [{i}]: finite difference {fd}, analytic {an}",
+                    if is_bias { "bias" } else { "weight" }
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, weights.iter().map(|w| w.weight.len() + w.bias.len()).sum::<usize>());
+}
+
 #[test]
 fn gradient_penalty_and_its_parameter_gradients_match_finite_differences() {
     let spec = DecoderSpec { latent: 3, hidden: vec![5, 4], output: 6 };
@@ -246,32 +281,7 @@ fn gradient_penalty_and_its_parameter_gradients_match_finite_differences() {
     dec.penalty_at(&z, 1.0);
     let mut grads = Vec::new();
     dec.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
-    let h = 1e-3f32;
-    let mut checked = 0;
-    for l in 0..weights.len() {
-        for (is_bias, len) in [(false, weights[l].weight.len()), (true, weights[l].bias.len())] {
-            for i in 0..len {
-                let at = |d: f32| {
-                    let mut w = weights.clone();
-                    if is_bias {
-                        w[l].bias[i] += d;
-                    } else {
-                        w[l].weight[i] += d;
-                    }
-                    penalty(&w)
-                };
-                let fd = ((at(h) - at(-h)) / (2.0 * f64::from(h))) as f32;
-                let an = grads[2 * l + usize::from(is_bias)][i];
-                assert!(
-                    (fd - an).abs() <= 2e-2 * fd.abs().max(an.abs()) + 2e-3,
-                    "layer {l} {} [{i}]: finite difference {fd}, analytic {an}",
-                    if is_bias { "bias" } else { "weight" }
-                );
-                checked += 1;
-            }
-        }
-    }
-    assert_eq!(checked, weights.iter().map(|w| w.weight.len() + w.bias.len()).sum::<usize>());
+    assert_gradients_match_central_differences(&weights, &grads, penalty);
 }
 
 #[test]
@@ -349,25 +359,7 @@ fn encoder_shaped_penalty_matches_finite_differences() {
     mlp.gradient_penalty(&x, 3, &ones, 1.0);
     let mut grads = Vec::new();
     mlp.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
-    let h = 1e-3f32;
-    for l in 0..2 {
-        for (is_bias, len) in [(false, weights[l].weight.len()), (true, weights[l].bias.len())] {
-            for i in 0..len {
-                let at = |d: f32| {
-                    let mut w = weights.clone();
-                    if is_bias {
-                        w[l].bias[i] += d;
-                    } else {
-                        w[l].weight[i] += d;
-                    }
-                    penalty(&w)
-                };
-                let fd = ((at(h) - at(-h)) / (2.0 * f64::from(h))) as f32;
-                let an = grads[2 * l + usize::from(is_bias)][i];
-                assert!((fd - an).abs() <= 2e-2 * fd.abs().max(an.abs()) + 2e-3, "layer {l} [{i}]: {fd} vs {an}");
-            }
-        }
-    }
+    assert_gradients_match_central_differences(&weights, &grads, penalty);
 }
 
 #[test]
