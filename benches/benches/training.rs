@@ -1,29 +1,34 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
-//! Training-step and decoding benches (DESIGN.md §6 peers: PyTorch 13.8 ms per VAE step,
-//! 18.4 ms with the LCD penalty, 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000 latents, on the 2-core
-//! dev machine).
+//! Training-step, decoding and GEMM benches per backend: `…/cpu` always, `…/wgpu` and `…/cuda`
+//! in builds with those features (DESIGN.md §6 peers: PyTorch 13.8 ms per VAE step, 18.4 ms with
+//! the LCD penalty, 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000
+//! latents, on the 2-core dev machine). Every timed step ends by reading a result back from the
+//! device (the loss, the decoded images), and the GEMM bench synchronises, so device time is
+//! counted.
 
 use align_fl_benches::{paper_config, paper_model, uniform};
 use criterion::{criterion_group, criterion_main, Criterion};
 use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
+use std::time::Instant;
 use tensor_kernels::{Backend, Cpu, Transpose};
 use vae::TrainOptions;
 
 /// A plain training step (λ_lip = 0) and the same step with LCD's penalty (λ_lip = 0.1).
-fn train_steps(c: &mut Criterion) {
-    for (name, lipschitz_penalty) in [("vae_train_step/cpu", 0.0), ("lcd_train_step/cpu", 0.1)] {
-        let (mut model, mut adam) = paper_model();
+fn train_steps<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
+    for (name, lipschitz_penalty) in [("vae_train_step", 0.0), ("lcd_train_step", 0.1)] {
+        let name = format!("{name}/{tag}");
+        let (mut model, mut adam) = paper_model(backend);
         let batch = uniform(128, paper_config().input, 1);
         let options = TrainOptions { lipschitz_penalty, ..TrainOptions::default() };
-        c.bench_function(name, |b| {
+        c.bench_function(&name, |b| {
             b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
         });
     }
 }
 
-fn dp_sgd_step(c: &mut Criterion) {
-    let (mut model, mut adam) = paper_model();
+fn dp_sgd_step<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
+    let (mut model, mut adam) = paper_model(backend);
     let config = paper_config();
     // One step per "epoch" of a 128-sample dataset with a full batch: fixed clipping, noise included.
     let data = uniform(128, config.input, 1);
@@ -36,27 +41,75 @@ fn dp_sgd_step(c: &mut Criterion) {
         noise: NoiseSource::Reproducible { seed: 0 },
     };
     let mut dp = DpSgd::new(settings, 128, 128, 0).expect("valid settings");
-    c.bench_function("dp_sgd_step/cpu", |b| {
+    c.bench_function(&format!("dp_sgd_step/{tag}"), |b| {
         b.iter(|| dp.train_epoch(&mut model, &data, &options, &mut adam, None).expect("finite loss"))
     });
 }
 
-fn decode(c: &mut Criterion) {
-    let (mut model, _) = paper_model();
+fn decode<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
+    let (mut model, _) = paper_model(backend);
     let z = uniform(5000, paper_config().latent, 2);
-    c.bench_function("decode/cpu", |b| b.iter(|| model.decoder().decode(&z)));
+    c.bench_function(&format!("decode/{tag}"), |b| b.iter(|| model.decoder().decode(&z)));
 }
 
-fn gemm(c: &mut Criterion) {
-    let cpu = Cpu::new();
-    let n = 1024;
-    let a = cpu.upload(&uniform(n, n, 3));
-    let bm = cpu.upload(&uniform(n, n, 4));
-    let mut out = cpu.zeros(n * n);
-    c.bench_function("gemm_1024/cpu", |b| {
-        b.iter(|| cpu.gemm(n, n, n, &a, Transpose::No, &bm, Transpose::No, &mut out, 1.0, 0.0))
+/// An n³ sgemm; `sync` waits for the device before the clock is read.
+fn gemm<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, n: usize, sync: impl Fn()) {
+    let a = backend.upload(&uniform(n, n, 3));
+    let bm = backend.upload(&uniform(n, n, 4));
+    let mut out = backend.zeros(n * n);
+    c.bench_function(&format!("gemm_{n}/{tag}"), |b| {
+        b.iter_custom(|iters| {
+            sync();
+            let start = Instant::now();
+            for _ in 0..iters {
+                backend.gemm(n, n, n, &a, Transpose::No, &bm, Transpose::No, &mut out, 1.0, 0.0);
+            }
+            sync();
+            start.elapsed()
+        })
     });
 }
 
-criterion_group!(benches, train_steps, dp_sgd_step, decode, gemm);
-criterion_main!(benches);
+fn all_steps<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, sync: impl Fn()) {
+    train_steps(c, backend, tag);
+    dp_sgd_step(c, backend, tag);
+    decode(c, backend, tag);
+    gemm(c, backend, tag, 1024, sync);
+}
+
+fn cpu(c: &mut Criterion) {
+    all_steps(c, &Cpu::new(), "cpu", || ());
+}
+
+/// Every compiled-in GPU backend: wgpu (lavapipe on a CPU-only machine: a correctness vehicle,
+/// slow) and CUDA (skipped with the reason when no NVIDIA driver or CUDA headers are present),
+/// plus the 4096³ GEMM on CUDA.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn gpu(c: &mut Criterion) {
+    #[cfg(feature = "wgpu")]
+    {
+        let gpu = tensor_kernels::cube::Wgpu::default_device();
+        all_steps(c, &gpu, "wgpu", || gpu.sync());
+    }
+    #[cfg(feature = "cuda")]
+    match tensor_kernels::cube::cuda_unavailable() {
+        Some(reason) => println!("cuda benches skipped: {reason}"),
+        None => {
+            let gpu = tensor_kernels::cube::Cuda::default_device();
+            all_steps(c, &gpu, "cuda", || gpu.sync());
+            gemm(c, &gpu, "cuda", 4096, || gpu.sync());
+        }
+    }
+}
+
+criterion_group!(cpu_benches, cpu);
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+criterion_group! {
+    name = gpu_benches;
+    config = Criterion::default().sample_size(10);
+    targets = gpu
+}
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+criterion_main!(cpu_benches, gpu_benches);
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+criterion_main!(cpu_benches);

@@ -2,7 +2,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tensor_kernels::Cpu;
+use tensor_kernels::Backend;
 use vae::{Adam, Vae, VaeConfig};
 
 /// The authors' SimpleVAE: 784-512-256-128-2.
@@ -16,9 +16,9 @@ pub fn uniform(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
     (0..rows * cols).map(|_| rng.gen::<f32>()).collect()
 }
 
-/// The paper's VAE on the CPU backend with fresh Adam state (learning rate 1e-3).
-pub fn paper_model() -> (Vae<Cpu>, Adam<Cpu>) {
-    let mut model = Vae::new(&Cpu::new(), &paper_config(), 0).expect("valid config");
+/// The paper's VAE on `backend` with fresh Adam state (learning rate 1e-3).
+pub fn paper_model<B: Backend>(backend: &B) -> (Vae<B>, Adam<B>) {
+    let mut model = Vae::new(backend, &paper_config(), 0).expect("valid config");
     let adam = Adam::new(&mut model, 1e-3);
     (model, adam)
 }

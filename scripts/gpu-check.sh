@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# GPU check for align-fl's CubeCL kernels on an NVIDIA machine without Rust or network access.
+#
+#   scripts/gpu-check.sh build   On an x86-64 Linux machine with Rust: builds the CUDA-enabled
+#                                binaries into target/gpu-check/ (carry that folder with the tree).
+#   scripts/gpu-check.sh         On the GPU machine, from the repository root: checks every kernel
+#                                against the CPU backend, then prints one table of timings.
+#
+# The CUDA runtime compiles its kernels when they first run: it needs the NVIDIA driver library
+# (libcuda) and the CUDA headers ($CUDA_PATH, else /usr/local/cuda).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/gpu-check
+
+if [ "${1:-}" = build ]; then
+  mkdir -p "$out"
+  cargo build --release -p align-fl --features cuda
+  cp target/release/align-fl "$out/align-fl"
+  exe() { sed -n "s/.*Executable $1 (\(.*\))/\1/p" | head -n 1; }
+  tests=$(cargo test --release -p tensor-kernels --features cuda --no-run 2>&1 | exe 'unittests src\/lib.rs')
+  training=$(cargo bench -p align-fl-benches --features cuda --bench training --no-run 2>&1 | exe 'benches\/training.rs')
+  inception=$(cargo bench -p align-fl-benches --features cuda --bench inception --no-run 2>&1 | exe 'benches\/inception.rs')
+  for f in "$tests" "$training" "$inception"; do
+    [ -n "$f" ] && [ -x "$f" ] || { echo "gpu-check build: a test or bench executable was not found" >&2; exit 1; }
+  done
+  cp "$tests" "$out/kernel-tests"
+  cp "$training" "$out/bench-training"
+  cp "$inception" "$out/bench-inception"
+  echo "built into $out/: carry it with the working tree and run scripts/gpu-check.sh there"
+  exit 0
+fi
+
+for f in align-fl kernel-tests bench-training bench-inception; do
+  [ -x "$out/$f" ] || { echo "gpu-check: $out/$f is missing; run 'scripts/gpu-check.sh build' on a machine with Rust first" >&2; exit 1; }
+done
+
+# The driver library and the headers, with what to do when either is missing.
+if ! { ldconfig -p 2>/dev/null | grep -q 'libcuda\.so'; } && ! ls /usr/lib/x86_64-linux-gnu/libcuda.so* /usr/lib64/libcuda.so* /usr/local/nvidia/lib64/libcuda.so* >/dev/null 2>&1; then
+  echo "gpu-check: no NVIDIA driver library (libcuda.so): this machine has no usable NVIDIA GPU driver" >&2
+  exit 1
+fi
+cuda_root="${CUDA_PATH:-/usr/local/cuda}"
+if [ ! -f "$cuda_root/include/cuda.h" ]; then
+  echo "gpu-check: CUDA headers not found at $cuda_root/include; set CUDA_PATH to the CUDA toolkit" >&2
+  exit 1
+fi
+export CUDA_PATH="$cuda_root"
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+echo "== kernels against the CPU backend (CUDA)"
+log=$(mktemp)
+"$out/kernel-tests" cube::tests::cuda --test-threads=1 --nocapture 2>&1 | tee "$log"
+if grep -q 'skipped' "$log"; then
+  echo "gpu-check: the CUDA kernel tests were skipped (see above)" >&2
+  exit 1
+fi
+grep -q 'test result: ok' "$log" || { echo "gpu-check: kernel tests failed" >&2; exit 1; }
+
+echo "== timings (criterion medians)"
+bench=$(mktemp)
+"$out/bench-training" --bench '/cuda' 2>&1 | tee "$bench" >/dev/null
+"$out/bench-training" --bench '/cpu' 2>&1 | tee -a "$bench" >/dev/null
+"$out/bench-inception" --bench 2>&1 | tee -a "$bench" >/dev/null
+start=$(date +%s%N)
+"$out/align-fl" run --config configs/quick.toml --backend cuda --no-fid --out "$(mktemp -d)" >/dev/null
+quick=$(( ($(date +%s%N) - start) / 1000000 ))
+
+# Criterion prints "name  time:   [low median high]" (the name may sit on the line before).
+awk -v quick="$quick" '
+  function seconds(v, u) { return u == "ns" ? v * 1e-9 : u == "µs" || u == "us" ? v * 1e-6 : u == "ms" ? v * 1e-3 : v }
+  /time:/ {
+    line = $0; name = $1
+    if (name == "time:") { name = prev }
+    sub(/.*\[/, "", line); split(line, f, " ")
+    s = seconds(f[3], f[4])
+    extra = ""
+    if (name ~ /^gemm_4096/) extra = sprintf("%.2f TFLOP/s", 2 * 4096^3 / s / 1e12)
+    else if (name ~ /^gemm_1024/) extra = sprintf("%.2f TFLOP/s", 2 * 1024^3 / s / 1e12)
+    else if (name ~ /^inception_forward/) extra = sprintf("%.0f images/s", 1 / s)
+    printf "| %-26s | %12.4f ms | %s\n", name, s * 1e3, extra
+  }
+  { prev = $1 }
+  END { printf "| %-26s | %12.1f s  | configs/quick.toml, --backend cuda, no FID\n", "quick run", quick / 1000 }
+' "$bench"
