@@ -7,14 +7,15 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// `align-fl args` in the repository, with neither data nor models from the environment.
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_align-fl"));
+    c.args(args).current_dir(repo()).env_remove("ALIGN_FL_DATA").env_remove("ALIGN_FL_MODELS");
+    c
+}
+
 fn align_fl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_align-fl"))
-        .args(args)
-        .current_dir(repo())
-        .env_remove("ALIGN_FL_DATA")
-        .env_remove("ALIGN_FL_MODELS")
-        .output()
-        .expect("the binary runs")
+    command(args).output().expect("the binary runs")
 }
 
 /// The Inception weights folder beside the repository, or None (with the reason printed).
@@ -30,13 +31,7 @@ fn models() -> Option<PathBuf> {
 
 /// `align-fl` with ALIGN_FL_MODELS set to `models`.
 fn align_fl_with_models(args: &[&str], models: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_align-fl"))
-        .args(args)
-        .current_dir(repo())
-        .env_remove("ALIGN_FL_DATA")
-        .env("ALIGN_FL_MODELS", models)
-        .output()
-        .expect("the binary runs")
+    command(args).env("ALIGN_FL_MODELS", models).output().expect("the binary runs")
 }
 
 fn temp_dir(name: &str) -> PathBuf {
