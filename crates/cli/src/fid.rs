@@ -150,11 +150,9 @@ pub struct FidScorer<B: Backend> {
 }
 
 impl<B: Backend> FidScorer<B> {
-    /// Loads the weights (an error names where they were looked for) and scores the evaluation
-    /// images (n × 784 in [0, 1]).
-    pub fn new(backend: &B, cfg: &FidConfig, eval_pixels: &[f32]) -> Result<Self> {
-        let path = metrics::locate_inception_weights(cfg.weights.as_deref())?;
-        let model = Inception::load(backend, &path)?;
+    /// Loads the weights at `weights` and scores the evaluation images (n × 784 in [0, 1]).
+    pub fn new(backend: &B, weights: &Path, cfg: &FidConfig, eval_pixels: &[f32]) -> Result<Self> {
+        let model = Inception::load(backend, weights)?;
         let side = data::IMAGE_SIDE;
         let real = ImageSet {
             shape: ImageShape { n: eval_pixels.len() / (side * side), h: side, w: side, c: 1 },

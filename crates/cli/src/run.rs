@@ -401,11 +401,13 @@ fn fid_scorer<B: Backend>(
     if !cfg.fid.enabled {
         return Ok((None, Some("disabled (fid.enabled = false or --no-fid)".into())));
     }
-    if let Err(e) = metrics::locate_inception_weights(cfg.fid.weights.as_deref()) {
-        eprintln!("warning: FID skipped. {e}");
-        return Ok((None, Some(e.to_string())));
+    match metrics::locate_inception_weights(cfg.fid.weights.as_deref()) {
+        Ok(path) => Ok((Some(FidScorer::new(backend, &path, &cfg.fid, &partition.eval.pixels)?), None)),
+        Err(e) => {
+            eprintln!("warning: FID skipped. {e}");
+            Ok((None, Some(e.to_string())))
+        }
     }
-    Ok((Some(FidScorer::new(backend, &cfg.fid, &partition.eval.pixels)?), None))
 }
 
 /// The report's `privacy` object: None without a mechanism.

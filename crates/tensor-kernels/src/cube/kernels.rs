@@ -221,6 +221,15 @@ pub(super) fn adam<F: Float + CubeElement>(
     }
 }
 
+/// x[i] = value for i < len.
+#[cube(launch_unchecked)]
+pub(super) fn fill<F: Float + CubeElement>(x: &mut Array<F>, len: u32, value: F) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        x[i as usize] = value;
+    }
+}
+
 /// dst[i] = src[i] for i < len.
 #[cube(launch_unchecked)]
 pub(super) fn copy<F: Float + CubeElement>(src: &Array<F>, dst: &mut Array<F>, len: u32) {

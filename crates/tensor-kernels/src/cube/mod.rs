@@ -121,6 +121,12 @@ impl<R: Runtime> Cube<R> {
         Self::new(&R::Device::default())
     }
 
+    /// A device buffer of `len` values with unspecified contents, for outputs a kernel writes in
+    /// full (no host allocation or transfer, unlike `upload`).
+    fn scratch(&self, len: usize) -> CubeBuffer {
+        CubeBuffer { handle: self.client.empty(len.max(1) * std::mem::size_of::<f32>()), len }
+    }
+
     /// Waits until every launched kernel has finished (for timing).
     pub fn sync(&self) {
         cubecl::future::block_on(self.client.sync()).expect("device synchronisation");
@@ -148,7 +154,13 @@ impl<R: Runtime> Backend for Cube<R> {
 
     /// A buffer of `len` zeros.
     fn zeros(&self, len: usize) -> CubeBuffer {
-        self.upload(&vec![0.0; len])
+        let buf = self.scratch(len);
+        let (count, dim) = elementwise(len);
+        // SAFETY: indices below `len` of a buffer of at least max(len, 1) values.
+        unsafe {
+            kernels::fill::launch_unchecked::<f32, R>(&self.client, count, dim, Self::arg(&buf), u32_of(len), 0.0)
+        };
+        buf
     }
 
     /// The buffer's contents on the host.
@@ -349,7 +361,7 @@ impl<R: Runtime> Backend for Cube<R> {
                 let mut z = vec![0.0f32; len];
                 noise::fill(&mut z, n.key, 0);
                 let z = self.upload(&z);
-                let mut out = self.zeros(len);
+                let out = self.scratch(len);
                 let (count, dim) = elementwise(len);
                 // SAFETY: indices below `len` of the three buffers.
                 unsafe {
@@ -365,7 +377,6 @@ impl<R: Runtime> Backend for Cube<R> {
                         n.std,
                     )
                 };
-                out.len = len;
                 noisy = out;
                 &noisy
             }
@@ -456,7 +467,7 @@ impl<R: Runtime> Backend for Cube<R> {
         if len == 0 {
             return 0.0;
         }
-        let squares = self.zeros(len);
+        let squares = self.scratch(len);
         let (count, dim) = elementwise(len);
         // SAFETY: indices below `len` of the four buffers.
         unsafe {
@@ -516,7 +527,7 @@ impl<R: Runtime> Backend for Cube<R> {
         if len == 0 {
             return 0.0;
         }
-        let kl_terms = self.zeros(len);
+        let kl_terms = self.scratch(len);
         let (count, dim) = elementwise(len);
         // SAFETY: unit i < rows·latent touches row i/latent of head and grad_head.
         unsafe {
