@@ -9,7 +9,7 @@
 
 use align_fl_benches::{paper_config, paper_model, uniform};
 use criterion::{criterion_group, criterion_main, Criterion};
-use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
+use privacy::{Clipping, DpScope, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use std::time::Instant;
 use tensor_kernels::{Backend, Cpu, Transpose};
 use vae::TrainOptions;
@@ -39,6 +39,7 @@ fn dp_sgd_step<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
         clipping: Clipping::Fixed,
         sampling: Sampling::Shuffled,
         noise: NoiseSource::Reproducible { seed: 0 },
+        scope: DpScope::WholeModel,
     };
     let mut dp = DpSgd::new(settings, 128, 128, 0).expect("valid settings");
     c.bench_function(&format!("dp_sgd_step/{tag}"), |b| {

@@ -290,6 +290,9 @@ pub struct PrivacyConfig {
     pub noise: NoiseName,
     /// Let clients fit the GMM prior on their private latents (voids the guarantee).
     pub allow_non_private_prior: bool,
+    /// The layers DP-SGD clips and noises: "whole-model" (the paper's) or "decoder-only" (the
+    /// authors' dec_dp ablation; no guarantee follows).
+    pub scope: privacy::DpScope,
     /// LCD-VAE: λ_lip, the weight of the gradient penalty.
     pub lambda_lip: f32,
     /// LCD-VAE: the network the penalty constrains ("decoder", the paper's; or "encoder").
@@ -322,6 +325,7 @@ impl Default for PrivacyConfig {
             sampling: SamplingName::Poisson,
             noise: NoiseName::Secure,
             allow_non_private_prior: false,
+            scope: privacy::DpScope::WholeModel,
             lambda_lip: 0.1,
             lipschitz_at: vae::PenaltyTarget::Decoder,
         }

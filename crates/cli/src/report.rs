@@ -96,6 +96,8 @@ pub struct PrivacyReport {
     pub target_epsilon: Option<f64>,
     /// δ (DP-SGD).
     pub delta: Option<f64>,
+    /// The layers DP-SGD clipped and noised.
+    pub dp_scope: Option<privacy::DpScope>,
     /// λ_lip (LCD-VAE).
     pub lambda_lip: Option<f32>,
     /// The network LCD-VAE's penalty constrains.
@@ -187,7 +189,11 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
     };
     let _ = writeln!(
         md,
-        "**Privacy:** DP-SGD on the whole client VAE, target ε = {epsilon} at δ = {delta:e}, prior {}: {verdict}.\n",
+        "**Privacy:** DP-SGD on {}, target ε = {epsilon} at δ = {delta:e}, prior {}: {verdict}.\n",
+        match p.dp_scope {
+            Some(privacy::DpScope::DecoderOnly) => "the client decoders only (dec_dp)",
+            _ => "the whole client VAE",
+        },
         p.prior
     );
     let _ = writeln!(

@@ -169,6 +169,7 @@ fn dp_sgd_for(
             NoiseName::Secure => NoiseSource::Secure,
             NoiseName::Reproducible => NoiseSource::Reproducible { seed: cfg.seed },
         },
+        scope: dp.scope,
     };
     let dp_sgd = DpSgd::new(settings, num_samples, batch, k as u64).with_context(|| format!("client {k}'s DP-SGD"))?;
     Ok(Some(ClientPrivacy { dp_sgd, delta: dp.delta, accountant }))
@@ -424,6 +425,7 @@ fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyR
             mechanism: "dp-sgd".into(),
             target_epsilon: Some(dp.epsilon),
             delta: Some(dp.delta),
+            dp_scope: Some(dp.scope),
             lambda_lip: None,
             lipschitz_at: None,
             prior,
@@ -434,6 +436,7 @@ fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyR
             mechanism: "lipschitz".into(),
             target_epsilon: None,
             delta: None,
+            dp_scope: None,
             lambda_lip: Some(dp.lambda_lip),
             lipschitz_at: Some(dp.lipschitz_at),
             prior,

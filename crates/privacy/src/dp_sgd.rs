@@ -13,7 +13,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 use tensor_kernels::{Backend, NoiseKey};
-use vae::{Adam, Loss, TrainOptions, Vae, VaeError};
+use vae::{Adam, DpScope, Loss, TrainOptions, Vae, VaeError};
 
 use crate::{AccountantKind, DpEvent, PrivacyError};
 
@@ -74,6 +74,8 @@ pub struct DpSgdSettings {
     pub sampling: Sampling,
     /// Noise randomness.
     pub noise: NoiseSource,
+    /// The parameters that are clipped and noised.
+    pub scope: DpScope,
 }
 
 /// What a client reports about its privacy.
@@ -241,6 +243,13 @@ impl DpSgd {
                 "the noise was seeded from --seed: anyone who knows the seed can regenerate and remove it".to_string(),
             );
         }
+        if self.settings.scope == DpScope::DecoderOnly {
+            reasons.push(
+                "DP-SGD covered the decoder only (dec_dp): the encoder trained without clipping or noise and shapes \
+                 every decoder gradient, so one record can move the decoder without bound"
+                    .to_string(),
+            );
+        }
         reasons.extend_from_slice(extra_reasons);
         Ok(PrivacySpent {
             epsilon,
@@ -333,7 +342,7 @@ impl DpSgd {
             vae.zero_gradients();
             None
         } else {
-            let (loss, squared) = vae.per_sample_gradient_norms(x, options.kl_weight, latents);
+            let (loss, squared) = vae.per_sample_gradient_norms(x, options.kl_weight, self.settings.scope, latents);
             if !loss.total.is_finite() {
                 return Err(VaeError::NonFinite { what: "loss", step: self.steps });
             }
@@ -345,14 +354,14 @@ impl DpSgd {
             }
             let c = self.clip_norm;
             let factors: Vec<f32> = norms.iter().map(|&g| (c / (g + 1e-6)).min(1.0) as f32).collect();
-            vae.clipped_gradient_sum(&factors);
+            vae.clipped_gradient_sum(&factors, self.settings.scope);
             unclipped = norms.iter().filter(|&&g| g <= c).count() as f64;
             self.last_unclipped_fraction = unclipped / rows as f64;
             Some(loss)
         };
         // ĝ = (Σ cᵢ gᵢ + N(0, σ_Δ² C²)) / m, with the C this step clipped at, fused into Adam.
         let std = (self.gradient_noise_multiplier * self.clip_norm) as f32;
-        self.noise_key = adam.noisy_step(vae, std, (1.0 / expected) as f32, self.noise_key);
+        self.noise_key = adam.noisy_step(vae, std, (1.0 / expected) as f32, self.noise_key, self.settings.scope);
         if let Clipping::Adaptive { target_quantile, learning_rate, count_noise } = self.settings.clipping {
             // b̃ = (Σ(bᵢ − ½) + N(0, σ_b²)) / m + ½; Σ(bᵢ − ½) has sensitivity ½ (Andrew et al. 2021, §3).
             let noise: f64 = StandardNormal.sample(&mut self.rng);

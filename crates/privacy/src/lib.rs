@@ -21,6 +21,7 @@ pub use calibrate::calibrate_noise_multiplier;
 pub use dp_sgd::{Clipping, DpSgd, DpSgdSettings, NoiseSource, PrivacySpent, Sampling};
 pub use pld::{PldAccountant, DEFAULT_INTERVAL};
 pub use rdp::{default_orders, rdp_to_epsilon, subsampled_gaussian_rdp, RdpAccountant};
+pub use vae::DpScope;
 
 /// Errors of the privacy crate.
 #[derive(Debug, thiserror::Error)]

@@ -143,7 +143,14 @@ mod dp_sgd {
     }
 
     fn settings(clipping: Clipping, noise: NoiseSource, sigma: f64) -> DpSgdSettings {
-        DpSgdSettings { noise_multiplier: sigma, max_grad_norm: 1.0, clipping, sampling: Sampling::Poisson, noise }
+        DpSgdSettings {
+            noise_multiplier: sigma,
+            max_grad_norm: 1.0,
+            clipping,
+            sampling: Sampling::Poisson,
+            noise,
+            scope: DpScope::WholeModel,
+        }
     }
 
     /// Trains for `epochs` and returns (weights, first-epoch loss, last-epoch loss, dp state).
@@ -219,6 +226,32 @@ mod dp_sgd {
             dp.spent(1e-5, AccountantKind::Rdp, &["the GMM prior was fitted on private latents".into()]).unwrap();
         assert!(!spent.guarantee_holds);
         assert_eq!(spent.reasons.len(), 4, "{:?}", spent.reasons);
+    }
+
+    /// Encoder and decoder weights after one full-batch step (q = 1) at noise multiplier σ.
+    fn one_step(scope: DpScope, sigma: f64) -> (Vec<vae::LayerWeights>, Vec<vae::LayerWeights>, PrivacySpent) {
+        let x = data();
+        let opts = TrainOptions { batch_size: 200, ..TrainOptions::default() };
+        let mut model = Vae::new(&Cpu::new(), &config(), 1).unwrap();
+        let mut adam = Adam::new(&mut model, opts.learning_rate);
+        let s = DpSgdSettings { scope, ..settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 6 }, sigma) };
+        let mut dp = DpSgd::new(s, 200, 200, 0).unwrap();
+        dp.train_epoch(&mut model, &x, &opts, &mut adam, None).unwrap();
+        let w = model.weights();
+        (w.encoder, w.decoder, dp.spent(1e-5, AccountantKind::Rdp, &[]).unwrap())
+    }
+
+    #[test]
+    fn decoder_only_scope_noises_the_decoder_alone_and_claims_no_guarantee() {
+        let (enc_quiet, dec_quiet, spent) = one_step(DpScope::DecoderOnly, 1e-3);
+        let (enc_loud, dec_loud, _) = one_step(DpScope::DecoderOnly, 1e4);
+        assert_eq!(enc_quiet, enc_loud, "the encoder's step must not see the noise");
+        assert_ne!(dec_quiet, dec_loud);
+        assert!(!spent.guarantee_holds);
+        assert!(spent.reasons.iter().any(|r| r.contains("decoder only")), "{:?}", spent.reasons);
+        let (enc_quiet, ..) = one_step(DpScope::WholeModel, 1e-3);
+        let (enc_loud, ..) = one_step(DpScope::WholeModel, 1e4);
+        assert_ne!(enc_quiet, enc_loud, "whole-model DP-SGD noises the encoder too");
     }
 
     #[test]

@@ -181,6 +181,18 @@ pub enum PenaltyTarget {
     Encoder,
 }
 
+/// Which parameters DP-SGD clips and noises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DpScope {
+    /// Every layer of the VAE (the paper's DP-SGD).
+    #[default]
+    WholeModel,
+    /// Only the decoder (the authors' `dec_dp` ablation); the encoder takes plain mean-gradient
+    /// steps, so no (ε, δ) guarantee follows for the decoder.
+    DecoderOnly,
+}
+
 /// Loss of one step (or the sample-weighted mean over an epoch).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Loss {
@@ -220,6 +232,8 @@ pub struct Adam<B: Backend> {
     m: Vec<B::Buffer>,
     v: Vec<B::Buffer>,
     t: u64,
+    /// Parameter tensors of the encoder (they come first in [`Vae::for_each_param`] order).
+    encoder_tensors: usize,
 }
 
 impl<B: Backend> Adam<B> {
@@ -231,31 +245,40 @@ impl<B: Backend> Adam<B> {
             m.push(b.zeros(len));
             v.push(b.zeros(len));
         });
-        Adam { learning_rate, m, v, t: 0 }
+        let mut encoder_tensors = 0;
+        vae.encoder.for_each_param(|_, _, _| encoder_tensors += 1);
+        Adam { learning_rate, m, v, t: 0, encoder_tensors }
     }
 
     /// Applies one update from the gradients currently held by `vae`.
     pub fn step(&mut self, vae: &mut Vae<B>) {
-        self.update(vae, None);
+        self.update(vae, None, 0);
     }
 
-    /// Applies one update from scale · (gradient + std · z), z the noise stream `key` laid over
-    /// the parameters in [`Vae::for_each_param`] order (DP-SGD's noised mean gradient). Returns
-    /// the stream position after the last parameter.
-    pub fn noisy_step(&mut self, vae: &mut Vae<B>, std: f32, scale: f32, key: NoiseKey) -> NoiseKey {
-        self.update(vae, Some(GradientNoise { std, scale, key })).expect("noise was given")
+    /// Applies one update from scale · (gradient + std · z) on the parameters in `scope`, z the
+    /// noise stream `key` laid over them in [`Vae::for_each_param`] order (DP-SGD's noised mean
+    /// gradient); parameters outside the scope step on their gradient as it is. Returns the
+    /// stream position after the last noised parameter.
+    pub fn noisy_step(&mut self, vae: &mut Vae<B>, std: f32, scale: f32, key: NoiseKey, scope: DpScope) -> NoiseKey {
+        let first_noised = match scope {
+            DpScope::WholeModel => 0,
+            DpScope::DecoderOnly => self.encoder_tensors,
+        };
+        self.update(vae, Some(GradientNoise { std, scale, key }), first_noised).expect("noise was given")
     }
 
-    /// The update; returns the noise stream's position after the last parameter, if noised.
-    fn update(&mut self, vae: &mut Vae<B>, mut noise: Option<GradientNoise>) -> Option<NoiseKey> {
+    /// The update, noising tensors from `first_noised` on; returns the noise stream's position
+    /// after the last parameter, if noised.
+    fn update(&mut self, vae: &mut Vae<B>, mut noise: Option<GradientNoise>, first_noised: usize) -> Option<NoiseKey> {
         self.t += 1;
         let b = vae.backend.clone();
         let step = AdamStep::new(self.learning_rate, self.t);
         let (m, v) = (&mut self.m, &mut self.v);
         let mut i = 0;
         vae.for_each_param(|p, g, len| {
-            b.adam(p, g, &mut m[i], &mut v[i], len, step, noise);
-            if let Some(n) = &mut noise {
+            let noised = noise.filter(|_| i >= first_noised);
+            b.adam(p, g, &mut m[i], &mut v[i], len, step, noised);
+            if let (Some(n), true) = (&mut noise, noised.is_some()) {
                 n.key.offset += len as u64;
             }
             i += 1;
@@ -423,29 +446,40 @@ impl<B: Backend> Vae<B> {
 
     /// Forward and backward pass for per-sample clipping (DP-SGD). Sample i's loss is
     /// ℓᵢ = Σ_p (x̂ᵢₚ − xᵢₚ)² + (β/d) Σⱼ KLᵢⱼ, so the reference batch loss is the mean of the ℓᵢ.
-    /// Returns the batch loss and ‖∇θ ℓᵢ‖² for every sample, computed without per-sample
-    /// gradients from each layer's ‖δᵢ‖²(‖aᵢ‖² + 1) (Goodfellow 2015; Lee & Kifer 2021). No
-    /// parameter gradient is written: follow with [`Vae::clipped_gradient_sum`].
+    /// Returns the batch loss and ‖∇θ ℓᵢ‖² over the parameters in `scope` for every sample,
+    /// computed without per-sample gradients from each layer's ‖δᵢ‖²(‖aᵢ‖² + 1) (Goodfellow 2015;
+    /// Lee & Kifer 2021). No parameter gradient is written: follow with
+    /// [`Vae::clipped_gradient_sum`].
     pub fn per_sample_gradient_norms(
         &mut self,
         x: &[f32],
         kl_weight: f32,
+        scope: DpScope,
         latents: Option<&mut Vec<f32>>,
     ) -> (Loss, Vec<f64>) {
         let loss = self.run_batch(x, kl_weight, Reduction::PerSample, latents);
         let rows = x.len() / self.config.input;
         let mut norms = vec![0.0f64; rows];
-        self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut norms);
+        if scope == DpScope::WholeModel {
+            self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut norms);
+        }
         self.decoder.mlp.add_per_sample_squared_norms(&self.z, rows, &mut norms);
         (loss, norms)
     }
 
-    /// After [`Vae::per_sample_gradient_norms`] on a batch of n rows: parameter gradients ←
-    /// Σᵢ factors[i] · ∇θ ℓᵢ, one scaled GEMM per layer.
-    pub fn clipped_gradient_sum(&mut self, factors: &[f32]) {
+    /// After [`Vae::per_sample_gradient_norms`] on a batch of n rows: the gradients of the
+    /// parameters in `scope` ← Σᵢ factors[i] · ∇θ ℓᵢ, one scaled GEMM per layer; parameters
+    /// outside it get the plain batch mean (1/n) Σᵢ ∇θ ℓᵢ.
+    pub fn clipped_gradient_sum(&mut self, factors: &[f32], scope: DpScope) {
         let rows = factors.len();
         let f = self.backend.upload(factors);
-        self.encoder.scaled_param_grads(&self.input, rows, &f);
+        match scope {
+            DpScope::WholeModel => self.encoder.scaled_param_grads(&self.input, rows, &f),
+            DpScope::DecoderOnly => {
+                let mean = self.backend.upload(&vec![1.0 / rows as f32; rows]);
+                self.encoder.scaled_param_grads(&self.input, rows, &mean);
+            }
+        }
         self.decoder.mlp.scaled_param_grads(&self.z, rows, &f);
     }
 

@@ -177,8 +177,9 @@ fn mismatched_weights_are_rejected() {
     assert!(VaeConfig { latent: 0, ..tiny() }.validate().is_err());
 }
 
-#[test]
-fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
+/// Ghost norms and clipped sums over `scope` against explicit per-sample gradients: in scope,
+/// ‖gᵢ‖² and Σᵢ fᵢ gᵢ; out of scope, the plain mean (1/n) Σᵢ gᵢ.
+fn check_clipping_against_explicit_gradients(scope: DpScope) {
     let config = VaeConfig { input: 7, encoder: vec![6, 5], latent: 3, decoder: vec![4, 6] };
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let w = VaeWeights::init(&config, &mut rng);
@@ -186,11 +187,13 @@ fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
     let x = data(rows, 7, 12);
     let beta = 0.4;
     let mut model = Vae::from_weights(&Cpu::new(), &config, &w, 13).unwrap();
-    let (_, norms) = model.per_sample_gradient_norms(&x, beta, None);
+    let (_, norms) = model.per_sample_gradient_norms(&x, beta, scope, None);
     let factors: Vec<f32> = (0..rows).map(|i| 0.2 + 0.3 * i as f32).collect();
-    model.clipped_gradient_sum(&factors);
+    model.clipped_gradient_sum(&factors, scope);
     let mut clipped = Vec::new();
+    let encoder_len: usize = w.encoder.iter().map(|l| l.weight.len() + l.bias.len()).sum();
     model.for_each_param(|_, g, len| clipped.extend_from_slice(&g[..len]));
+    let in_scope = |k: usize| scope == DpScope::WholeModel || k >= encoder_len;
 
     // Explicit: sample i alone, with the same reparameterisation noise, in a batch of one
     // (whose mean loss is exactly ℓᵢ).
@@ -201,14 +204,28 @@ fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
         single.forward_backward(&x[i * 7..(i + 1) * 7], beta, None);
         let mut g = Vec::new();
         single.for_each_param(|_, gr, len| g.extend_from_slice(&gr[..len]));
-        let norm_sq: f64 = g.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let norm_sq: f64 =
+            g.iter().enumerate().filter(|&(k, _)| in_scope(k)).map(|(_, &v)| f64::from(v) * f64::from(v)).sum();
         assert!((norms[i] - norm_sq).abs() <= 1e-4 * norm_sq, "sample {i}: ghost {} vs explicit {norm_sq}", norms[i]);
-        want_sum.iter_mut().zip(&g).for_each(|(s, v)| *s += f64::from(factors[i]) * f64::from(*v));
+        for (k, (s, v)) in want_sum.iter_mut().zip(&g).enumerate() {
+            let weight = if in_scope(k) { f64::from(factors[i]) } else { 1.0 / rows as f64 };
+            *s += weight * f64::from(*v);
+        }
     }
     let scale = want_sum.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     for (k, (got, want)) in clipped.iter().zip(&want_sum).enumerate() {
         assert!((f64::from(*got) - want).abs() <= 1e-4 * scale, "parameter {k}: {got} vs {want}");
     }
+}
+
+#[test]
+fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
+    check_clipping_against_explicit_gradients(DpScope::WholeModel);
+}
+
+#[test]
+fn decoder_only_clipping_leaves_the_encoder_its_mean_gradient() {
+    check_clipping_against_explicit_gradients(DpScope::DecoderOnly);
 }
 
 /// Every weight and bias gradient in `grads` (weight then bias, layer by layer) against central
