@@ -7,6 +7,7 @@ mod config;
 mod fid;
 mod progress;
 mod report;
+mod reproduce;
 mod run;
 
 use std::path::PathBuf;
@@ -43,6 +44,83 @@ enum Command {
     Privacy(PrivacyCommand),
     /// FID between two image sets (IDX files or PNG folders), or `fid weights verify`.
     Fid(FidArgs),
+    /// The paper's comparison table, privacy–utility curves and figures, over several seeds.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Args)]
+struct ReproduceArgs {
+    /// Primary dataset (the other one supplies client 0's outliers).
+    #[arg(long, value_enum, default_value = "mnist")]
+    dataset: DatasetName,
+    /// Seeds per table row (the curves use seed 0).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Output directory: table.md, table.json, figures/, and cells/ (one run per experiment;
+    /// finished ones are reused when the command is run again).
+    #[arg(long, default_value = "runs/reproduce")]
+    out: PathBuf,
+    /// The committed subset and the quick preset (configs/quick.toml), one seed by default:
+    /// minutes instead of hours.
+    #[arg(long)]
+    quick: bool,
+    /// Only these experiments, comma-separated: align-fl, dp-rdp, dp-pld, dp-decoder, lcd, fedavg,
+    /// fedprox, heterogeneous (table rows); epsilon, lambda, samples (curves).
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Skip FID.
+    #[arg(long)]
+    no_fid: bool,
+    /// Rounds of every experiment (default: the protocol's 5).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Data directory (default: data/subset under --quick, else $ALIGN_FL_DATA, then ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
+    #[arg(long)]
+    inception_weights: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Numeric backend.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendName,
+}
+
+impl OnBackend for reproduce::Settings {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+        reproduce::reproduce(backend, &self)
+    }
+}
+
+fn reproduce_command(a: ReproduceArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let settings = reproduce::Settings {
+        dataset: a.dataset,
+        seeds: a.seeds.unwrap_or(if a.quick { 1 } else { 3 }),
+        out: a.out,
+        quick: a.quick,
+        only: a.only,
+        fid: !a.no_fid,
+        rounds: a.rounds,
+        data_dir: a.data_dir,
+        inception_weights: a.inception_weights,
+    };
+    dispatch(a.backend, settings)
+}
+
+/// `--threads`: the global rayon pool's size.
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads 0: give at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -444,12 +522,7 @@ fn run(args: RunArgs) -> Result<()> {
         None => ExperimentConfig::default(),
     };
     apply_overrides(&mut cfg, &args)?;
-    if let Some(n) = args.threads {
-        if n == 0 {
-            bail!("--threads 0: give at least 1");
-        }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
-    }
+    set_threads(args.threads)?;
     let data_dir = run::data_dir(args.data_dir.as_deref(), &cfg);
     let report = dispatch(args.backend, RunJob { cfg: &cfg, data_dir: &data_dir, out: &args.out })?;
     let fid = |v: Option<f64>| v.map_or(String::new(), |f| format!(", FID {f:.2}"));
@@ -543,6 +616,7 @@ fn main() {
         Command::Data(cmd) => data_command(cmd),
         Command::Privacy(cmd) => privacy_command(cmd),
         Command::Fid(args) => fid_command(args),
+        Command::Reproduce(args) => reproduce_command(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

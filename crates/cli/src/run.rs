@@ -353,32 +353,56 @@ fn write_figures<B: Backend>(
 /// Runs the experiment on `backend` and writes everything into `out`; returns the report.
 pub fn run_experiment<B: Backend>(backend: &B, cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Result<Report> {
     cfg.validate()?;
+    let partition = load_partition(cfg, data_dir)?;
+    let fid = fid_scorer(backend, cfg, &partition)?;
+    run_on_partition(backend, cfg, &Prepared { data_dir, partition: &partition, fid: &fid }, out)
+}
+
+/// What an experiment needs besides its config, loaded once and shared by experiments on the
+/// same data (as `align-fl reproduce` does).
+pub struct Prepared<'a, B: Backend> {
+    /// Where the data came from (for the report).
+    pub data_dir: &'a Path,
+    /// The partition `cfg` asks for.
+    pub partition: &'a Partition,
+    /// The FID scorer of the partition's evaluation set, or why there is none.
+    pub fid: &'a (Option<FidScorer<B>>, Option<String>),
+}
+
+/// Runs the experiment on an already loaded partition and writes everything into `out`.
+pub fn run_on_partition<B: Backend>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    prepared: &Prepared<'_, B>,
+    out: &Path,
+) -> Result<Report> {
+    cfg.validate()?;
     let total = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("creating output directory {}", out.display()))?;
-    let partition = load_partition(cfg, data_dir)?;
+    let partition = prepared.partition;
     eprintln!(
         "align-fl: {} clients ({} samples, {} outliers at client 0), evaluation set of {} images from {}",
         partition.clients.len(),
         partition.clients.iter().map(|c| c.samples.len()).sum::<usize>(),
         partition.clients[0].outliers,
         partition.eval.len(),
-        data_dir.display()
+        prepared.data_dir.display()
     );
     // Every strategy's clients share the calibrated noise: compute it once.
-    let sigmas = calibrate_clients(cfg, &partition)?;
-    let (scorer, fid_note) = fid_scorer(backend, cfg, &partition)?;
+    let sigmas = calibrate_clients(cfg, partition)?;
+    let (scorer, fid_note) = prepared.fid;
     let fid = scorer.as_ref();
-    let main = run_strategy(backend, cfg, &partition, cfg.strategy, out, &sigmas, fid)?;
+    let main = run_strategy(backend, cfg, partition, cfg.strategy, out, &sigmas, fid)?;
     let mut baselines = BTreeMap::new();
     for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
-        baselines.insert(b.as_str().to_string(), run_strategy(backend, cfg, &partition, b, out, &sigmas, fid)?);
+        baselines.insert(b.as_str().to_string(), run_strategy(backend, cfg, partition, b, out, &sigmas, fid)?);
     }
     let report = Report {
         config: cfg.clone(),
         strategy: main.strategy.clone(),
         backend: backend.name().to_string(),
         threads: rayon::current_num_threads(),
-        data_dir: data_dir.display().to_string(),
+        data_dir: prepared.data_dir.display().to_string(),
         rounds: main.rounds.clone(),
         final_metrics: main.final_metrics.clone(),
         privacy: privacy_report(cfg, &main),
@@ -386,7 +410,7 @@ pub fn run_experiment<B: Backend>(backend: &B, cfg: &ExperimentConfig, data_dir:
         baselines,
         wall_seconds: main.wall_seconds,
         total_wall_seconds: total.elapsed().as_secs_f64(),
-        fid_note,
+        fid_note: fid_note.clone(),
     };
     report::write(out, &report, &main)?;
     Ok(report)
@@ -394,7 +418,7 @@ pub fn run_experiment<B: Backend>(backend: &B, cfg: &ExperimentConfig, data_dir:
 
 /// The FID scorer, or why there is none: FID disabled, or the Inception weights missing (a
 /// warning, not an error: the rest of the run does not need them). Damaged weights are an error.
-fn fid_scorer<B: Backend>(
+pub fn fid_scorer<B: Backend>(
     backend: &B,
     cfg: &ExperimentConfig,
     partition: &Partition,

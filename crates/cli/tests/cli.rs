@@ -490,3 +490,61 @@ fn wgpu_backend_runs_and_agrees_with_the_cpu() {
     std::fs::remove_dir_all(&cpu_out).unwrap();
     std::fs::remove_dir_all(&gpu_out).unwrap();
 }
+
+#[test]
+fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
+    let out = temp_dir("reproduce");
+    let args = [
+        "reproduce",
+        "--quick",
+        "--rounds",
+        "1",
+        "--no-fid",
+        "--only",
+        "align-fl,dp-decoder,fedavg,lambda",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = align_fl(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Rows align-fl, dp-decoder, fedavg; curve λ ∈ {0, 0.01, 0.1, 1}, whose λ = 0 is the align-fl row.
+    assert!(stderr(&o).contains("6 experiments, 0 already done"), "{}", stderr(&o));
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["align-fl", "dp-decoder", "fedavg"]);
+    for r in rows {
+        let acc = r["accuracy"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r}");
+        assert!(r["fid"].is_null());
+    }
+    assert_eq!(rows[0]["paper"]["accuracy"], 74.25);
+    assert!(rows[0]["comparison"].as_str().unwrap().contains("vs the paper's 74.25 %"));
+    // dec_dp spends its ε but claims no guarantee; the others claim none at all.
+    assert!(rows[1]["epsilon_spent"].as_f64().unwrap() > 9.9);
+    assert_eq!(rows[1]["guarantee_holds"], false);
+    assert!(rows[0]["guarantee_holds"].is_null());
+    // FedAvg uploads whole VAEs, ALIGN-FL decoders only.
+    assert!(rows[2]["uplink_bytes_per_round"].as_u64() > rows[0]["uplink_bytes_per_round"].as_u64());
+    let lambda = table["curves"]["lambda"].as_array().unwrap();
+    let xs: Vec<f64> = lambda.iter().map(|p| p["x"].as_f64().unwrap()).collect();
+    assert_eq!(xs, [0.0, 0.01, 0.1, 1.0]);
+    assert_eq!(lambda[0]["accuracy"], rows[0]["accuracy"]["mean"], "λ = 0 reuses the no-privacy run");
+    for f in ["privacy-utility.png", "samples-align-fl.png", "latent-fedavg.png", "outliers-dp-decoder.png"] {
+        assert!(out.join("figures").join(f).is_file(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(md.contains("| ALIGN-FL + DP-SGD on the decoder only |") && md.contains("does not hold"), "{md}");
+
+    // Run again: every experiment is reused and the table is the same.
+    let o = align_fl(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("6 experiments, 6 already done"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), md);
+
+    let o = align_fl(&["reproduce", "--quick", "--only", "fedsgd", "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown experiment \"fedsgd\""), "{}", stderr(&o));
+    std::fs::remove_dir_all(&out).unwrap();
+}

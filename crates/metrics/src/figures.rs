@@ -34,7 +34,13 @@ const DIGITS: [[u8; 5]; 10] = [
     [7, 5, 7, 1, 7],
 ];
 
-fn write_png(path: &Path, width: usize, height: usize, color: png::ColorType, data: &[u8]) -> Result<(), MetricsError> {
+pub(crate) fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    color: png::ColorType,
+    data: &[u8],
+) -> Result<(), MetricsError> {
     let io = |e: std::io::Error| MetricsError::Io { path: path.display().to_string(), reason: e.to_string() };
     let file = std::fs::File::create(path).map_err(io)?;
     let mut enc = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);

@@ -10,12 +10,14 @@
 //! # Ok::<(), metrics::MetricsError>(())
 //! ```
 
+mod chart;
 mod fid;
 mod figures;
 mod inception;
 mod outliers;
 mod probe;
 
+pub use chart::{line_charts, Chart, ChartPoint, Series};
 pub use fid::{frechet_distance, save_feature_stats, FeatureStats};
 pub use figures::{latent_scatter, project_2d, sample_grid, PALETTE};
 pub use inception::{
