@@ -178,13 +178,26 @@ fn check_buffers_and_losses<R: Runtime>(gpu: &Cube<R>) {
         assert_close(&gpu.download(&got_h), &want_h, 1e-5, "reparameterize_backward");
     }
 
-    // The noise is the CPU stream bit for bit.
-    let key = NoiseKey { offset: 3, ..NoiseKey::from_u64(11, 2) };
-    let mut want = vec![0.0; 5000];
-    cpu.fill_standard_normal(&mut want, 5000, key);
-    let mut got = gpu.zeros(5000);
-    gpu.fill_standard_normal(&mut got, 5000, key);
-    assert_eq!(gpu.download(&got), want);
+    // The noise is generated on the device and is the CPU stream bit for bit: lengths around the
+    // 64-value unit, offsets inside a unit, a 64-bit block counter whose low word carries, and a
+    // stream id above 2³².
+    let stream = (1u64 << 32) + 2;
+    let carry = ((1u64 << 32) - 1) / 3 * 64;
+    for (offset, len) in [(3, 5000), (0, 1), (61, 3), (64, 64), (1000, 65), (carry - 5, 300), (carry + 64 * 7 + 9, 130)]
+    {
+        let key = NoiseKey { offset, ..NoiseKey::from_u64(11, stream) };
+        let mut want = vec![0.0; len];
+        cpu.fill_standard_normal(&mut want, len, key);
+        let mut got = gpu.zeros(len + 1);
+        gpu.fill_standard_normal(&mut got, len, key);
+        let got = gpu.download(&got);
+        let differ = got[..len].iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+        if let Some(i) = differ {
+            let count = got[..len].iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+            panic!("offset {offset}: {count} of {len} values differ, first at {i}: {} vs CPU {}", got[i], want[i]);
+        }
+        assert_eq!(got[len], 0.0, "offset {offset}: wrote past {len} values");
+    }
 }
 
 fn check_image_ops<R: Runtime>(gpu: &Cube<R>) {
