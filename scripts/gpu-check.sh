@@ -77,8 +77,8 @@ awk -v quick="$quick" '
     if (name ~ /^gemm_4096/) extra = sprintf("%.2f TFLOP/s", 2 * 4096^3 / s / 1e12)
     else if (name ~ /^gemm_1024/) extra = sprintf("%.2f TFLOP/s", 2 * 1024^3 / s / 1e12)
     else if (name ~ /^inception_forward/) extra = sprintf("%.0f images/s", 1 / s)
-    printf "| %-26s | %12.4f ms | %s\n", name, s * 1e3, extra
+    printf "| %-34s | %12.4f ms | %s\n", name, s * 1e3, extra
   }
   { prev = $1 }
-  END { printf "| %-26s | %12.1f s  | configs/quick.toml, --backend cuda, no FID\n", "quick run", quick / 1000 }
+  END { printf "| %-34s | %12.1f s  | configs/quick.toml, --backend cuda, no FID\n", "quick run", quick / 1000 }
 ' "$bench"

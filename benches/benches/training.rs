@@ -82,23 +82,43 @@ fn cpu(c: &mut Criterion) {
     all_steps(c, &Cpu::new(), "cpu", || ());
 }
 
-/// Every compiled-in GPU backend: wgpu (lavapipe on a CPU-only machine: a correctness vehicle,
-/// slow) and CUDA (skipped with the reason when no NVIDIA driver or CUDA headers are present),
-/// plus the 4096³ GEMM on CUDA.
+/// `gemm_{n}/{tag}/{kernel}` for every GEMM kernel of the CubeCL backend, side by side.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn gemm_kernels<R: tensor_kernels::cube::Runtime>(
+    c: &mut Criterion,
+    device: &tensor_kernels::cube::Cube<R>,
+    tag: &str,
+    n: usize,
+) {
+    use tensor_kernels::cube::{GemmKernel, KernelChoice};
+    for &(name, kernel) in GemmKernel::ALL {
+        let gpu = device.clone().with_kernels(tensor_kernels::cube::Kernels { gemm: kernel, ..device.kernels() });
+        gemm(c, &gpu, &format!("{tag}/{name}"), n, || gpu.sync());
+    }
+}
+
+/// Every compiled-in GPU backend with its default kernels (from `ALIGN_FL_GEMM` / `ALIGN_FL_CONV`
+/// when set), then every GEMM kernel by name: wgpu (lavapipe on a CPU-only machine: a
+/// correctness vehicle, slow, so its kernel comparison is at 256³) and CUDA (skipped with the
+/// reason when no NVIDIA driver or CUDA headers are present; kernels compared at 1024³ and 4096³).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu(c: &mut Criterion) {
+    let kernels = tensor_kernels::cube::Kernels::from_env().expect("valid ALIGN_FL_GEMM / ALIGN_FL_CONV");
     #[cfg(feature = "wgpu")]
     {
-        let gpu = tensor_kernels::cube::Wgpu::default_device();
+        let gpu = tensor_kernels::cube::Wgpu::default_device().with_kernels(kernels);
         all_steps(c, &gpu, "wgpu", || gpu.sync());
+        gemm_kernels(c, &gpu, "wgpu", 256);
     }
     #[cfg(feature = "cuda")]
     match tensor_kernels::cube::cuda_unavailable() {
         Some(reason) => println!("cuda benches skipped: {reason}"),
         None => {
-            let gpu = tensor_kernels::cube::Cuda::default_device();
+            let gpu = tensor_kernels::cube::Cuda::default_device().with_kernels(kernels);
             all_steps(c, &gpu, "cuda", || gpu.sync());
             gemm(c, &gpu, "cuda", 4096, || gpu.sync());
+            gemm_kernels(c, &gpu, "cuda", 1024);
+            gemm_kernels(c, &gpu, "cuda", 4096);
         }
     }
 }

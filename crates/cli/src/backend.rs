@@ -24,12 +24,18 @@ pub trait OnBackend {
     fn run<B: Backend>(self, backend: &B) -> Result<Self::Output>;
 }
 
+/// The GPU kernels chosen by `ALIGN_FL_GEMM` / `ALIGN_FL_CONV` (defaults when unset).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn kernels() -> Result<tensor_kernels::cube::Kernels> {
+    tensor_kernels::cube::Kernels::from_env().map_err(anyhow::Error::msg)
+}
+
 /// Runs `job` on the backend `name`.
 pub fn dispatch<J: OnBackend>(name: BackendName, job: J) -> Result<J::Output> {
     match name {
         BackendName::Cpu => job.run(&tensor_kernels::Cpu::new()),
         #[cfg(feature = "wgpu")]
-        BackendName::Wgpu => job.run(&tensor_kernels::cube::Wgpu::default_device()),
+        BackendName::Wgpu => job.run(&tensor_kernels::cube::Wgpu::default_device().with_kernels(kernels()?)),
         #[cfg(not(feature = "wgpu"))]
         BackendName::Wgpu => anyhow::bail!(
             "this build has no wgpu backend: rebuild with `cargo build --release -p align-fl --features wgpu`"
@@ -37,7 +43,7 @@ pub fn dispatch<J: OnBackend>(name: BackendName, job: J) -> Result<J::Output> {
         #[cfg(feature = "cuda")]
         BackendName::Cuda => match tensor_kernels::cube::cuda_unavailable() {
             Some(reason) => anyhow::bail!("--backend cuda: {reason}"),
-            None => job.run(&tensor_kernels::cube::Cuda::default_device()),
+            None => job.run(&tensor_kernels::cube::Cuda::default_device().with_kernels(kernels()?)),
         },
         #[cfg(not(feature = "cuda"))]
         BackendName::Cuda => anyhow::bail!(

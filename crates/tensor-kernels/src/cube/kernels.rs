@@ -75,6 +75,135 @@ pub(super) fn gemm_tiled<F: Float + CubeElement>(
     }
 }
 
+/// C = α·op(A)·op(B) + β·C as [`gemm_tiled`], one unit per element of C reading A and B straight
+/// from global memory: the reference the tiled kernels are measured against.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_naive<F: Float + CubeElement>(
+    a: &Array<F>,
+    b: &Array<F>,
+    c: &mut Array<F>,
+    m: u32,
+    n: u32,
+    k: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    alpha: F,
+    beta: F,
+) {
+    let row = CUBE_POS_Y * CUBE_DIM_Y + UNIT_POS_Y;
+    let col = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
+    if row < m && col < n {
+        let mut acc = F::new(0.0);
+        for l in 0..k {
+            acc += a[(row * a_rs + l * a_cs) as usize] * b[(l * b_rs + col * b_cs) as usize];
+        }
+        let idx = (row * n + col) as usize;
+        if beta == F::new(0.0) {
+            c[idx] = alpha * acc;
+        } else {
+            c[idx] = alpha * acc + beta * c[idx];
+        }
+    }
+}
+
+/// C = α·op(A)·op(B) + β·C as [`gemm_tiled`], register-blocked: a cube of 16 × 16 units computes
+/// a 64 × 64 block of C, each unit a 4 × 4 grid of it (rows ty + 16i, columns tx + 16j) held in
+/// registers, from 64 × 16 and 16 × 64 shared-memory tiles of op(A) and op(B). Each value read
+/// from shared memory feeds four multiply-adds instead of one.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_register_blocked<F: Float + CubeElement>(
+    a: &Array<F>,
+    b: &Array<F>,
+    c: &mut Array<F>,
+    m: u32,
+    n: u32,
+    k: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    alpha: F,
+    beta: F,
+) {
+    // Block 64 × 64, depth 16, 256 units (4 loads of each tile per unit).
+    let mut a_s = SharedMemory::<F>::new(1024usize);
+    let mut b_s = SharedMemory::<F>::new(1024usize);
+    let tx = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let t = ty * 16 + tx;
+    let row0 = CUBE_POS_Y * 64;
+    let col0 = CUBE_POS_X * 64;
+    let mut acc = Array::<F>::new(16usize);
+    #[unroll]
+    for i in 0..16usize {
+        acc[i] = F::new(0.0);
+    }
+    let mut a_r = Array::<F>::new(4usize);
+    let mut b_r = Array::<F>::new(4usize);
+    let mut k0 = 0u32;
+    while k0 < k {
+        #[unroll]
+        for l in 0..4u32 {
+            let idx = t + 256 * l;
+            // op(A) tile: row idx / 16, depth idx % 16.
+            let (r, d) = (idx / 16, idx % 16);
+            let (gr, gd) = (row0 + r, k0 + d);
+            let mut va = F::new(0.0);
+            if gr < m && gd < k {
+                va = a[(gr * a_rs + gd * a_cs) as usize];
+            }
+            a_s[idx as usize] = va;
+            // op(B) tile: depth idx / 64, column idx % 64.
+            let (d, cc) = (idx / 64, idx % 64);
+            let (gd, gc) = (k0 + d, col0 + cc);
+            let mut vb = F::new(0.0);
+            if gd < k && gc < n {
+                vb = b[(gd * b_rs + gc * b_cs) as usize];
+            }
+            b_s[idx as usize] = vb;
+        }
+        sync_cube();
+        #[unroll]
+        for d in 0..16u32 {
+            #[unroll]
+            for i in 0..4u32 {
+                a_r[i as usize] = a_s[((ty + 16 * i) * 16 + d) as usize];
+                b_r[i as usize] = b_s[(d * 64 + tx + 16 * i) as usize];
+            }
+            #[unroll]
+            for i in 0..4usize {
+                #[unroll]
+                for j in 0..4usize {
+                    acc[i * 4 + j] += a_r[i] * b_r[j];
+                }
+            }
+        }
+        sync_cube();
+        k0 += 16;
+    }
+    #[unroll]
+    for i in 0..4u32 {
+        let row = row0 + ty + 16 * i;
+        #[unroll]
+        for j in 0..4u32 {
+            let col = col0 + tx + 16 * j;
+            if row < m && col < n {
+                let idx = (row * n + col) as usize;
+                let v = alpha * acc[(i * 4 + j) as usize];
+                if beta == F::new(0.0) {
+                    c[idx] = v;
+                } else {
+                    c[idx] = v + beta * c[idx];
+                }
+            }
+        }
+    }
+}
+
 /// x[i, j] ← act(x[i, j] + bias[j]) over the first `len` values of a matrix with `cols` columns.
 #[cube(launch_unchecked)]
 pub(super) fn bias_activation<F: Float + CubeElement>(

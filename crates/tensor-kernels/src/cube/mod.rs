@@ -10,6 +10,7 @@ mod tests;
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
+pub use cubecl::Runtime;
 
 use crate::{
     Activation, AdamStep, Backend, ChannelSlot, Conv2d, GradientNoise, ImageShape, NoiseKey, Pool2d, PoolKind,
@@ -70,14 +71,94 @@ pub fn cuda_unavailable() -> Option<String> {
     None
 }
 
+/// The GEMM kernel a [`Cube`] backend launches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// One unit per element of C, reading global memory only (the reference).
+    Naive,
+    /// 16 × 16 shared-memory tiles, one element of C per unit.
+    Tiled,
+    /// 64 × 64 blocks of C, 4 × 4 per unit in registers, from shared-memory tiles.
+    #[default]
+    RegisterBlocked,
+}
+
+/// The convolution kernel a [`Cube`] backend launches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// One unit per output value, looping over the window and the input channels.
+    #[default]
+    Direct,
+}
+
+/// A named choice among kernel implementations.
+pub trait KernelChoice: Sized + Copy + 'static {
+    /// The environment variable that selects it.
+    const VARIABLE: &'static str;
+    /// Every implementation with its name.
+    const ALL: &'static [(&'static str, Self)];
+
+    /// The implementation's name.
+    fn name(self) -> &'static str
+    where
+        Self: PartialEq,
+    {
+        Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).expect("every kernel is named")
+    }
+
+    /// The implementation called `name`, or an error listing the names.
+    fn from_name(name: &str) -> Result<Self, String> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, k)| *k).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+            format!("{}={name:?} is not a kernel: choose {}", Self::VARIABLE, names.join(", "))
+        })
+    }
+}
+
+impl KernelChoice for GemmKernel {
+    const VARIABLE: &'static str = "ALIGN_FL_GEMM";
+    const ALL: &'static [(&'static str, Self)] =
+        &[("naive", Self::Naive), ("tiled", Self::Tiled), ("register-blocked", Self::RegisterBlocked)];
+}
+
+impl KernelChoice for ConvKernel {
+    const VARIABLE: &'static str = "ALIGN_FL_CONV";
+    const ALL: &'static [(&'static str, Self)] = &[("direct", Self::Direct)];
+}
+
+/// The kernels a [`Cube`] backend launches where an op has several implementations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kernels {
+    /// Matrix multiplication.
+    pub gemm: GemmKernel,
+    /// Convolution.
+    pub conv: ConvKernel,
+}
+
+impl Kernels {
+    /// The defaults, overridden by the environment variables `ALIGN_FL_GEMM` and
+    /// `ALIGN_FL_CONV` (an unknown name is an error that lists the names).
+    pub fn from_env() -> Result<Self, String> {
+        fn read<K: KernelChoice>(default: K) -> Result<K, String> {
+            match std::env::var(K::VARIABLE) {
+                Ok(name) => K::from_name(name.trim()),
+                Err(_) => Ok(default),
+            }
+        }
+        let d = Kernels::default();
+        Ok(Kernels { gemm: read(d.gemm)?, conv: read(d.conv)? })
+    }
+}
+
 /// A CubeCL backend on runtime `R`.
 pub struct Cube<R: Runtime> {
     client: ComputeClient<R>,
+    kernels: Kernels,
 }
 
 impl<R: Runtime> Clone for Cube<R> {
     fn clone(&self) -> Self {
-        Cube { client: self.client.clone() }
+        Cube { client: self.client.clone(), kernels: self.kernels }
     }
 }
 
@@ -109,7 +190,17 @@ fn u32_of(v: usize) -> u32 {
 impl<R: Runtime> Cube<R> {
     /// A backend on `device`.
     pub fn new(device: &R::Device) -> Self {
-        Cube { client: R::client(device) }
+        Cube { client: R::client(device), kernels: Kernels::default() }
+    }
+
+    /// The same device, launching `kernels`.
+    pub fn with_kernels(self, kernels: Kernels) -> Self {
+        Cube { kernels, ..self }
+    }
+
+    /// The kernels this backend launches.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// A backend on the runtime's default device (the first GPU; lavapipe when wgpu finds no
@@ -226,28 +317,67 @@ impl<R: Runtime> Backend for Cube<R> {
         }
         let (a_rs, a_cs) = if trans_a == Transpose::No { (k, 1) } else { (1, m) };
         let (b_rs, b_cs) = if trans_b == Transpose::No { (n, 1) } else { (1, k) };
-        let count = CubeCount::Static(u32_of(n).div_ceil(TILE), u32_of(m).div_ceil(TILE), 1);
-        // SAFETY: every index the kernel forms is bounds-checked against m, n and k, which the
+        let (m, n, k) = (u32_of(m), u32_of(n), u32_of(k));
+        let (a_rs, a_cs, b_rs, b_cs) = (u32_of(a_rs), u32_of(a_cs), u32_of(b_rs), u32_of(b_cs));
+        let (a, b, c) = (Self::arg(a), Self::arg(b), Self::arg(c));
+        let client = &self.client;
+        // SAFETY: every index the kernels form is bounds-checked against m, n and k, which the
         // caller's buffers cover (as the CPU backend asserts).
         unsafe {
-            kernels::gemm_tiled::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                CubeDim::new_2d(TILE, TILE),
-                Self::arg(a),
-                Self::arg(b),
-                Self::arg(c),
-                u32_of(m),
-                u32_of(n),
-                u32_of(k),
-                u32_of(a_rs),
-                u32_of(a_cs),
-                u32_of(b_rs),
-                u32_of(b_cs),
-                alpha,
-                beta,
-                TILE,
-            )
+            match self.kernels.gemm {
+                GemmKernel::Naive => kernels::gemm_naive::launch_unchecked::<f32, R>(
+                    client,
+                    CubeCount::Static(n.div_ceil(TILE), m.div_ceil(TILE), 1),
+                    CubeDim::new_2d(TILE, TILE),
+                    a,
+                    b,
+                    c,
+                    m,
+                    n,
+                    k,
+                    a_rs,
+                    a_cs,
+                    b_rs,
+                    b_cs,
+                    alpha,
+                    beta,
+                ),
+                GemmKernel::Tiled => kernels::gemm_tiled::launch_unchecked::<f32, R>(
+                    client,
+                    CubeCount::Static(n.div_ceil(TILE), m.div_ceil(TILE), 1),
+                    CubeDim::new_2d(TILE, TILE),
+                    a,
+                    b,
+                    c,
+                    m,
+                    n,
+                    k,
+                    a_rs,
+                    a_cs,
+                    b_rs,
+                    b_cs,
+                    alpha,
+                    beta,
+                    TILE,
+                ),
+                GemmKernel::RegisterBlocked => kernels::gemm_register_blocked::launch_unchecked::<f32, R>(
+                    client,
+                    CubeCount::Static(n.div_ceil(64), m.div_ceil(64), 1),
+                    CubeDim::new_2d(16, 16),
+                    a,
+                    b,
+                    c,
+                    m,
+                    n,
+                    k,
+                    a_rs,
+                    a_cs,
+                    b_rs,
+                    b_cs,
+                    alpha,
+                    beta,
+                ),
+            }
         }
     }
 

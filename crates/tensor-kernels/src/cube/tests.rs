@@ -5,7 +5,7 @@
 use cubecl::prelude::*;
 use rand::{Rng, SeedableRng};
 
-use super::{Cube, CubeBuffer};
+use super::{Cube, CubeBuffer, GemmKernel, KernelChoice, Kernels};
 use crate::{
     Activation, AdamStep, Backend, ChannelSlot, Conv2d, Cpu, GradientNoise, ImageShape, NoiseKey, Pool2d, PoolKind,
     Transpose,
@@ -27,10 +27,18 @@ fn up<R: Runtime>(gpu: &Cube<R>, v: &[f32]) -> CubeBuffer {
     gpu.upload(v)
 }
 
-fn check_gemm<R: Runtime>(gpu: &Cube<R>) {
+/// Every GEMM kernel against the CPU on awkward shapes, all transposes, β = 0 and β ≠ 0.
+fn check_gemm<R: Runtime>(device: &Cube<R>) {
+    for &(name, kernel) in GemmKernel::ALL {
+        let gpu = &device.clone().with_kernels(Kernels { gemm: kernel, ..Kernels::default() });
+        check_gemm_kernel(gpu, name);
+    }
+}
+
+fn check_gemm_kernel<R: Runtime>(gpu: &Cube<R>, name: &str) {
     let cpu = Cpu::new();
     for (case, &(m, n, k)) in
-        [(1, 101, 255), (60, 60, 60), (17, 5, 33), (3, 16, 16), (5, 7, 0), (0, 4, 3)].iter().enumerate()
+        [(1, 101, 255), (60, 60, 60), (17, 5, 33), (3, 16, 16), (70, 130, 40), (5, 7, 0), (0, 4, 3)].iter().enumerate()
     {
         for (ta, tb) in [
             (Transpose::No, Transpose::No),
@@ -49,7 +57,7 @@ fn check_gemm<R: Runtime>(gpu: &Cube<R>) {
                     &gpu.download(&c),
                     &want,
                     1e-4,
-                    &format!("gemm {m}×{n}×{k} {ta:?} {tb:?} α {alpha} β {beta}"),
+                    &format!("{name} gemm {m}×{n}×{k} {ta:?} {tb:?} α {alpha} β {beta}"),
                 );
             }
         }
@@ -257,6 +265,17 @@ fn check_image_ops<R: Runtime>(gpu: &Cube<R>) {
 
 /// Stamps out one `#[test]` per check for a runtime on its default device; `$unavailable` says
 /// why the runtime cannot start here (the tests then print it and pass without running).
+#[test]
+fn kernels_are_chosen_by_name() {
+    for &(name, kernel) in GemmKernel::ALL {
+        assert_eq!(GemmKernel::from_name(name), Ok(kernel));
+        assert_eq!(kernel.name(), name);
+    }
+    let e = GemmKernel::from_name("cublas").unwrap_err();
+    assert!(e.contains("ALIGN_FL_GEMM") && e.contains("naive, tiled, register-blocked"), "{e}");
+    assert_eq!(Kernels::default().gemm, GemmKernel::RegisterBlocked);
+}
+
 macro_rules! runtime_tests {
     ($runtime:ty, $unavailable:expr) => {
         fn run(check: impl FnOnce(&Cube<$runtime>)) {
