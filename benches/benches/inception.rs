@@ -50,10 +50,17 @@ fn inception_forward(c: &mut Criterion) {
     let Some(path) = weights() else { return };
     inception_forward_on(c, &Cpu::new(), "cpu", &path);
     // On CUDA when built with it (lavapipe is too slow for a 23-GFLOP batch to be worth timing).
+    // Every convolution kernel by name: inception_forward/cuda/direct, …/cuda/implicit-gemm.
     #[cfg(feature = "cuda")]
     match tensor_kernels::cube::cuda_unavailable() {
         Some(reason) => println!("inception_forward/cuda skipped: {reason}"),
-        None => inception_forward_on(c, &tensor_kernels::cube::Cuda::default_device(), "cuda", &path),
+        None => {
+            use tensor_kernels::cube::{ConvKernel, Cuda, KernelChoice, Kernels};
+            for &(name, conv) in ConvKernel::ALL {
+                let gpu = Cuda::default_device().with_kernels(Kernels { conv, ..Kernels::default() });
+                inception_forward_on(c, &gpu, &format!("cuda/{name}"), &path);
+            }
+        }
     }
 }
 

@@ -612,6 +612,113 @@ pub(super) fn conv2d_direct<F: Float + CubeElement>(
     }
 }
 
+/// The convolution of [`conv2d_direct`] as an implicit GEMM: output pixels (n·out_h·out_w rows)
+/// × output channels (`cout` columns) over depth kh·kw·c, the im2col matrix never stored: each
+/// 64 × 16 tile of it is gathered from the NHWC input straight into shared memory (zeros for
+/// padding), and the weights (kh·kw·c × cout, row-major) are the right-hand matrix. Blocking as
+/// [`gemm_register_blocked`]; bias and activation are applied as the 4 × 4 results leave the
+/// registers, into channels offset… of rows `out_channels` wide.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv2d_implicit_gemm<F: Float + CubeElement>(
+    x: &Array<F>,
+    weight: &Array<F>,
+    bias: &Array<F>,
+    out: &mut Array<F>,
+    pixels: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    out_h: u32,
+    out_w: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_h: u32,
+    pad_w: u32,
+    out_channels: u32,
+    offset: u32,
+    #[comptime] act: u32,
+) {
+    let depth = kh * kw * c;
+    let mut a_s = SharedMemory::<F>::new(1024usize);
+    let mut b_s = SharedMemory::<F>::new(1024usize);
+    let tx = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let t = ty * 16 + tx;
+    let row0 = CUBE_POS_Y * 64;
+    let col0 = CUBE_POS_X * 64;
+    let mut acc = Array::<F>::new(16usize);
+    #[unroll]
+    for i in 0..16usize {
+        acc[i] = F::new(0.0);
+    }
+    let mut a_r = Array::<F>::new(4usize);
+    let mut b_r = Array::<F>::new(4usize);
+    let mut k0 = 0u32;
+    while k0 < depth {
+        #[unroll]
+        for l in 0..4u32 {
+            let idx = t + 256 * l;
+            // im2col tile: output pixel idx / 16, depth idx % 16 = (ky·kw + kx)·c + ci.
+            let (px, kk) = (row0 + idx / 16, k0 + idx % 16);
+            let mut va = F::new(0.0);
+            if px < pixels && kk < depth {
+                let ci = kk % c;
+                let tap = kk / c;
+                let (ky, kx) = (tap / kw, tap % kw);
+                let ox = px % out_w;
+                let oy = (px / out_w) % out_h;
+                let image = px / (out_w * out_h);
+                let yy = oy * stride + ky;
+                let xx = ox * stride + kx;
+                // Unsigned: compare before subtracting the padding.
+                if yy >= pad_h && yy - pad_h < h && xx >= pad_w && xx - pad_w < w {
+                    va = x[(((image * h + yy - pad_h) * w + xx - pad_w) * c + ci) as usize];
+                }
+            }
+            a_s[idx as usize] = va;
+            let (kk, o) = (k0 + idx / 64, col0 + idx % 64);
+            let mut vb = F::new(0.0);
+            if kk < depth && o < cout {
+                vb = weight[(kk * cout + o) as usize];
+            }
+            b_s[idx as usize] = vb;
+        }
+        sync_cube();
+        #[unroll]
+        for d in 0..16u32 {
+            #[unroll]
+            for i in 0..4u32 {
+                a_r[i as usize] = a_s[((ty + 16 * i) * 16 + d) as usize];
+                b_r[i as usize] = b_s[(d * 64 + tx + 16 * i) as usize];
+            }
+            #[unroll]
+            for i in 0..4usize {
+                #[unroll]
+                for j in 0..4usize {
+                    acc[i * 4 + j] += a_r[i] * b_r[j];
+                }
+            }
+        }
+        sync_cube();
+        k0 += 16;
+    }
+    #[unroll]
+    for i in 0..4u32 {
+        let px = row0 + ty + 16 * i;
+        #[unroll]
+        for j in 0..4u32 {
+            let o = col0 + tx + 16 * j;
+            if px < pixels && o < cout {
+                let v = acc[(i * 4 + j) as usize] + bias[o as usize];
+                out[(px * out_channels + offset + o) as usize] = activate::<F>(v, act);
+            }
+        }
+    }
+}
+
 /// out = scale·(g + std·z): the gradient DP-SGD's Adam step uses.
 #[cube(launch_unchecked)]
 pub(super) fn noisy_gradient<F: Float + CubeElement>(

@@ -87,8 +87,10 @@ pub enum GemmKernel {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvKernel {
     /// One unit per output value, looping over the window and the input channels.
-    #[default]
     Direct,
+    /// An implicit GEMM (im2col tiles gathered into shared memory, register-blocked).
+    #[default]
+    ImplicitGemm,
 }
 
 /// A named choice among kernel implementations.
@@ -123,7 +125,7 @@ impl KernelChoice for GemmKernel {
 
 impl KernelChoice for ConvKernel {
     const VARIABLE: &'static str = "ALIGN_FL_CONV";
-    const ALL: &'static [(&'static str, Self)] = &[("direct", Self::Direct)];
+    const ALL: &'static [(&'static str, Self)] = &[("direct", Self::Direct), ("implicit-gemm", Self::ImplicitGemm)];
 }
 
 /// The kernels a [`Cube`] backend launches where an op has several implementations.
@@ -734,34 +736,79 @@ impl<R: Runtime> Backend for Cube<R> {
         if len == 0 {
             return;
         }
-        let (count, dim) = elementwise(len);
-        // SAFETY: every input tap is bounds-checked against the image; outputs stay inside the
-        // n × out_h × out_w × slot.channels output.
+        let pixels = shape.n * out_h * out_w;
+        let geometry = (
+            u32_of(shape.h),
+            u32_of(shape.w),
+            u32_of(shape.c),
+            u32_of(out_h),
+            u32_of(out_w),
+            u32_of(conv.out_channels),
+            u32_of(conv.kh),
+            u32_of(conv.kw),
+            u32_of(conv.stride),
+            u32_of(conv.pad_h),
+            u32_of(conv.pad_w),
+        );
+        let (h, w, c, oh, ow, cout, kh, kw, stride, pad_h, pad_w) = geometry;
+        let (x, weight, bias, out) = (Self::arg(x), Self::arg(weight), Self::arg(bias), Self::arg(out));
+        let (slot_channels, slot_offset, act) = (u32_of(slot.channels), u32_of(slot.offset), activation_code(act));
+        // SAFETY: every input tap is bounds-checked against the image, every weight index against
+        // kh·kw·c × cout; outputs stay inside the n × out_h × out_w × slot.channels output.
         unsafe {
-            kernels::conv2d_direct::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                Self::arg(x),
-                Self::arg(weight),
-                Self::arg(bias),
-                Self::arg(out),
-                u32_of(len),
-                u32_of(shape.h),
-                u32_of(shape.w),
-                u32_of(shape.c),
-                u32_of(out_h),
-                u32_of(out_w),
-                u32_of(conv.out_channels),
-                u32_of(conv.kh),
-                u32_of(conv.kw),
-                u32_of(conv.stride),
-                u32_of(conv.pad_h),
-                u32_of(conv.pad_w),
-                u32_of(slot.channels),
-                u32_of(slot.offset),
-                activation_code(act),
-            )
+            match self.kernels.conv {
+                ConvKernel::Direct => {
+                    let (count, dim) = elementwise(len);
+                    kernels::conv2d_direct::launch_unchecked::<f32, R>(
+                        &self.client,
+                        count,
+                        dim,
+                        x,
+                        weight,
+                        bias,
+                        out,
+                        u32_of(len),
+                        h,
+                        w,
+                        c,
+                        oh,
+                        ow,
+                        cout,
+                        kh,
+                        kw,
+                        stride,
+                        pad_h,
+                        pad_w,
+                        slot_channels,
+                        slot_offset,
+                        act,
+                    )
+                }
+                ConvKernel::ImplicitGemm => kernels::conv2d_implicit_gemm::launch_unchecked::<f32, R>(
+                    &self.client,
+                    CubeCount::Static(cout.div_ceil(64), u32_of(pixels).div_ceil(64), 1),
+                    CubeDim::new_2d(16, 16),
+                    x,
+                    weight,
+                    bias,
+                    out,
+                    u32_of(pixels),
+                    h,
+                    w,
+                    c,
+                    oh,
+                    ow,
+                    cout,
+                    kh,
+                    kw,
+                    stride,
+                    pad_h,
+                    pad_w,
+                    slot_channels,
+                    slot_offset,
+                    act,
+                ),
+            }
         }
     }
 

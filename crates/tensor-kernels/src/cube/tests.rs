@@ -5,7 +5,7 @@
 use cubecl::prelude::*;
 use rand::{Rng, SeedableRng};
 
-use super::{Cube, CubeBuffer, GemmKernel, KernelChoice, Kernels};
+use super::{ConvKernel, Cube, CubeBuffer, GemmKernel, KernelChoice, Kernels};
 use crate::{
     Activation, AdamStep, Backend, ChannelSlot, Conv2d, Cpu, GradientNoise, ImageShape, NoiseKey, Pool2d, PoolKind,
     Transpose,
@@ -209,6 +209,15 @@ fn check_buffers_and_losses<R: Runtime>(gpu: &Cube<R>) {
 }
 
 fn check_image_ops<R: Runtime>(gpu: &Cube<R>) {
+    for &(name, kernel) in ConvKernel::ALL {
+        check_conv(&gpu.clone().with_kernels(Kernels { conv: kernel, ..Kernels::default() }), name);
+    }
+    check_pool_and_resize(gpu);
+}
+
+/// Every convolution kernel against the CPU: strides, asymmetric kernels and padding, 1 × 1,
+/// blocks of more than 64 pixels and channels, an empty batch; written into a channel slot.
+fn check_conv<R: Runtime>(gpu: &Cube<R>, name: &str) {
     let cpu = Cpu::new();
     let convs = [
         // (n, h, w, c, kh, kw, stride, pad_h, pad_w, out)
@@ -217,6 +226,7 @@ fn check_image_ops<R: Runtime>(gpu: &Cube<R>) {
         (2, 8, 8, 3, 7, 1, 1, 3, 0, 5),
         (2, 6, 5, 9, 1, 1, 1, 0, 0, 13),
         (1, 5, 5, 2, 5, 5, 1, 2, 2, 3),
+        (2, 10, 10, 20, 3, 3, 1, 1, 1, 70),
         (0, 5, 5, 2, 3, 3, 1, 1, 1, 3),
     ];
     for (case, &(n, h, w, c, kh, kw, stride, pad_h, pad_w, co)) in convs.iter().enumerate() {
@@ -232,9 +242,13 @@ fn check_image_ops<R: Runtime>(gpu: &Cube<R>) {
             cpu.conv2d(&x, s, conv, &weight, &bias, act, &mut want, slot);
             let mut got = up(gpu, &init);
             gpu.conv2d(&up(gpu, &x), s, conv, &up(gpu, &weight), &up(gpu, &bias), act, &mut got, slot);
-            assert_close(&gpu.download(&got), &want, 1e-4, &format!("conv2d case {case} {act:?}"));
+            assert_close(&gpu.download(&got), &want, 1e-4, &format!("{name} conv2d case {case} {act:?}"));
         }
     }
+}
+
+fn check_pool_and_resize<R: Runtime>(gpu: &Cube<R>) {
+    let cpu = Cpu::new();
     let s = ImageShape { n: 2, h: 9, w: 7, c: 3 };
     let x = random(s.len(), 80);
     for pool in [
