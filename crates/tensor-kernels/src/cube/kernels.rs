@@ -388,22 +388,48 @@ pub(super) fn activation_curvature<F: Float + CubeElement>(
     }
 }
 
-/// d = pred − target: grad = 2·scale·d and squares = d² (summed on the host in f64).
+/// Sums `value` over the cube's `block` units (a shared-memory tree) into partials[cube index];
+/// every unit of the cube must call it.
+#[cube]
+fn cube_sum_into<F: Float + CubeElement>(value: F, partials: &mut Array<F>, #[comptime] block: u32) {
+    let mut shared = SharedMemory::<F>::new(block as usize);
+    shared[UNIT_POS_X as usize] = value;
+    sync_cube();
+    let mut stride = (block / 2).runtime();
+    while stride > 0 {
+        if UNIT_POS_X < stride {
+            let other = shared[(UNIT_POS_X + stride) as usize];
+            shared[UNIT_POS_X as usize] += other;
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    if UNIT_POS_X == 0 {
+        partials[(CUBE_POS_X + CUBE_POS_Y * CUBE_COUNT_X) as usize] = shared[0];
+    }
+}
+
+/// d = pred − target: grad = 2·scale·d, and each cube's Σ d² into partials (the host adds the
+/// partials in f64).
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn squared_error<F: Float + CubeElement>(
     pred: &Array<F>,
     target: &Array<F>,
     grad: &mut Array<F>,
-    squares: &mut Array<F>,
+    partials: &mut Array<F>,
     len: u32,
     scale: F,
+    #[comptime] block: u32,
 ) {
     let i = ABSOLUTE_POS as u32;
+    let mut square = F::new(0.0);
     if i < len {
         let d = pred[i as usize] - target[i as usize];
-        squares[i as usize] = d * d;
+        square = d * d;
         grad[i as usize] = F::new(2.0) * scale * d;
     }
+    cube_sum_into::<F>(square, partials, block);
 }
 
 /// z[r, j] = μ[r, j] + exp(½ log σ²[r, j])·ε[r, j], head rows [μ | log σ²].
@@ -425,7 +451,7 @@ pub(super) fn reparameterize<F: Float + CubeElement>(
 }
 
 /// The head gradient of the reparameterisation plus β·KL, and each element's KL term
-/// −½(1 + log σ² − μ² − σ²) (summed on the host in f64).
+/// −½(1 + log σ² − μ² − σ²), summed per cube into partials (the host adds them in f64).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn reparameterize_backward<F: Float + CubeElement>(
@@ -433,12 +459,14 @@ pub(super) fn reparameterize_backward<F: Float + CubeElement>(
     eps: &Array<F>,
     grad_z: &Array<F>,
     grad_head: &mut Array<F>,
-    kl_terms: &mut Array<F>,
+    partials: &mut Array<F>,
     len: u32,
     latent: u32,
     kl_weight: F,
+    #[comptime] block: u32,
 ) {
     let i = ABSOLUTE_POS as u32;
+    let mut kl = F::new(0.0);
     if i < len {
         let (r, j) = (i / latent, i % latent);
         let (mu_at, lv_at) = ((r * 2 * latent + j) as usize, (r * 2 * latent + latent + j) as usize);
@@ -446,11 +474,12 @@ pub(super) fn reparameterize_backward<F: Float + CubeElement>(
         let lv = head[lv_at];
         let var = F::exp(lv);
         let gz = grad_z[i as usize];
-        kl_terms[i as usize] = F::new(-0.5) * (F::new(1.0) + lv - mu * mu - var);
+        kl = F::new(-0.5) * (F::new(1.0) + lv - mu * mu - var);
         grad_head[mu_at] = gz + kl_weight * mu;
         grad_head[lv_at] = gz * eps[i as usize] * F::new(0.5) * F::exp(F::new(0.5) * lv)
             + kl_weight * F::new(0.5) * (var - F::new(1.0));
     }
+    cube_sum_into::<F>(kl, partials, block);
 }
 
 /// Max or average pooling of NHWC images: one unit per output value; channels from `offset`

@@ -1,8 +1,10 @@
 //! The CubeCL backend, for GPUs through wgpu (Vulkan, Metal, DX12; Mesa's lavapipe on CPU-only
 //! machines) or CUDA: every [`Backend`] op as a hand-written kernel, each tested against the CPU
 //! backend on awkward shapes. The Gaussian noise is generated on the device from the same
-//! counter-based ChaCha20 stream as the CPU's, bit for bit. Not yet on the device: reductions to
-//! one f64 (squared error, KL) are finished on the host.
+//! counter-based ChaCha20 stream as the CPU's, bit for bit. Loss sums (squared error, KL) are
+//! reduced on the device to one f32 partial per 256 values; the host adds the partials in f64.
+//! Where an op has several kernels (GEMM: naive, tiled, register-blocked; convolution: direct,
+//! implicit GEMM) they are chosen by name through [`Kernels`] (`ALIGN_FL_GEMM`, `ALIGN_FL_CONV`).
 
 mod kernels;
 #[cfg(test)]
@@ -635,8 +637,8 @@ impl<R: Runtime> Backend for Cube<R> {
         if len == 0 {
             return 0.0;
         }
-        let squares = self.scratch(len);
         let (count, dim) = elementwise(len);
+        let partials = self.scratch(len.div_ceil(BLOCK as usize));
         // SAFETY: indices below `len` of the four buffers.
         unsafe {
             kernels::squared_error::launch_unchecked::<f32, R>(
@@ -646,12 +648,13 @@ impl<R: Runtime> Backend for Cube<R> {
                 Self::arg(pred),
                 Self::arg(target),
                 Self::arg(grad),
-                Self::arg(&squares),
+                Self::arg(&partials),
                 u32_of(len),
                 scale,
+                BLOCK,
             )
         };
-        self.download(&squares).iter().map(|&v| f64::from(v)).sum()
+        self.download(&partials).iter().map(|&v| f64::from(v)).sum()
     }
 
     fn fill_standard_normal(&self, out: &mut CubeBuffer, len: usize, key: NoiseKey) {
@@ -694,8 +697,8 @@ impl<R: Runtime> Backend for Cube<R> {
         if len == 0 {
             return 0.0;
         }
-        let kl_terms = self.scratch(len);
         let (count, dim) = elementwise(len);
+        let partials = self.scratch(len.div_ceil(BLOCK as usize));
         // SAFETY: unit i < rows·latent touches row i/latent of head and grad_head.
         unsafe {
             kernels::reparameterize_backward::launch_unchecked::<f32, R>(
@@ -706,13 +709,14 @@ impl<R: Runtime> Backend for Cube<R> {
                 Self::arg(eps),
                 Self::arg(grad_z),
                 Self::arg(grad_head),
-                Self::arg(&kl_terms),
+                Self::arg(&partials),
                 u32_of(len),
                 u32_of(latent),
                 kl_weight,
+                BLOCK,
             )
         };
-        self.download(&kl_terms).iter().map(|&v| f64::from(v)).sum()
+        self.download(&partials).iter().map(|&v| f64::from(v)).sum()
     }
 
     fn all_finite(&self, x: &CubeBuffer, len: usize) -> bool {
