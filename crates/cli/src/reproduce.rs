@@ -383,7 +383,7 @@ pub fn reproduce<B: Backend>(backend: &B, s: &Settings) -> Result<()> {
         let cell = cells.iter().find(|c| c.cfg == *cfg).expect("planned");
         &results[&(cell.key.clone(), cell.seed)]
     };
-    let table = build_table(&rows, s.seeds, &base, &lookup);
+    let table = build_table(&rows, s.seeds, &base, paper_comparable(s), &lookup);
     let curves = build_curves(&curves, &base, &lookup);
     write_outputs(s, &base, &table, &curves, &cells, start.elapsed().as_secs_f64())?;
     println!("table: {}", s.out.join("table.md").display());
@@ -427,14 +427,21 @@ struct TableRow {
     comparison: String,
 }
 
+/// Whether the paper's numbers apply: DESIGN.md has them for MNIST on the full protocol only.
+fn paper_comparable(s: &Settings) -> bool {
+    !s.quick && s.dataset == DatasetName::Mnist
+}
+
 fn build_table<'a>(
     rows: &[&'static Row],
     seeds: u64,
     base: &ExperimentConfig,
+    comparable: bool,
     lookup: &dyn Fn(&ExperimentConfig) -> &'a CellResult,
 ) -> Vec<TableRow> {
     rows.iter()
         .map(|r| {
+            let paper = if comparable { r.paper } else { PaperNumbers::default() };
             let runs: Vec<&CellResult> = (0..seeds).map(|s| lookup(&row_config(base, r.key, s))).collect();
             let collect =
                 |f: &dyn Fn(&CellResult) -> Option<f64>| stat(&runs.iter().filter_map(|c| f(c)).collect::<Vec<_>>());
@@ -457,17 +464,23 @@ fn build_table<'a>(
                 epsilon_spent: eps.iter().cloned().reduce(f64::max),
                 guarantee_holds: (!holds.is_empty()).then(|| holds.iter().all(|&h| h)),
                 wall_seconds: runs.iter().map(|c| c.wall_seconds).sum::<f64>() / runs.len() as f64,
-                paper: r.paper,
-                comparison: compare_with_paper(r, accuracy, f1, fid),
+                paper,
+                comparison: compare_with_paper(r, paper, accuracy, f1, fid),
             }
         })
         .collect()
 }
 
 /// One sentence per measured difference from the paper's number, then the row's note.
-fn compare_with_paper(r: &Row, accuracy: Option<Stat>, f1: Option<Stat>, fid: Option<Stat>) -> String {
+fn compare_with_paper(
+    r: &Row,
+    paper: PaperNumbers,
+    accuracy: Option<Stat>,
+    f1: Option<Stat>,
+    fid: Option<Stat>,
+) -> String {
     let mut parts = Vec::new();
-    for (what, ours, paper) in [("Accuracy", accuracy, r.paper.accuracy), ("F1", f1, r.paper.f1)] {
+    for (what, ours, paper) in [("Accuracy", accuracy, paper.accuracy), ("F1", f1, paper.f1)] {
         if let (Some(o), Some(p)) = (ours, paper) {
             let d = 100.0 * o.mean - p;
             parts.push(format!(
@@ -478,7 +491,7 @@ fn compare_with_paper(r: &Row, accuracy: Option<Stat>, f1: Option<Stat>, fid: Op
             ));
         }
     }
-    if let (Some(o), Some(p)) = (fid, r.paper.fid) {
+    if let (Some(o), Some(p)) = (fid, paper.fid) {
         parts.push(format!(
             "FID {:.2} vs the paper's {p:.2}; the scales differ (the paper used torchvision's Inception weights, we use the FID graph).",
             o.mean
@@ -618,7 +631,7 @@ fn table_markdown(
     for r in table {
         let paper_fid = match (r.paper.fid, r.key) {
             (Some(f), _) => format!("{f:.2}"),
-            (None, "align-fl" | "dp-rdp" | "dp-pld" | "lcd") => {
+            (None, "align-fl" | "dp-rdp" | "dp-pld" | "lcd") if paper_comparable(s) => {
                 format!("{:.2}–{:.2}†", PAPER_ALIGN_FID.0, PAPER_ALIGN_FID.1)
             }
             _ => "—".into(),
@@ -647,11 +660,21 @@ fn table_markdown(
     }
     let _ = writeln!(
         md,
-        "\nMean ± sample standard deviation over seeds. † DESIGN.md gives the paper's FID only as the range over its ALIGN-FL variants. \
-         Our FID uses the standard FID Inception graph, so it is on the pytorch-fid scale, not the paper's. \
-         LCD-VAE is empirical privacy: no ε is claimed for it.\n"
+        "\nMean ± sample standard deviation over seeds. Our FID uses the standard FID Inception graph, so it is on the \
+         pytorch-fid scale, not the paper's. LCD-VAE is empirical privacy: no ε is claimed for it. {}\n",
+        if paper_comparable(s) {
+            "† DESIGN.md gives the paper's FID only as the range over its ALIGN-FL variants."
+        } else if s.quick {
+            "The paper's columns are empty: its numbers are for the full protocol, which this quick run scales down."
+        } else {
+            "The paper's columns are empty: DESIGN.md gives the paper's numbers for MNIST only."
+        }
     );
-    let _ = writeln!(md, "## Against the paper, row by row\n");
+    let _ = writeln!(
+        md,
+        "## {}\n",
+        if paper_comparable(s) { "Against the paper, row by row" } else { "Notes, row by row" }
+    );
     for r in table {
         let _ = writeln!(md, "* **{}**: {}", r.method, r.comparison);
     }
@@ -786,4 +809,51 @@ fn write_charts(
         written.push("samples.png".to_string());
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_compare_with_the_papers_numbers_in_words() {
+        let r = row("lcd");
+        let acc = stat(&[0.60, 0.62, 0.64]);
+        let f1 = stat(&[0.55]);
+        let text = compare_with_paper(r, r.paper, acc, f1, None);
+        assert!(text.starts_with("Accuracy 62.00 % vs the paper's 63.25 % (lower by 1.25 points)."), "{text}");
+        assert!(text.contains("F1 55.00 % vs the paper's 60.01 % (lower by 5.01 points)."), "{text}");
+        assert!(text.ends_with(r.note), "{text}");
+        let s = acc.unwrap();
+        assert!((s.mean - 0.62).abs() < 1e-12 && (s.std.unwrap() - 0.02).abs() < 1e-12 && s.n == 3);
+        assert!(stat(&[0.5]).unwrap().std.is_none() && stat(&[]).is_none());
+    }
+
+    #[test]
+    fn the_plan_runs_each_configuration_once_and_validates_it() {
+        let settings = Settings {
+            dataset: DatasetName::Mnist,
+            seeds: 2,
+            out: PathBuf::from("unused"),
+            quick: false,
+            only: None,
+            fid: false,
+            rounds: None,
+            data_dir: None,
+            inception_weights: None,
+        };
+        let base = base_config(&settings).unwrap();
+        let (cells, rows, curves) = plan(&settings, &base).unwrap();
+        assert_eq!((rows.len(), curves.len()), (ROWS.len(), 3));
+        // 8 rows × 2 seeds, ε ∈ {1, 2, 5, 20} (10 is dp-rdp), λ ∈ {0.01, 1} (0: align-fl, 0.1: lcd),
+        // samples ∈ {1000, 2000, 10000} (5000 is align-fl).
+        assert_eq!(cells.len(), 16 + 4 + 2 + 3);
+        let dp = cells.iter().find(|c| c.key == "dp-decoder").unwrap();
+        assert_eq!(dp.cfg.privacy.scope, privacy::DpScope::DecoderOnly);
+        assert_eq!(dp.cfg.privacy.mechanism, MechanismName::DpSgd);
+        let het = cells.iter().find(|c| c.key == "heterogeneous").unwrap();
+        assert_eq!(het.cfg.client_models.len(), 5);
+        let only = Settings { only: Some(vec!["nope".into()]), ..settings };
+        assert!(plan(&only, &base).err().unwrap().to_string().contains("unknown experiment \"nope\""));
+    }
 }

@@ -519,8 +519,8 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
         assert!((0.0..=1.0).contains(&acc), "{r}");
         assert!(r["fid"].is_null());
     }
-    assert_eq!(rows[0]["paper"]["accuracy"], 74.25);
-    assert!(rows[0]["comparison"].as_str().unwrap().contains("vs the paper's 74.25 %"));
+    // The paper's numbers are for the full protocol: a quick run is not compared with them.
+    assert!(rows[0]["paper"]["accuracy"].is_null());
     // dec_dp spends its ε but claims no guarantee; the others claim none at all.
     assert!(rows[1]["epsilon_spent"].as_f64().unwrap() > 9.9);
     assert_eq!(rows[1]["guarantee_holds"], false);
@@ -536,6 +536,7 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
     }
     let md = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(md.contains("| ALIGN-FL + DP-SGD on the decoder only |") && md.contains("does not hold"), "{md}");
+    assert!(md.contains("The paper's columns are empty"), "{md}");
 
     // Run again: every experiment is reused and the table is the same.
     let o = align_fl(&args);
