@@ -127,6 +127,18 @@ fn gemm_slices(
     }
 }
 
+/// Σ v², with eight independent partial sums so the loop vectorises (a single running f32 sum
+/// cannot be reordered by the compiler).
+fn squared_norm(row: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, v)| *l += v * v);
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
 impl Backend for Cpu {
     type Buffer = Vec<f32>;
 
@@ -285,17 +297,18 @@ impl Backend for Cpu {
         }
     }
 
-    fn row_squared_norms(&self, x: &Vec<f32>, rows: usize, cols: usize, out: &mut Vec<f32>) {
-        for (o, row) in out[..rows].iter_mut().zip(x[..rows * cols].chunks(cols.max(1))) {
-            // Eight independent partial sums so the loop vectorises (a single running f32 sum
-            // cannot be reordered by the compiler).
-            let mut lanes = [0.0f32; 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                lanes.iter_mut().zip(c).for_each(|(l, v)| *l += v * v);
-            }
-            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-            *o = lanes.iter().sum::<f32>() + tail;
+    fn add_ghost_norms(
+        &self,
+        delta: &Vec<f32>,
+        delta_cols: usize,
+        act: &Vec<f32>,
+        act_cols: usize,
+        rows: usize,
+        acc: &mut Vec<f32>,
+    ) {
+        for (i, a) in acc[..rows].iter_mut().enumerate() {
+            let d = squared_norm(&delta[i * delta_cols..(i + 1) * delta_cols]);
+            *a += d * (squared_norm(&act[i * act_cols..(i + 1) * act_cols]) + 1.0);
         }
     }
 
@@ -615,9 +628,10 @@ mod tests {
         let mut sums = vec![1.0; 3];
         cpu.column_sums(&x, 2, 3, &mut sums, 2.0, 1.0);
         assert_eq!(sums, vec![11.0, 15.0, 19.0]);
-        let mut norms = vec![0.0; 2];
-        cpu.row_squared_norms(&x, 2, 3, &mut norms);
-        assert_eq!(norms, vec![14.0, 77.0]);
+        // Rows of δ: (1, 2, 3), (4, 5, 6) → 14, 77; rows of a: (1, 1), (0, 2) → 2, 4.
+        let mut acc = vec![1.0, 0.0];
+        cpu.add_ghost_norms(&x, 3, &vec![1.0, 1.0, 0.0, 2.0], 2, 2, &mut acc);
+        assert_eq!(acc, vec![1.0 + 14.0 * 3.0, 77.0 * 5.0]);
     }
 
     #[test]

@@ -170,8 +170,19 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn activation_curvature(&self, grad: &mut Self::Buffer, y: &Self::Buffer, len: usize, act: Activation);
     /// out[j] = α·Σᵢ x[i, j] + β·out[j] (the bias gradient of a linear layer).
     fn column_sums(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer, alpha: f32, beta: f32);
-    /// out[i] = Σⱼ x[i, j]² for a rows×cols matrix.
-    fn row_squared_norms(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer);
+    /// acc[i] += ‖δᵢ‖² (‖aᵢ‖² + 1) for the rows of δ (rows × delta_cols) and a (rows × act_cols):
+    /// the squared norm of sample i's gradient of a linear layer (weight δᵢaᵢᵀ, bias δᵢ), summed
+    /// over layers without leaving the device (ghost clipping: Goodfellow 2015).
+    #[allow(clippy::too_many_arguments)]
+    fn add_ghost_norms(
+        &self,
+        delta: &Self::Buffer,
+        delta_cols: usize,
+        act: &Self::Buffer,
+        act_cols: usize,
+        rows: usize,
+        acc: &mut Self::Buffer,
+    );
     /// y ← y + α·x over the first `len` values.
     fn axpy(&self, alpha: f32, x: &Self::Buffer, y: &mut Self::Buffer, len: usize);
     /// Squared error Σ (pred − target)² over the first `len` values, returned to the host, and

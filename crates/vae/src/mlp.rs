@@ -306,19 +306,10 @@ impl<B: Backend> Mlp<B> {
     /// After a backward pass without parameter gradients: adds each row's squared gradient norm
     /// over this MLP's parameters, Σ_layers ‖δᵢ‖² (‖aᵢ‖² + 1), to `acc`. The weight gradient of
     /// sample i is the rank-one δᵢ aᵢᵀ, whose Frobenius norm is ‖δᵢ‖‖aᵢ‖; the bias adds ‖δᵢ‖².
-    pub fn add_per_sample_squared_norms(&self, input: &B::Buffer, rows: usize, acc: &mut [f64]) {
-        let b = &self.backend;
-        let mut dev = b.zeros(rows);
-        let (mut delta_sq, mut act_sq) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    pub fn add_per_sample_squared_norms(&self, input: &B::Buffer, rows: usize, acc: &mut B::Buffer) {
         for (l, layer) in self.layers.iter().enumerate() {
             let a = if l == 0 { input } else { &self.outputs[l - 1] };
-            b.row_squared_norms(&self.deltas[l], rows, layer.out_dim, &mut dev);
-            b.read(&dev, &mut delta_sq);
-            b.row_squared_norms(a, rows, layer.in_dim, &mut dev);
-            b.read(&dev, &mut act_sq);
-            for ((acc, d), a) in acc.iter_mut().zip(&delta_sq).zip(&act_sq) {
-                *acc += f64::from(*d) * (f64::from(*a) + 1.0);
-            }
+            self.backend.add_ghost_norms(&self.deltas[l], layer.out_dim, a, layer.in_dim, rows, acc);
         }
     }
 

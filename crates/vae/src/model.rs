@@ -459,12 +459,14 @@ impl<B: Backend> Vae<B> {
     ) -> (Loss, Vec<f64>) {
         let loss = self.run_batch(x, kl_weight, Reduction::PerSample, latents);
         let rows = x.len() / self.config.input;
-        let mut norms = vec![0.0f64; rows];
+        let mut acc = self.backend.zeros(rows);
         if scope == DpScope::WholeModel {
-            self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut norms);
+            self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut acc);
         }
-        self.decoder.mlp.add_per_sample_squared_norms(&self.z, rows, &mut norms);
-        (loss, norms)
+        self.decoder.mlp.add_per_sample_squared_norms(&self.z, rows, &mut acc);
+        let mut norms = vec![0.0f32; rows];
+        self.backend.read(&acc, &mut norms);
+        (loss, norms.into_iter().map(f64::from).collect())
     }
 
     /// After [`Vae::per_sample_gradient_norms`] on a batch of n rows: the gradients of the

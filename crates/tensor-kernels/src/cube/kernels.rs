@@ -243,41 +243,55 @@ pub(super) fn activation_backward<F: Float + CubeElement>(
     }
 }
 
-/// out[r] = Σⱼ x[r, j]²: one cube of `block` units per row, a shared-memory tree reduction.
-/// Cubes past the last row (the cube grid is two-dimensional) do nothing.
+/// acc[r] += ‖δ_r‖² (‖a_r‖² + 1): one cube of `block` units per row, both squared norms by one
+/// shared-memory tree reduction over pairs. Cubes past the last row (the cube grid is
+/// two-dimensional) do nothing.
 #[cube(launch_unchecked)]
-pub(super) fn row_squared_norms<F: Float + CubeElement>(
-    x: &Array<F>,
-    out: &mut Array<F>,
+#[allow(clippy::too_many_arguments)]
+pub(super) fn add_ghost_norms<F: Float + CubeElement>(
+    delta: &Array<F>,
+    act: &Array<F>,
+    acc: &mut Array<F>,
     rows: u32,
-    cols: u32,
+    delta_cols: u32,
+    act_cols: u32,
     #[comptime] block: u32,
 ) {
     let row = CUBE_POS_X + CUBE_POS_Y * CUBE_COUNT_X;
     if row >= rows {
         terminate!();
     }
-    let mut partial = F::new(0.0);
+    let mut d = F::new(0.0);
     let mut j = UNIT_POS_X;
-    while j < cols {
-        let v = x[(row * cols + j) as usize];
-        partial += v * v;
+    while j < delta_cols {
+        let v = delta[(row * delta_cols + j) as usize];
+        d += v * v;
         j += block;
     }
-    let mut shared = SharedMemory::<F>::new(block as usize);
-    shared[UNIT_POS_X as usize] = partial;
+    let mut a = F::new(0.0);
+    j = UNIT_POS_X;
+    while j < act_cols {
+        let v = act[(row * act_cols + j) as usize];
+        a += v * v;
+        j += block;
+    }
+    let mut shared = SharedMemory::<F>::new((2 * block) as usize);
+    shared[UNIT_POS_X as usize] = d;
+    shared[(block + UNIT_POS_X) as usize] = a;
     sync_cube();
     let mut stride = (block / 2).runtime();
     while stride > 0 {
         if UNIT_POS_X < stride {
-            let other = shared[(UNIT_POS_X + stride) as usize];
-            shared[UNIT_POS_X as usize] += other;
+            let other_d = shared[(UNIT_POS_X + stride) as usize];
+            let other_a = shared[(block + UNIT_POS_X + stride) as usize];
+            shared[UNIT_POS_X as usize] += other_d;
+            shared[(block + UNIT_POS_X) as usize] += other_a;
         }
         sync_cube();
         stride /= 2;
     }
     if UNIT_POS_X == 0 {
-        out[row as usize] = shared[0];
+        acc[row as usize] += shared[0] * (shared[block as usize] + F::new(1.0));
     }
 }
 

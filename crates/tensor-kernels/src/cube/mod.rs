@@ -427,22 +427,32 @@ impl<R: Runtime> Backend for Cube<R> {
         }
     }
 
-    /// out[r] = ‖x[r, ·]‖², as [`crate::Backend::row_squared_norms`].
-    fn row_squared_norms(&self, x: &CubeBuffer, rows: usize, cols: usize, out: &mut CubeBuffer) {
+    /// acc[r] += ‖δ_r‖² (‖a_r‖² + 1), as [`crate::Backend::add_ghost_norms`].
+    fn add_ghost_norms(
+        &self,
+        delta: &CubeBuffer,
+        delta_cols: usize,
+        act: &CubeBuffer,
+        act_cols: usize,
+        rows: usize,
+        acc: &mut CubeBuffer,
+    ) {
         if rows == 0 {
             return;
         }
         const REDUCE: u32 = 128;
-        // SAFETY: cube r reads row r (< rows) of x and writes out[r].
+        // SAFETY: cube r reads row r (< rows) of δ and a and updates acc[r].
         unsafe {
-            kernels::row_squared_norms::launch_unchecked::<f32, R>(
+            kernels::add_ghost_norms::launch_unchecked::<f32, R>(
                 &self.client,
                 grid(rows),
                 CubeDim::new_1d(REDUCE),
-                Self::arg(x),
-                Self::arg(out),
+                Self::arg(delta),
+                Self::arg(act),
+                Self::arg(acc),
                 u32_of(rows),
-                u32_of(cols),
+                u32_of(delta_cols),
+                u32_of(act_cols),
                 REDUCE,
             )
         }

@@ -83,12 +83,13 @@ fn check_elementwise<R: Runtime>(gpu: &Cube<R>) {
             gpu.activation_backward(&mut got_g, &up(gpu, &want), len, act);
             assert_close(&gpu.download(&got_g), &want_g, 1e-5, &format!("activation_backward {act:?}"));
         }
-        let x = random(len, 4);
-        let mut want = vec![0.0; rows];
-        cpu.row_squared_norms(&x, rows, cols, &mut want);
-        let mut got = gpu.zeros(rows);
-        gpu.row_squared_norms(&up(gpu, &x), rows, cols, &mut got);
-        assert_close(&gpu.download(&got), &want, 1e-4, &format!("row_squared_norms {rows}×{cols}"));
+        // Ghost norms accumulate onto what is there; the activations are wider than δ.
+        let (x, act, acc0) = (random(len, 4), random(rows * (cols + 300), 14), random(rows, 15));
+        let mut want = acc0.iter().map(|v| v.abs()).collect::<Vec<_>>();
+        let mut got = up(gpu, &want);
+        cpu.add_ghost_norms(&x, cols, &act, cols + 300, rows, &mut want);
+        gpu.add_ghost_norms(&up(gpu, &x), cols, &up(gpu, &act), cols + 300, rows, &mut got);
+        assert_close(&gpu.download(&got), &want, 1e-4, &format!("add_ghost_norms {rows}×{cols}"));
 
         let out0 = random(cols, 5);
         for (alpha, beta) in [(1.0, 0.0), (-0.5, 1.5)] {
