@@ -64,6 +64,10 @@ struct ReproduceArgs {
     /// minutes instead of hours.
     #[arg(long)]
     quick: bool,
+    /// Start every experiment from this protocol (TOML, as `align-fl run --config`) instead of
+    /// the paper's or the quick preset; the rows and curves change only what they vary.
+    #[arg(long, conflicts_with = "quick")]
+    config: Option<PathBuf>,
     /// Only these experiments, comma-separated: align-fl, dp-rdp, dp-pld, dp-decoder, lcd, fedavg,
     /// fedprox, heterogeneous (table rows); epsilon, lambda, samples (curves).
     #[arg(long, value_delimiter = ',')]
@@ -103,6 +107,7 @@ fn reproduce_command(a: ReproduceArgs) -> Result<()> {
         seeds: a.seeds.unwrap_or(if a.quick { 1 } else { 3 }),
         out: a.out,
         quick: a.quick,
+        config: a.config,
         only: a.only,
         fid: !a.no_fid,
         rounds: a.rounds,

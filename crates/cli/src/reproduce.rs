@@ -36,6 +36,8 @@ pub struct Settings {
     pub out: PathBuf,
     /// The committed subset and the quick preset instead of the paper protocol.
     pub quick: bool,
+    /// A base protocol of one's own (TOML, as `align-fl run --config`) instead of the presets.
+    pub config: Option<PathBuf>,
     /// Only these rows / curves (keys), or all.
     pub only: Option<Vec<String>>,
     /// Compute FID.
@@ -186,21 +188,23 @@ struct CellResult {
     threads: usize,
 }
 
-fn base_config(s: &Settings) -> Result<ExperimentConfig> {
-    let mut cfg = if s.quick {
-        toml::from_str(QUICK).context("the embedded configs/quick.toml")?
-    } else {
-        ExperimentConfig::default()
+/// The protocol every cell starts from, and the data directory its config names (if any).
+fn base_config(s: &Settings) -> Result<(ExperimentConfig, Option<PathBuf>)> {
+    let mut cfg = match (&s.config, s.quick) {
+        (Some(path), _) => ExperimentConfig::load(path)?,
+        (None, true) => toml::from_str(QUICK).context("the embedded configs/quick.toml")?,
+        (None, false) => ExperimentConfig::default(),
     };
-    cfg.data_dir = None;
+    // Only a config file's own data_dir counts (the embedded preset's is relative to configs/).
+    let data_dir = cfg.data_dir.take().filter(|_| s.config.is_some());
     cfg.dataset = s.dataset;
     cfg.compare = Vec::new();
     if let Some(r) = s.rounds {
         cfg.rounds = r;
     }
-    cfg.fid.enabled = s.fid;
+    cfg.fid.enabled &= s.fid;
     cfg.fid.weights = None;
-    Ok(cfg)
+    Ok((cfg, data_dir))
 }
 
 fn row(key: &str) -> &'static Row {
@@ -327,11 +331,12 @@ pub fn reproduce<B: Backend>(backend: &B, s: &Settings) -> Result<()> {
         bail!("--seeds 0: run at least one seed");
     }
     let start = Instant::now();
-    let base = base_config(s)?;
-    let data_dir = match (&s.data_dir, s.quick) {
-        (Some(d), _) => d.clone(),
-        (None, true) => PathBuf::from("data/subset"),
-        (None, false) => data::resolve_data_dir(None),
+    let (base, config_data_dir) = base_config(s)?;
+    let data_dir = match (&s.data_dir, config_data_dir, s.quick) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(d), _) => d,
+        (None, None, true) => PathBuf::from("data/subset"),
+        (None, None, false) => data::resolve_data_dir(None),
     };
     let (cells, rows, curves) = plan(s, &base)?;
     std::fs::create_dir_all(&s.out).with_context(|| format!("creating {}", s.out.display()))?;
@@ -359,6 +364,7 @@ pub fn reproduce<B: Backend>(backend: &B, s: &Settings) -> Result<()> {
     seeds.sort_unstable();
     seeds.dedup();
     let mut done = cells.len() - pending.len();
+    let mut failures = Vec::new();
     for seed in seeds {
         // One partition and one set of evaluation-image FID statistics per seed.
         let mut seed_cfg = base.clone();
@@ -371,8 +377,16 @@ pub fn reproduce<B: Backend>(backend: &B, s: &Settings) -> Result<()> {
             eprintln!("\n[{done}/{}] {} seed {seed}", cells.len(), cell.key);
             let dir = cell_dir(&s.out, &cell.key, seed);
             let prepared = Prepared { data_dir: &data_dir, partition: &partition, fid: &fid };
-            let report = run::run_on_partition(backend, &cell.cfg, &prepared, &dir)
-                .with_context(|| format!("experiment {} seed {seed} (its files are in {})", cell.key, dir.display()))?;
+            let report = match run::run_on_partition(backend, &cell.cfg, &prepared, &dir) {
+                Ok(report) => report,
+                Err(e) => {
+                    // Keep going: one diverged or broken experiment should not cost the others.
+                    let why = format!("{} seed {seed}: {e:#} (its files are in {})", cell.key, dir.display());
+                    eprintln!("experiment failed: {why}");
+                    failures.push(why);
+                    continue;
+                }
+            };
             let result = summarise(&cell.cfg, &report);
             std::fs::write(dir.join("cell.json"), serde_json::to_string_pretty(&result)?)
                 .with_context(|| format!("writing {}", dir.join("cell.json").display()))?;
@@ -381,12 +395,19 @@ pub fn reproduce<B: Backend>(backend: &B, s: &Settings) -> Result<()> {
     }
     let lookup = |cfg: &ExperimentConfig| {
         let cell = cells.iter().find(|c| c.cfg == *cfg).expect("planned");
-        &results[&(cell.key.clone(), cell.seed)]
+        results.get(&(cell.key.clone(), cell.seed))
     };
     let table = build_table(&rows, s.seeds, &base, paper_comparable(s), &lookup);
     let curves = build_curves(&curves, &base, &lookup);
-    write_outputs(s, &base, &table, &curves, &cells, start.elapsed().as_secs_f64())?;
+    write_outputs(s, &base, &table, &curves, &cells, &failures, start.elapsed().as_secs_f64())?;
     println!("table: {}", s.out.join("table.md").display());
+    if !failures.is_empty() {
+        bail!(
+            "{} experiment(s) failed; the table shows the others. Run the same command again to retry them:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
     Ok(())
 }
 
@@ -429,7 +450,32 @@ struct TableRow {
 
 /// Whether the paper's numbers apply: DESIGN.md has them for MNIST on the full protocol only.
 fn paper_comparable(s: &Settings) -> bool {
-    !s.quick && s.dataset == DatasetName::Mnist
+    !s.quick && s.config.is_none() && s.dataset == DatasetName::Mnist
+}
+
+/// The `align-fl reproduce` command line that makes this table.
+fn command_line(s: &Settings) -> String {
+    let mut c = String::from("align-fl reproduce");
+    if s.quick {
+        c += " --quick";
+    }
+    if let Some(path) = &s.config {
+        c += &format!(" --config {}", path.display());
+    }
+    if s.dataset == DatasetName::FashionMnist {
+        c += " --dataset fashion-mnist";
+    }
+    c += &format!(" --seeds {}", s.seeds);
+    if let Some(r) = s.rounds {
+        c += &format!(" --rounds {r}");
+    }
+    if let Some(only) = &s.only {
+        c += &format!(" --only {}", only.join(","));
+    }
+    if !s.fid {
+        c += " --no-fid";
+    }
+    c + &format!(" --out {}", s.out.display())
 }
 
 fn build_table<'a>(
@@ -437,12 +483,12 @@ fn build_table<'a>(
     seeds: u64,
     base: &ExperimentConfig,
     comparable: bool,
-    lookup: &dyn Fn(&ExperimentConfig) -> &'a CellResult,
+    lookup: &dyn Fn(&ExperimentConfig) -> Option<&'a CellResult>,
 ) -> Vec<TableRow> {
     rows.iter()
         .map(|r| {
             let paper = if comparable { r.paper } else { PaperNumbers::default() };
-            let runs: Vec<&CellResult> = (0..seeds).map(|s| lookup(&row_config(base, r.key, s))).collect();
+            let runs: Vec<&CellResult> = (0..seeds).filter_map(|s| lookup(&row_config(base, r.key, s))).collect();
             let collect =
                 |f: &dyn Fn(&CellResult) -> Option<f64>| stat(&runs.iter().filter_map(|c| f(c)).collect::<Vec<_>>());
             let accuracy = collect(&|c| Some(c.accuracy));
@@ -460,12 +506,16 @@ fn build_table<'a>(
                 lipschitz_decoder: collect(&|c| Some(c.lipschitz_decoder)),
                 outliers_mapped_client: collect(&|c| c.outliers_mapped_client),
                 outliers_mapped_global: collect(&|c| c.outliers_mapped_global),
-                uplink_bytes_per_round: runs[0].uplink_bytes_per_round,
+                uplink_bytes_per_round: runs.first().map_or(0, |c| c.uplink_bytes_per_round),
                 epsilon_spent: eps.iter().cloned().reduce(f64::max),
                 guarantee_holds: (!holds.is_empty()).then(|| holds.iter().all(|&h| h)),
-                wall_seconds: runs.iter().map(|c| c.wall_seconds).sum::<f64>() / runs.len() as f64,
+                wall_seconds: runs.iter().map(|c| c.wall_seconds).sum::<f64>() / runs.len().max(1) as f64,
                 paper,
-                comparison: compare_with_paper(r, paper, accuracy, f1, fid),
+                comparison: if runs.is_empty() {
+                    "No run of this row finished (see the failed experiments below).".into()
+                } else {
+                    compare_with_paper(r, paper, accuracy, f1, fid)
+                },
             }
         })
         .collect()
@@ -514,27 +564,27 @@ struct CurvePoint {
 fn build_curves<'a>(
     curves: &[&'static str],
     base: &ExperimentConfig,
-    lookup: &dyn Fn(&ExperimentConfig) -> &'a CellResult,
+    lookup: &dyn Fn(&ExperimentConfig) -> Option<&'a CellResult>,
 ) -> BTreeMap<&'static str, Vec<CurvePoint>> {
     curves
         .iter()
         .map(|&curve| {
             let points = (0..curve_len(curve))
-                .map(|i| {
-                    let c = lookup(&curve_config(base, curve, i).1);
+                .filter_map(|i| {
+                    let c = lookup(&curve_config(base, curve, i).1)?;
                     let x = match curve {
                         "epsilon" => EPSILONS[i],
                         "lambda" => LAMBDAS[i],
                         _ => SAMPLES[i] as f64,
                     };
-                    CurvePoint {
+                    Some(CurvePoint {
                         x,
                         accuracy: c.accuracy,
                         f1: c.f1,
                         fid: c.fid,
                         epsilon_spent: c.epsilon_spent,
                         lipschitz_decoder: c.lipschitz_decoder,
-                    }
+                    })
                 })
                 .collect();
             (curve, points)
@@ -560,6 +610,7 @@ fn write_outputs(
     table: &[TableRow],
     curves: &BTreeMap<&'static str, Vec<CurvePoint>>,
     cells: &[Cell],
+    failures: &[String],
     wall: f64,
 ) -> Result<()> {
     let figures = s.out.join("figures");
@@ -569,6 +620,9 @@ fn write_outputs(
     for row in table {
         let cell = cells.iter().find(|c| c.cfg == row_config(base, row.key, 0)).expect("planned");
         let dir = cell_dir(&s.out, &cell.key, 0);
+        if cached(&dir, &cell.cfg).is_none() {
+            continue; // That run failed: no figures to show.
+        }
         for name in main_figures(&cell.cfg) {
             let kind = name.split('-').next().unwrap_or("figure");
             let to = format!("{kind}-{}.png", row.key);
@@ -586,11 +640,18 @@ fn write_outputs(
         "curves": curves,
         "paper_align_fl_fid_range": PAPER_ALIGN_FID,
         "figures": figure_files,
+        "failed": failures,
         "wall_seconds": wall,
     });
     std::fs::write(s.out.join("table.json"), serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", s.out.join("table.json").display()))?;
-    let md = table_markdown(s, base, table, curves, &figure_files, cells);
+    let mut md = table_markdown(s, base, table, curves, &figure_files, cells);
+    if !failures.is_empty() {
+        let _ = writeln!(md, "\n## Failed experiments\n");
+        for f in failures {
+            let _ = writeln!(md, "* {f}");
+        }
+    }
     std::fs::write(s.out.join("table.md"), md).with_context(|| format!("writing {}", s.out.join("table.md").display()))
 }
 
@@ -608,20 +669,20 @@ fn table_markdown(
         .and_then(|d| cached(&d, &cells[0].cfg))
         .map_or(String::new(), |c| format!(", backend {}, {} threads", c.backend, c.threads));
     let _ = writeln!(md, "# ALIGN-FL reproduction: {}\n", base.dataset.kind().display_name());
+    let protocol = match (&s.config, s.quick) {
+        (Some(path), _) => format!("Protocol of `{}`", path.display()),
+        (None, true) => "Quick protocol (committed subset)".into(),
+        (None, false) => "Paper protocol".into(),
+    };
     let _ = writeln!(
         md,
-        "{} protocol: {} clients, {} round(s), {} synthetic samples per client, {} seed(s) per row (curves: seed 0){machine}. \
-         Made by `align-fl reproduce{}{} --seeds {}{} --out {}`.\n",
-        if s.quick { "Quick (committed subset)" } else { "Paper" },
+        "{protocol}: {} clients, {} round(s), {} synthetic samples per client, {} seed(s) per row (curves: seed 0){machine}. \
+         Made by `{}`.\n",
         base.partition.clients,
         base.rounds,
         base.server.synthetic_samples,
         s.seeds,
-        if s.quick { " --quick" } else { "" },
-        if base.dataset == DatasetName::FashionMnist { " --dataset fashion-mnist" } else { "" },
-        s.seeds,
-        s.rounds.map_or(String::new(), |r| format!(" --rounds {r}")),
-        s.out.display()
+        command_line(s)
     );
     let _ = writeln!(
         md,
@@ -664,8 +725,8 @@ fn table_markdown(
          pytorch-fid scale, not the paper's. LCD-VAE is empirical privacy: no ε is claimed for it. {}\n",
         if paper_comparable(s) {
             "† DESIGN.md gives the paper's FID only as the range over its ALIGN-FL variants."
-        } else if s.quick {
-            "The paper's columns are empty: its numbers are for the full protocol, which this quick run scales down."
+        } else if s.quick || s.config.is_some() {
+            "The paper's columns are empty: its numbers are for the full protocol, which this run changes."
         } else {
             "The paper's columns are empty: DESIGN.md gives the paper's numbers for MNIST only."
         }
@@ -836,13 +897,14 @@ mod tests {
             seeds: 2,
             out: PathBuf::from("unused"),
             quick: false,
+            config: None,
             only: None,
             fid: false,
             rounds: None,
             data_dir: None,
             inception_weights: None,
         };
-        let base = base_config(&settings).unwrap();
+        let (base, _) = base_config(&settings).unwrap();
         let (cells, rows, curves) = plan(&settings, &base).unwrap();
         assert_eq!((rows.len(), curves.len()), (ROWS.len(), 3));
         // 8 rows × 2 seeds, ε ∈ {1, 2, 5, 20} (10 is dp-rdp), λ ∈ {0.01, 1} (0: align-fl, 0.1: lcd),

@@ -549,3 +549,43 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
     assert!(stderr(&o).contains("unknown experiment \"fedsgd\""), "{}", stderr(&o));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn reproduce_keeps_going_past_a_failed_experiment_and_names_it() {
+    // The server's learning rate diverges ALIGN-FL; FedAvg never uses it and finishes.
+    let dir = temp_dir("reproduce-fail");
+    let path = dir.join("server-lr.toml");
+    let quick = std::fs::read_to_string(repo().join("configs/quick.toml")).unwrap();
+    let (clients, server) = quick.split_at(quick.find("[server]").unwrap());
+    let text = format!("{clients}{}", server.replacen("learning_rate = 1e-3", "learning_rate = 1e30", 1))
+        .replace("data_dir = \"../data/subset\"", &format!("data_dir = \"{}\"", repo().join("data/subset").display()));
+    std::fs::write(&path, text).unwrap();
+    let out = dir.join("out");
+    let args = [
+        "reproduce",
+        "--config",
+        path.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--rounds",
+        "1",
+        "--no-fid",
+        "--only",
+        "align-fl,fedavg",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = align_fl(&args);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("1 experiment(s) failed") && e.contains("align-fl seed 0: align-fl: round 1, server"), "{e}");
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(md.contains("## Failed experiments") && md.contains("No run of this row finished"), "{md}");
+    assert!(md.contains(&format!("Made by `align-fl reproduce --config {}", path.display())), "{md}");
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
+    assert!(table["rows"][0]["accuracy"].is_null());
+    assert!(table["rows"][1]["accuracy"]["mean"].as_f64().is_some(), "FedAvg still ran");
+    assert!(out.join("figures/samples-fedavg.png").is_file() && !out.join("figures/samples-align-fl.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
