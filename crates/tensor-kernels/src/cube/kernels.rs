@@ -109,6 +109,36 @@ pub(super) fn gemm_naive<F: Float + CubeElement>(
     }
 }
 
+/// One 16-deep step of a 64 × 64 register-blocked product: acc[4i + j] += Σ_d a_s[(ty + 16i)·16
+/// + d] · b_s[d·64 + tx + 16j], from a 64 × 16 tile of the left matrix and a 16 × 64 tile of the
+/// right one in shared memory; each value read feeds four multiply-adds.
+#[cube]
+fn multiply_tiles<F: Float + CubeElement>(
+    a_s: &SharedMemory<F>,
+    b_s: &SharedMemory<F>,
+    acc: &mut Array<F>,
+    tx: u32,
+    ty: u32,
+) {
+    let mut a_r = Array::<F>::new(4usize);
+    let mut b_r = Array::<F>::new(4usize);
+    #[unroll]
+    for d in 0..16u32 {
+        #[unroll]
+        for i in 0..4u32 {
+            a_r[i as usize] = a_s[((ty + 16 * i) * 16 + d) as usize];
+            b_r[i as usize] = b_s[(d * 64 + tx + 16 * i) as usize];
+        }
+        #[unroll]
+        for i in 0..4usize {
+            #[unroll]
+            for j in 0..4usize {
+                acc[i * 4 + j] += a_r[i] * b_r[j];
+            }
+        }
+    }
+}
+
 /// C = α·op(A)·op(B) + β·C as [`gemm_tiled`], register-blocked: a cube of 16 × 16 units computes
 /// a 64 × 64 block of C, each unit a 4 × 4 grid of it (rows ty + 16i, columns tx + 16j) held in
 /// registers, from 64 × 16 and 16 × 64 shared-memory tiles of op(A) and op(B). Each value read
@@ -142,8 +172,6 @@ pub(super) fn gemm_register_blocked<F: Float + CubeElement>(
     for i in 0..16usize {
         acc[i] = F::new(0.0);
     }
-    let mut a_r = Array::<F>::new(4usize);
-    let mut b_r = Array::<F>::new(4usize);
     let mut k0 = 0u32;
     while k0 < k {
         #[unroll]
@@ -167,21 +195,7 @@ pub(super) fn gemm_register_blocked<F: Float + CubeElement>(
             b_s[idx as usize] = vb;
         }
         sync_cube();
-        #[unroll]
-        for d in 0..16u32 {
-            #[unroll]
-            for i in 0..4u32 {
-                a_r[i as usize] = a_s[((ty + 16 * i) * 16 + d) as usize];
-                b_r[i as usize] = b_s[(d * 64 + tx + 16 * i) as usize];
-            }
-            #[unroll]
-            for i in 0..4usize {
-                #[unroll]
-                for j in 0..4usize {
-                    acc[i * 4 + j] += a_r[i] * b_r[j];
-                }
-            }
-        }
+        multiply_tiles::<F>(&a_s, &b_s, &mut acc, tx, ty);
         sync_cube();
         k0 += 16;
     }
@@ -697,8 +711,6 @@ pub(super) fn conv2d_implicit_gemm<F: Float + CubeElement>(
     for i in 0..16usize {
         acc[i] = F::new(0.0);
     }
-    let mut a_r = Array::<F>::new(4usize);
-    let mut b_r = Array::<F>::new(4usize);
     let mut k0 = 0u32;
     while k0 < depth {
         #[unroll]
@@ -730,21 +742,7 @@ pub(super) fn conv2d_implicit_gemm<F: Float + CubeElement>(
             b_s[idx as usize] = vb;
         }
         sync_cube();
-        #[unroll]
-        for d in 0..16u32 {
-            #[unroll]
-            for i in 0..4u32 {
-                a_r[i as usize] = a_s[((ty + 16 * i) * 16 + d) as usize];
-                b_r[i as usize] = b_s[(d * 64 + tx + 16 * i) as usize];
-            }
-            #[unroll]
-            for i in 0..4usize {
-                #[unroll]
-                for j in 0..4usize {
-                    acc[i * 4 + j] += a_r[i] * b_r[j];
-                }
-            }
-        }
+        multiply_tiles::<F>(&a_s, &b_s, &mut acc, tx, ty);
         sync_cube();
         k0 += 16;
     }
