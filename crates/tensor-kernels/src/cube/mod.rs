@@ -80,7 +80,8 @@ pub enum GemmKernel {
     Naive,
     /// 16 × 16 shared-memory tiles, one element of C per unit.
     Tiled,
-    /// 64 × 64 blocks of C, 4 × 4 per unit in registers, from shared-memory tiles.
+    /// 64 × 64 blocks of C, 4 × 4 per unit in registers, from shared-memory tiles; with
+    /// 4-wide vector loads when neither operand is transposed and k and n are multiples of 4.
     #[default]
     RegisterBlocked,
 }
@@ -321,6 +322,32 @@ impl<R: Runtime> Backend for Cube<R> {
         }
         let (a_rs, a_cs) = if trans_a == Transpose::No { (k, 1) } else { (1, m) };
         let (b_rs, b_cs) = if trans_b == Transpose::No { (n, 1) } else { (1, k) };
+        let vectorised = self.kernels.gemm == GemmKernel::RegisterBlocked
+            && trans_a == Transpose::No
+            && trans_b == Transpose::No
+            && k > 0
+            && k % 4 == 0
+            && n % 4 == 0;
+        if vectorised {
+            // SAFETY: A holds m·k and B k·n values (positive multiples of 4: whole vectors);
+            // every vector index is bounds-checked against m, n and k in the kernel.
+            unsafe {
+                kernels::gemm_register_blocked_vec4::launch_unchecked::<f32, R>(
+                    &self.client,
+                    CubeCount::Static(u32_of(n).div_ceil(64), u32_of(m).div_ceil(64), 1),
+                    CubeDim::new_2d(16, 16),
+                    ArrayArg::from_raw_parts(a.handle.clone(), m * k / 4),
+                    ArrayArg::from_raw_parts(b.handle.clone(), k * n / 4),
+                    Self::arg(c),
+                    u32_of(m),
+                    u32_of(n),
+                    u32_of(k),
+                    alpha,
+                    beta,
+                )
+            };
+            return;
+        }
         let (m, n, k) = (u32_of(m), u32_of(n), u32_of(k));
         let (a_rs, a_cs, b_rs, b_cs) = (u32_of(a_rs), u32_of(a_cs), u32_of(b_rs), u32_of(b_cs));
         let (a, b, c) = (Self::arg(a), Self::arg(b), Self::arg(c));
