@@ -326,8 +326,8 @@ impl<R: Runtime> Backend for Cube<R> {
             && trans_a == Transpose::No
             && trans_b == Transpose::No
             && k > 0
-            && k % 4 == 0
-            && n % 4 == 0;
+            && k.is_multiple_of(4)
+            && n.is_multiple_of(4);
         if vectorised {
             // SAFETY: A holds m·k and B k·n values (positive multiples of 4: whole vectors);
             // every vector index is bounds-checked against m, n and k in the kernel.
