@@ -16,7 +16,7 @@ pub const OUTLIER_LABEL: u8 = 10;
 /// What to cut.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionSpec {
-    /// Classes held by each client, e.g. [[0,1],[2,3],…].
+    /// Classes held by each client, e.g. `[[0, 1], [2, 3], …]`.
     pub client_classes: Vec<Vec<u8>>,
     /// Training images per class (the first ones in file order; fewer if the class has fewer).
     pub samples_per_class: usize,

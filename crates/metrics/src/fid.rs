@@ -62,7 +62,7 @@ impl FeatureStats {
     }
 }
 
-/// Writes statistics to a safetensors file: for each (name, stats), f64 tensors `{name}_mu` [dim]
+/// Writes statistics to a safetensors file: for each (name, stats), f64 tensors `{name}_mu` \[dim\]
 /// and `{name}_sigma` [dim, dim] (the layout pytorch-fid's saved statistics use, as mu / sigma).
 pub fn save_feature_stats(path: &Path, sets: &[(&str, &FeatureStats)]) -> Result<(), MetricsError> {
     let io = |reason: String| MetricsError::Io { path: path.display().to_string(), reason };

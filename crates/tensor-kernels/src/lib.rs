@@ -160,17 +160,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
         self.gemm(rows, out_dim, in_dim, a, Transpose::No, w, Transpose::Yes, out, 1.0, 0.0);
         self.bias_activation(out, bias, rows, out_dim, act);
     }
-    /// x[i, j] ← act(x[i, j] + bias[j]) for a rows×cols matrix.
+    /// x\[i, j\] ← act(x\[i, j\] + bias\[j\]) for a rows×cols matrix.
     fn bias_activation(&self, x: &mut Self::Buffer, bias: &Self::Buffer, rows: usize, cols: usize, act: Activation);
-    /// grad[i] ← grad[i] · act′ evaluated through the activation's output `y` (ReLU: y > 0,
+    /// grad\[i\] ← grad\[i\] · act′ evaluated through the activation's output `y` (ReLU: y > 0,
     /// sigmoid: y(1 − y)), for the first `len` values.
     fn activation_backward(&self, grad: &mut Self::Buffer, y: &Self::Buffer, len: usize, act: Activation);
-    /// grad[i] ← grad[i] · act″ evaluated through the output `y` (sigmoid: y(1 − y)(1 − 2y);
+    /// grad\[i\] ← grad\[i\] · act″ evaluated through the output `y` (sigmoid: y(1 − y)(1 − 2y);
     /// ReLU and identity: 0 almost everywhere): the curvature term of a double backward.
     fn activation_curvature(&self, grad: &mut Self::Buffer, y: &Self::Buffer, len: usize, act: Activation);
-    /// out[j] = α·Σᵢ x[i, j] + β·out[j] (the bias gradient of a linear layer).
+    /// out\[j\] = α·Σᵢ x\[i, j\] + β·out\[j\] (the bias gradient of a linear layer).
     fn column_sums(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer, alpha: f32, beta: f32);
-    /// acc[i] += ‖δᵢ‖² (‖aᵢ‖² + 1) for the rows of δ (rows × delta_cols) and a (rows × act_cols):
+    /// acc\[i\] += ‖δᵢ‖² (‖aᵢ‖² + 1) for the rows of δ (rows × delta_cols) and a (rows × act_cols):
     /// the squared norm of sample i's gradient of a linear layer (weight δᵢaᵢᵀ, bias δᵢ), summed
     /// over layers without leaving the device (ghost clipping: Goodfellow 2015).
     #[allow(clippy::too_many_arguments)]
@@ -198,7 +198,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Fills the first `len` values of `out` with N(0, 1) samples of the counter-based stream
     /// `key` (see [`standard_normal_at`]).
     fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
-    /// x[i, j] ← x[i, j] · factors[i] for a rows × cols matrix (per-sample clip factors).
+    /// x\[i, j\] ← x\[i, j\] · factors\[i\] for a rows × cols matrix (per-sample clip factors).
     fn scale_rows(&self, x: &mut Self::Buffer, rows: usize, cols: usize, factors: &Self::Buffer);
     /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014):
     /// `head` is rows×2d holding [μ | log σ²] per row; z = μ + exp(½ log σ²) ⊙ ε.
@@ -235,7 +235,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn all_finite(&self, x: &Self::Buffer, len: usize) -> bool;
 
     /// 2-D convolution of NHWC images with fused bias and activation:
-    /// out[n, y, x, slot.offset + o] = act(bias[o] + Σ weight[ky, kx, i, o] · x[n, y·s + ky − ph, x·s + kx − pw, i]),
+    /// out\[n, y, x, slot.offset + o\] = act(bias\[o\] + Σ weight\[ky, kx, i, o\] · x\[n, y·s + ky − ph, x·s + kx − pw, i\]),
     /// zero padding. `weight` is [kh, kw, in, out]; `out` has `slot.channels` channels per pixel,
     /// of which this op writes `conv.out_channels` from `slot.offset` (a channel concatenation is
     /// one op per branch into its slot).

@@ -89,7 +89,7 @@ impl<B: Backend> Decoder<B> {
 impl<B: Backend> Decoder<B> {
     /// LCD-VAE's penalty P at latents `z` (n × latent) with g = ∂(Σⱼ decoder(z)ⱼ)/∂z; adds
     /// λ·∂P/∂θ to the decoder's parameter gradients and returns P (see
-    /// [`crate::mlp::Mlp::gradient_penalty`]).
+    /// `Mlp::gradient_penalty`).
     pub fn penalty_at(&mut self, z: &[f32], lambda: f32) -> f64 {
         let rows = z.len() / self.spec.latent;
         let ones = vec![1.0f32; rows * self.spec.output];
@@ -470,7 +470,7 @@ impl<B: Backend> Vae<B> {
     }
 
     /// After [`Vae::per_sample_gradient_norms`] on a batch of n rows: the gradients of the
-    /// parameters in `scope` ← Σᵢ factors[i] · ∇θ ℓᵢ, one scaled GEMM per layer; parameters
+    /// parameters in `scope` ← Σᵢ factors\[i\] · ∇θ ℓᵢ, one scaled GEMM per layer; parameters
     /// outside it get the plain batch mean (1/n) Σᵢ ∇θ ℓᵢ.
     pub fn clipped_gradient_sum(&mut self, factors: &[f32], scope: DpScope) {
         let rows = factors.len();

@@ -454,7 +454,7 @@ impl<R: Runtime> Backend for Cube<R> {
         }
     }
 
-    /// acc[r] += ‖δ_r‖² (‖a_r‖² + 1), as [`crate::Backend::add_ghost_norms`].
+    /// acc\[r\] += ‖δ_r‖² (‖a_r‖² + 1), as [`crate::Backend::add_ghost_norms`].
     fn add_ghost_norms(
         &self,
         delta: &CubeBuffer,
@@ -527,7 +527,7 @@ impl<R: Runtime> Backend for Cube<R> {
         }
     }
 
-    /// x[i, ·] ← x[i, ·]·factors[i], as [`crate::Backend::scale_rows`].
+    /// x\[i, ·\] ← x\[i, ·\]·factors\[i\], as [`crate::Backend::scale_rows`].
     fn scale_rows(&self, x: &mut CubeBuffer, rows: usize, cols: usize, factors: &CubeBuffer) {
         let len = rows * cols;
         if len == 0 {
