@@ -218,9 +218,11 @@ pub(super) fn gemm_register_blocked<F: Float + CubeElement>(
     }
 }
 
-/// [`gemm_register_blocked`] for row-major A (m × k) and B (k × n), neither transposed, with k
-/// and n multiples of 4: each unit fills its share of the shared-memory tiles with one 4-wide
-/// vector load from A and one from B instead of four scalar loads each.
+/// [`gemm_register_blocked`] with 4-wide vector loads: each unit fills its share of the
+/// shared-memory tiles with one vector from op(A) and one from op(B) instead of four scalars.
+/// op(A) is read along k when A is m × k row-major (`a_along_k`; k a multiple of 4), else along m
+/// from A stored k × m (m a multiple of 4); op(B) along n when B is k × n row-major
+/// (`b_along_n`; n a multiple of 4), else along k from B stored n × k (k a multiple of 4).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_register_blocked_vec4<F: Float + CubeElement>(
@@ -232,6 +234,8 @@ pub(super) fn gemm_register_blocked_vec4<F: Float + CubeElement>(
     k: u32,
     alpha: F,
     beta: F,
+    #[comptime] a_along_k: bool,
+    #[comptime] b_along_n: bool,
 ) {
     let mut a_s = SharedMemory::<F>::new(1024usize);
     let mut b_s = SharedMemory::<F>::new(1024usize);
@@ -247,27 +251,57 @@ pub(super) fn gemm_register_blocked_vec4<F: Float + CubeElement>(
     }
     let mut k0 = 0u32;
     while k0 < k {
-        // A tile: row t / 4, depths 4·(t % 4) … + 3 (all inside or all outside: k % 4 = 0).
-        let (r, d) = (t / 4, 4 * (t % 4));
-        let (gr, gd) = (row0 + r, k0 + d);
-        let mut va = Vector::<F, Const<4>>::new(F::new(0.0));
-        if gr < m && gd < k {
-            va = a[((gr * k + gd) / 4) as usize];
+        // Four consecutive values are all inside or all outside: the vector's dimension is a
+        // multiple of 4.
+        if a_along_k {
+            // Row t / 4, depths 4·(t % 4) … + 3.
+            let (r, d) = (t / 4, 4 * (t % 4));
+            let (gr, gd) = (row0 + r, k0 + d);
+            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
+            if gr < m && gd < k {
+                v = a[((gr * k + gd) / 4) as usize];
+            }
+            #[unroll]
+            for j in 0..4usize {
+                a_s[(r * 16 + d) as usize + j] = v[j];
+            }
+        } else {
+            // Depth t / 16, rows 4·(t % 16) … + 3.
+            let (d, r) = (t / 16, 4 * (t % 16));
+            let (gr, gd) = (row0 + r, k0 + d);
+            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
+            if gr < m && gd < k {
+                v = a[((gd * m + gr) / 4) as usize];
+            }
+            #[unroll]
+            for j in 0..4u32 {
+                a_s[((r + j) * 16 + d) as usize] = v[j as usize];
+            }
         }
-        #[unroll]
-        for j in 0..4usize {
-            a_s[(r * 16 + d) as usize + j] = va[j];
-        }
-        // B tile: depth t / 16, columns 4·(t % 16) … + 3 (n % 4 = 0 likewise).
-        let (d, cc) = (t / 16, 4 * (t % 16));
-        let (gd, gc) = (k0 + d, col0 + cc);
-        let mut vb = Vector::<F, Const<4>>::new(F::new(0.0));
-        if gd < k && gc < n {
-            vb = b[((gd * n + gc) / 4) as usize];
-        }
-        #[unroll]
-        for j in 0..4usize {
-            b_s[(d * 64 + cc) as usize + j] = vb[j];
+        if b_along_n {
+            // Depth t / 16, columns 4·(t % 16) … + 3.
+            let (d, cc) = (t / 16, 4 * (t % 16));
+            let (gd, gc) = (k0 + d, col0 + cc);
+            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
+            if gd < k && gc < n {
+                v = b[((gd * n + gc) / 4) as usize];
+            }
+            #[unroll]
+            for j in 0..4usize {
+                b_s[(d * 64 + cc) as usize + j] = v[j];
+            }
+        } else {
+            // Column t / 4, depths 4·(t % 4) … + 3.
+            let (cc, d) = (t / 4, 4 * (t % 4));
+            let (gd, gc) = (k0 + d, col0 + cc);
+            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
+            if gd < k && gc < n {
+                v = b[((gc * k + gd) / 4) as usize];
+            }
+            #[unroll]
+            for j in 0..4u32 {
+                b_s[((d + j) * 64 + cc) as usize] = v[j as usize];
+            }
         }
         sync_cube();
         multiply_tiles::<F>(&a_s, &b_s, &mut acc, tx, ty);

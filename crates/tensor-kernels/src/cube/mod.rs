@@ -81,7 +81,7 @@ pub enum GemmKernel {
     /// 16 × 16 shared-memory tiles, one element of C per unit.
     Tiled,
     /// 64 × 64 blocks of C, 4 × 4 per unit in registers, from shared-memory tiles; with
-    /// 4-wide vector loads when neither operand is transposed and k and n are multiples of 4.
+    /// 4-wide vector loads when each operand's contiguous dimension is a multiple of 4.
     #[default]
     RegisterBlocked,
 }
@@ -322,14 +322,12 @@ impl<R: Runtime> Backend for Cube<R> {
         }
         let (a_rs, a_cs) = if trans_a == Transpose::No { (k, 1) } else { (1, m) };
         let (b_rs, b_cs) = if trans_b == Transpose::No { (n, 1) } else { (1, k) };
-        let vectorised = self.kernels.gemm == GemmKernel::RegisterBlocked
-            && trans_a == Transpose::No
-            && trans_b == Transpose::No
-            && k > 0
-            && k.is_multiple_of(4)
-            && n.is_multiple_of(4);
-        if vectorised {
-            // SAFETY: A holds m·k and B k·n values (positive multiples of 4: whole vectors);
+        // Vector loads where each operand has a contiguous dimension that is a multiple of 4.
+        let (a_along_k, b_along_n) = (trans_a == Transpose::No, trans_b == Transpose::No);
+        let a_ok = if a_along_k { k.is_multiple_of(4) } else { m.is_multiple_of(4) };
+        let b_ok = if b_along_n { n.is_multiple_of(4) } else { k.is_multiple_of(4) };
+        if self.kernels.gemm == GemmKernel::RegisterBlocked && k > 0 && a_ok && b_ok {
+            // SAFETY: A holds m·k and B k·n values, positive multiples of 4 (whole vectors);
             // every vector index is bounds-checked against m, n and k in the kernel.
             unsafe {
                 kernels::gemm_register_blocked_vec4::launch_unchecked::<f32, R>(
@@ -344,6 +342,8 @@ impl<R: Runtime> Backend for Cube<R> {
                     u32_of(k),
                     alpha,
                     beta,
+                    a_along_k,
+                    b_along_n,
                 )
             };
             return;
