@@ -399,7 +399,8 @@ pub fn reproduce<B: Backend>(backend: &B, s: &Settings) -> Result<()> {
     };
     let table = build_table(&rows, s.seeds, &base, paper_comparable(s), &lookup);
     let curves = build_curves(&curves, &base, &lookup);
-    write_outputs(s, &base, &table, &curves, &cells, &failures, start.elapsed().as_secs_f64())?;
+    let finished = Finished { cells: &cells, lookup: &lookup };
+    write_outputs(s, &base, &table, &curves, &finished, &failures, start.elapsed().as_secs_f64())?;
     println!("table: {}", s.out.join("table.md").display());
     if !failures.is_empty() {
         bail!(
@@ -604,12 +605,27 @@ fn paper_cell(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.2}"))
 }
 
+/// The planned cells and the results of those that finished.
+struct Finished<'a> {
+    cells: &'a [Cell],
+    lookup: &'a dyn Fn(&ExperimentConfig) -> Option<&'a CellResult>,
+}
+
+/// "Paper protocol", "Quick protocol (committed subset)" or the config file's.
+fn protocol_label(s: &Settings) -> String {
+    match (&s.config, s.quick) {
+        (Some(path), _) => format!("Protocol of `{}`", path.display()),
+        (None, true) => "Quick protocol (committed subset)".into(),
+        (None, false) => "Paper protocol".into(),
+    }
+}
+
 fn write_outputs(
     s: &Settings,
     base: &ExperimentConfig,
     table: &[TableRow],
     curves: &BTreeMap<&'static str, Vec<CurvePoint>>,
-    cells: &[Cell],
+    finished: &Finished<'_>,
     failures: &[String],
     wall: f64,
 ) -> Result<()> {
@@ -618,11 +634,11 @@ fn write_outputs(
     let mut figure_files = Vec::new();
     // Latent spaces, sample grids and outlier reconstructions of each row's seed-0 run.
     for row in table {
-        let cell = cells.iter().find(|c| c.cfg == row_config(base, row.key, 0)).expect("planned");
-        let dir = cell_dir(&s.out, &cell.key, 0);
-        if cached(&dir, &cell.cfg).is_none() {
+        let cell = finished.cells.iter().find(|c| c.cfg == row_config(base, row.key, 0)).expect("planned");
+        if (finished.lookup)(&cell.cfg).is_none() {
             continue; // That run failed: no figures to show.
         }
+        let dir = cell_dir(&s.out, &cell.key, 0);
         for name in main_figures(&cell.cfg) {
             let kind = name.split('-').next().unwrap_or("figure");
             let to = format!("{kind}-{}.png", row.key);
@@ -634,7 +650,7 @@ fn write_outputs(
     figure_files.extend(write_charts(&figures, table, curves)?);
     let json = serde_json::json!({
         "dataset": base.dataset.kind().display_name(),
-        "protocol": if s.quick { "quick (committed subset)" } else { "paper" },
+        "protocol": protocol_label(s),
         "seeds": s.seeds,
         "rows": table,
         "curves": curves,
@@ -645,7 +661,7 @@ fn write_outputs(
     });
     std::fs::write(s.out.join("table.json"), serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", s.out.join("table.json").display()))?;
-    let mut md = table_markdown(s, base, table, curves, &figure_files, cells);
+    let mut md = table_markdown(s, base, table, curves, &figure_files, finished);
     if !failures.is_empty() {
         let _ = writeln!(md, "\n## Failed experiments\n");
         for f in failures {
@@ -661,19 +677,16 @@ fn table_markdown(
     table: &[TableRow],
     curves: &BTreeMap<&'static str, Vec<CurvePoint>>,
     figures: &[String],
-    cells: &[Cell],
+    finished: &Finished<'_>,
 ) -> String {
     let mut md = String::new();
-    let any = cells.first().map(|c| cell_dir(&s.out, &c.key, c.seed));
-    let machine = any
-        .and_then(|d| cached(&d, &cells[0].cfg))
+    let machine = finished
+        .cells
+        .iter()
+        .find_map(|c| (finished.lookup)(&c.cfg))
         .map_or(String::new(), |c| format!(", backend {}, {} threads", c.backend, c.threads));
     let _ = writeln!(md, "# ALIGN-FL reproduction: {}\n", base.dataset.kind().display_name());
-    let protocol = match (&s.config, s.quick) {
-        (Some(path), _) => format!("Protocol of `{}`", path.display()),
-        (None, true) => "Quick protocol (committed subset)".into(),
-        (None, false) => "Paper protocol".into(),
-    };
+    let protocol = protocol_label(s);
     let _ = writeln!(
         md,
         "{protocol}: {} clients, {} round(s), {} synthetic samples per client, {} seed(s) per row (curves: seed 0){machine}. \

@@ -109,6 +109,50 @@ pub(super) fn gemm_naive<F: Float + CubeElement>(
     }
 }
 
+/// A unit's 4 × 4 accumulators of a register-blocked product, zeroed.
+#[cube]
+fn zeroed_block<F: Float + CubeElement>() -> Array<F> {
+    let mut acc = Array::<F>::new(16usize);
+    #[unroll]
+    for i in 0..16usize {
+        acc[i] = F::new(0.0);
+    }
+    acc
+}
+
+/// C[row, col] = α·acc + β·C[row, col] for the unit's 4 × 4 outputs (rows row0 + ty + 16i,
+/// columns col0 + tx + 16j) inside m × n; with β = 0, C is not read.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn store_block<F: Float + CubeElement>(
+    c: &mut Array<F>,
+    acc: &Array<F>,
+    row0: u32,
+    col0: u32,
+    m: u32,
+    n: u32,
+    alpha: F,
+    beta: F,
+) {
+    #[unroll]
+    for i in 0..4u32 {
+        let row = row0 + UNIT_POS_Y + 16 * i;
+        #[unroll]
+        for j in 0..4u32 {
+            let col = col0 + UNIT_POS_X + 16 * j;
+            if row < m && col < n {
+                let idx = (row * n + col) as usize;
+                let v = alpha * acc[(i * 4 + j) as usize];
+                if beta == F::new(0.0) {
+                    c[idx] = v;
+                } else {
+                    c[idx] = v + beta * c[idx];
+                }
+            }
+        }
+    }
+}
+
 /// One 16-deep step of a 64 × 64 register-blocked product: acc[4i + j] += Σ_d a_s[(ty + 16i)·16
 /// + d] · b_s[d·64 + tx + 16j], from a 64 × 16 tile of the left matrix and a 16 × 64 tile of the
 /// right one in shared memory; each value read feeds four multiply-adds.
@@ -167,11 +211,7 @@ pub(super) fn gemm_register_blocked<F: Float + CubeElement>(
     let t = ty * 16 + tx;
     let row0 = CUBE_POS_Y * 64;
     let col0 = CUBE_POS_X * 64;
-    let mut acc = Array::<F>::new(16usize);
-    #[unroll]
-    for i in 0..16usize {
-        acc[i] = F::new(0.0);
-    }
+    let mut acc = zeroed_block::<F>();
     let mut k0 = 0u32;
     while k0 < k {
         #[unroll]
@@ -199,23 +239,7 @@ pub(super) fn gemm_register_blocked<F: Float + CubeElement>(
         sync_cube();
         k0 += 16;
     }
-    #[unroll]
-    for i in 0..4u32 {
-        let row = row0 + ty + 16 * i;
-        #[unroll]
-        for j in 0..4u32 {
-            let col = col0 + tx + 16 * j;
-            if row < m && col < n {
-                let idx = (row * n + col) as usize;
-                let v = alpha * acc[(i * 4 + j) as usize];
-                if beta == F::new(0.0) {
-                    c[idx] = v;
-                } else {
-                    c[idx] = v + beta * c[idx];
-                }
-            }
-        }
-    }
+    store_block::<F>(c, &acc, row0, col0, m, n, alpha, beta);
 }
 
 /// [`gemm_register_blocked`] with 4-wide vector loads: each unit fills its share of the
@@ -244,11 +268,7 @@ pub(super) fn gemm_register_blocked_vec4<F: Float + CubeElement>(
     let t = ty * 16 + tx;
     let row0 = CUBE_POS_Y * 64;
     let col0 = CUBE_POS_X * 64;
-    let mut acc = Array::<F>::new(16usize);
-    #[unroll]
-    for i in 0..16usize {
-        acc[i] = F::new(0.0);
-    }
+    let mut acc = zeroed_block::<F>();
     let mut k0 = 0u32;
     while k0 < k {
         // Four consecutive values are all inside or all outside: the vector's dimension is a
@@ -308,23 +328,7 @@ pub(super) fn gemm_register_blocked_vec4<F: Float + CubeElement>(
         sync_cube();
         k0 += 16;
     }
-    #[unroll]
-    for i in 0..4u32 {
-        let row = row0 + ty + 16 * i;
-        #[unroll]
-        for j in 0..4u32 {
-            let col = col0 + tx + 16 * j;
-            if row < m && col < n {
-                let idx = (row * n + col) as usize;
-                let v = alpha * acc[(i * 4 + j) as usize];
-                if beta == F::new(0.0) {
-                    c[idx] = v;
-                } else {
-                    c[idx] = v + beta * c[idx];
-                }
-            }
-        }
-    }
+    store_block::<F>(c, &acc, row0, col0, m, n, alpha, beta);
 }
 
 /// x[i, j] ← act(x[i, j] + bias[j]) over the first `len` values of a matrix with `cols` columns.
@@ -815,11 +819,7 @@ pub(super) fn conv2d_implicit_gemm<F: Float + CubeElement>(
     let t = ty * 16 + tx;
     let row0 = CUBE_POS_Y * 64;
     let col0 = CUBE_POS_X * 64;
-    let mut acc = Array::<F>::new(16usize);
-    #[unroll]
-    for i in 0..16usize {
-        acc[i] = F::new(0.0);
-    }
+    let mut acc = zeroed_block::<F>();
     let mut k0 = 0u32;
     while k0 < depth {
         #[unroll]
