@@ -242,6 +242,47 @@ pub(super) fn gemm_register_blocked<F: Float + CubeElement>(
     store_block::<F>(c, &acc, row0, col0, m, n, alpha, beta);
 }
 
+/// Fills a row-major (1024 / q_tile) × q_tile shared-memory tile with element (p, q) of a p_lim ×
+/// q_lim matrix at offset (p0, q0) (zeros outside), one 4-wide vector per unit t < 256. The matrix
+/// is stored with q contiguous (`along_q`: element at p·q_lim + q, q_lim a multiple of 4) or with
+/// p contiguous (element at q·p_lim + p, p_lim a multiple of 4), so four consecutive values are
+/// all inside or all outside.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_tile_vec4<F: Float + CubeElement>(
+    src: &Array<Vector<F, Const<4>>>,
+    tile: &mut SharedMemory<F>,
+    t: u32,
+    p0: u32,
+    q0: u32,
+    p_lim: u32,
+    q_lim: u32,
+    #[comptime] q_tile: u32,
+    #[comptime] along_q: bool,
+) {
+    let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
+    if along_q {
+        let (p, q) = (t / (q_tile / 4), 4 * (t % (q_tile / 4)));
+        if p0 + p < p_lim && q0 + q < q_lim {
+            v = src[(((p0 + p) * q_lim + q0 + q) / 4) as usize];
+        }
+        #[unroll]
+        for j in 0..4u32 {
+            tile[(p * q_tile + q + j) as usize] = v[j as usize];
+        }
+    } else {
+        let per_column = 1024 / q_tile / 4;
+        let (q, p) = (t / per_column, 4 * (t % per_column));
+        if p0 + p < p_lim && q0 + q < q_lim {
+            v = src[(((q0 + q) * p_lim + p0 + p) / 4) as usize];
+        }
+        #[unroll]
+        for j in 0..4u32 {
+            tile[((p + j) * q_tile + q) as usize] = v[j as usize];
+        }
+    }
+}
+
 /// [`gemm_register_blocked`] with 4-wide vector loads: each unit fills its share of the
 /// shared-memory tiles with one vector from op(A) and one from op(B) instead of four scalars.
 /// op(A) is read along k when A is m × k row-major (`a_along_k`; k a multiple of 4), else along m
@@ -271,58 +312,8 @@ pub(super) fn gemm_register_blocked_vec4<F: Float + CubeElement>(
     let mut acc = zeroed_block::<F>();
     let mut k0 = 0u32;
     while k0 < k {
-        // Four consecutive values are all inside or all outside: the vector's dimension is a
-        // multiple of 4.
-        if a_along_k {
-            // Row t / 4, depths 4·(t % 4) … + 3.
-            let (r, d) = (t / 4, 4 * (t % 4));
-            let (gr, gd) = (row0 + r, k0 + d);
-            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
-            if gr < m && gd < k {
-                v = a[((gr * k + gd) / 4) as usize];
-            }
-            #[unroll]
-            for j in 0..4usize {
-                a_s[(r * 16 + d) as usize + j] = v[j];
-            }
-        } else {
-            // Depth t / 16, rows 4·(t % 16) … + 3.
-            let (d, r) = (t / 16, 4 * (t % 16));
-            let (gr, gd) = (row0 + r, k0 + d);
-            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
-            if gr < m && gd < k {
-                v = a[((gd * m + gr) / 4) as usize];
-            }
-            #[unroll]
-            for j in 0..4u32 {
-                a_s[((r + j) * 16 + d) as usize] = v[j as usize];
-            }
-        }
-        if b_along_n {
-            // Depth t / 16, columns 4·(t % 16) … + 3.
-            let (d, cc) = (t / 16, 4 * (t % 16));
-            let (gd, gc) = (k0 + d, col0 + cc);
-            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
-            if gd < k && gc < n {
-                v = b[((gd * n + gc) / 4) as usize];
-            }
-            #[unroll]
-            for j in 0..4usize {
-                b_s[(d * 64 + cc) as usize + j] = v[j];
-            }
-        } else {
-            // Column t / 4, depths 4·(t % 4) … + 3.
-            let (cc, d) = (t / 4, 4 * (t % 4));
-            let (gd, gc) = (k0 + d, col0 + cc);
-            let mut v = Vector::<F, Const<4>>::new(F::new(0.0));
-            if gd < k && gc < n {
-                v = b[((gc * k + gd) / 4) as usize];
-            }
-            #[unroll]
-            for j in 0..4u32 {
-                b_s[((d + j) * 64 + cc) as usize] = v[j as usize];
-            }
-        }
+        load_tile_vec4::<F>(a, &mut a_s, t, row0, k0, m, k, 16u32, a_along_k);
+        load_tile_vec4::<F>(b, &mut b_s, t, k0, col0, k, n, 64u32, b_along_n);
         sync_cube();
         multiply_tiles::<F>(&a_s, &b_s, &mut acc, tx, ty);
         sync_cube();
