@@ -1,6 +1,6 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
-//! Training-step, decoding and GEMM benches per backend: `…/cpu` always, `…/wgpu` and `…/cuda`
+//! Training-step, decoding, clip-step and GEMM benches per backend: `…/cpu` always, `…/wgpu` and `…/cuda`
 //! in builds with those features (DESIGN.md §6 peers: PyTorch 13.8 ms per VAE step, 18.4 ms with
 //! the LCD penalty, 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000
 //! latents, on the 2-core dev machine). Every timed step ends by reading a result back from the
@@ -58,12 +58,39 @@ fn gemm<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, n: usize, sync: i
     let a = backend.upload(&uniform(n, n, 3));
     let bm = backend.upload(&uniform(n, n, 4));
     let mut out = backend.zeros(n * n);
-    c.bench_function(&format!("gemm_{n}/{tag}"), |b| {
+    synced(c, &format!("gemm_{n}/{tag}"), &sync, || {
+        backend.gemm(n, n, n, &a, Transpose::No, &bm, Transpose::No, &mut out, 1.0, 0.0);
+    });
+}
+
+/// DP-SGD's fused clip step on the paper model's widest layer (128 samples, 784 → 512): clip
+/// factors from the squared norms, then Σᵢ fᵢ δᵢ aᵢᵀ and Σᵢ fᵢ δᵢ (`clip_step/{tag}`); beside it the
+/// same layer's unclipped weight gradient δᵀa (`weight_grad/{tag}`), the floor it is measured
+/// against. `sync` waits for the device before the clock is read.
+fn clip_step<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, sync: impl Fn()) {
+    let (rows, out_dim, in_dim) = (128, 512, 784);
+    let delta = backend.upload(&uniform(rows, out_dim, 5));
+    let act = backend.upload(&uniform(rows, in_dim, 6));
+    let squared = backend.upload(&uniform(rows, 1, 7).iter().map(|v| 4.0 * v * v).collect::<Vec<_>>());
+    let (mut factors, mut grad_w, mut grad_b) =
+        (backend.zeros(rows), backend.zeros(out_dim * in_dim), backend.zeros(out_dim));
+    synced(c, &format!("clip_step/{tag}"), &sync, || {
+        backend.clip_factors(&squared, rows, 0.5, &mut factors);
+        backend.clipped_linear_grads(&delta, out_dim, &act, in_dim, rows, &factors, &mut grad_w, &mut grad_b);
+    });
+    synced(c, &format!("weight_grad/{tag}"), &sync, || {
+        backend.gemm(out_dim, in_dim, rows, &delta, Transpose::Yes, &act, Transpose::No, &mut grad_w, 1.0, 0.0);
+    });
+}
+
+/// Times `step` with the device synchronised (`sync`) before each reading of the clock.
+fn synced(c: &mut Criterion, name: &str, sync: &impl Fn(), mut step: impl FnMut()) {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             sync();
             let start = Instant::now();
             for _ in 0..iters {
-                backend.gemm(n, n, n, &a, Transpose::No, &bm, Transpose::No, &mut out, 1.0, 0.0);
+                step();
             }
             sync();
             start.elapsed()
@@ -75,6 +102,7 @@ fn all_steps<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, sync: impl F
     train_steps(c, backend, tag);
     dp_sgd_step(c, backend, tag);
     decode(c, backend, tag);
+    clip_step(c, backend, tag, &sync);
     gemm(c, backend, tag, 1024, sync);
 }
 

@@ -465,15 +465,15 @@ fn run_reports_fid_of_the_global_decoder() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The wgpu backend (lavapipe on CPU-only machines) runs the same tiny experiment and lands
-/// where the CPU backend does: the kernels differ only in summation order.
+/// Runs the tiny experiment with `extra` on the CPU and through wgpu (lavapipe on CPU-only
+/// machines), in output folders named after `name`, and checks that they land together: the kernels differ only in summation order, and
+/// the device draws the same noise as the CPU. Returns both reports.
 #[cfg(feature = "wgpu")]
-#[test]
-fn wgpu_backend_runs_and_agrees_with_the_cpu() {
-    let (cpu_out, gpu_out) = (temp_dir("tiny-cpu"), temp_dir("tiny-wgpu"));
-    let o = tiny(&cpu_out, &["--no-fid"]);
+fn assert_wgpu_agrees_with_cpu(name: &str, extra: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let (cpu_out, gpu_out) = (temp_dir(&format!("{name}-cpu")), temp_dir(&format!("{name}-wgpu")));
+    let o = tiny(&cpu_out, &[extra, &["--no-fid"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = tiny(&gpu_out, &["--no-fid", "--backend", "wgpu"]);
+    let o = tiny(&gpu_out, &[extra, &["--no-fid", "--backend", "wgpu"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let (c, g) = (report(&cpu_out), report(&gpu_out));
     assert_ne!(g["backend"], "cpu");
@@ -481,14 +481,36 @@ fn wgpu_backend_runs_and_agrees_with_the_cpu() {
         r["rounds"][0]["client_loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
     };
     for (k, (a, b)) in loss(&c).iter().zip(loss(&g)).enumerate() {
-        assert!((a - b).abs() <= 1e-3 * a.abs(), "client {k} loss: cpu {a} vs wgpu {b}");
+        assert!((a - b).abs() <= 1e-3 * a.abs(), "{extra:?} client {k} loss: cpu {a} vs wgpu {b}");
     }
     let server = |r: &serde_json::Value| r["rounds"][0]["server_loss"].as_f64().unwrap();
     assert!((server(&c) - server(&g)).abs() <= 1e-3 * server(&c).abs(), "server loss {} vs {}", server(&c), server(&g));
     let acc = |r: &serde_json::Value| r["final"]["accuracy"].as_f64().unwrap();
-    assert!((acc(&c) - acc(&g)).abs() <= 0.05, "accuracy cpu {} vs wgpu {}", acc(&c), acc(&g));
+    assert!((acc(&c) - acc(&g)).abs() <= 0.05, "{extra:?} accuracy cpu {} vs wgpu {}", acc(&c), acc(&g));
     std::fs::remove_dir_all(&cpu_out).unwrap();
     std::fs::remove_dir_all(&gpu_out).unwrap();
+    (c, g)
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_backend_runs_and_agrees_with_the_cpu() {
+    assert_wgpu_agrees_with_cpu("tiny", &[]);
+}
+
+/// DP-SGD through wgpu, with noise keyed from the seed: ghost norms, the fused clip step and the
+/// device's Gaussian noise (the CPU's stream, bit for bit) give the CPU's training and spend the
+/// same ε.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_dp_sgd_agrees_with_the_cpu_and_spends_the_same_epsilon() {
+    let dp = ["--privacy", "dp-sgd", "--epsilon", "10", "--delta", "1e-5", "--noise", "reproducible"];
+    let (c, g) = assert_wgpu_agrees_with_cpu("tiny-dp", &dp);
+    let spent = |r: &serde_json::Value| -> Vec<f64> {
+        r["privacy"]["clients"].as_array().unwrap().iter().map(|c| c["epsilon"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(spent(&c).len(), 5);
+    assert_eq!(spent(&c), spent(&g), "ε per client, cpu vs wgpu");
 }
 
 #[test]

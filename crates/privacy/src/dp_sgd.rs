@@ -353,8 +353,7 @@ impl DpSgd {
                 self.clip_norm = sorted[sorted.len() / 2].max(1e-12);
             }
             let c = self.clip_norm;
-            let factors: Vec<f32> = norms.iter().map(|&g| (c / (g + 1e-6)).min(1.0) as f32).collect();
-            vae.clipped_gradient_sum(&factors, self.settings.scope);
+            vae.clipped_gradient_sum(c, self.settings.scope);
             unclipped = norms.iter().filter(|&&g| g <= c).count() as f64;
             self.last_unclipped_fraction = unclipped / rows as f64;
             Some(loss)

@@ -350,10 +350,29 @@ impl Backend for Cpu {
         }
     }
 
-    fn scale_rows(&self, x: &mut Vec<f32>, rows: usize, cols: usize, factors: &Vec<f32>) {
-        for (row, f) in x[..rows * cols].chunks_mut(cols.max(1)).zip(&factors[..rows]) {
+    fn clip_factors(&self, squared_norms: &Vec<f32>, rows: usize, clip_norm: f64, factors: &mut Vec<f32>) {
+        for (f, &s) in factors[..rows].iter_mut().zip(&squared_norms[..rows]) {
+            *f = (clip_norm / (f64::from(s).sqrt() + 1e-6)).min(1.0) as f32;
+        }
+    }
+
+    fn clipped_linear_grads(
+        &self,
+        delta: &Vec<f32>,
+        out_dim: usize,
+        act: &Vec<f32>,
+        in_dim: usize,
+        rows: usize,
+        factors: &Vec<f32>,
+        grad_weight: &mut Vec<f32>,
+        grad_bias: &mut Vec<f32>,
+    ) {
+        let mut scaled = delta[..rows * out_dim].to_vec();
+        for (row, f) in scaled.chunks_mut(out_dim.max(1)).zip(&factors[..rows]) {
             row.iter_mut().for_each(|v| *v *= f);
         }
+        self.gemm(out_dim, in_dim, rows, &scaled, Transpose::Yes, act, Transpose::No, grad_weight, 1.0, 0.0);
+        self.column_sums(&scaled, rows, out_dim, grad_bias, 1.0, 0.0);
     }
 
     fn reparameterize(&self, head: &Vec<f32>, eps: &Vec<f32>, z: &mut Vec<f32>, rows: usize, latent: usize) {

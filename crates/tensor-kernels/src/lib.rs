@@ -198,8 +198,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Fills the first `len` values of `out` with N(0, 1) samples of the counter-based stream
     /// `key` (see [`standard_normal_at`]).
     fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
-    /// x\[i, j\] ← x\[i, j\] · factors\[i\] for a rows × cols matrix (per-sample clip factors).
-    fn scale_rows(&self, x: &mut Self::Buffer, rows: usize, cols: usize, factors: &Self::Buffer);
+    /// Per-sample clip factors fᵢ = min(1, C / (‖gᵢ‖ + 10⁻⁶)) from the squared gradient norms
+    /// ‖gᵢ‖² of `rows` samples (DP-SGD's clipping, Abadi et al. 2016, Alg. 1).
+    fn clip_factors(&self, squared_norms: &Self::Buffer, rows: usize, clip_norm: f64, factors: &mut Self::Buffer);
+    /// The clipped per-sample gradient sum of a linear layer, overwriting its gradients:
+    /// grad_weight = Σᵢ fᵢ δᵢ aᵢᵀ (out_dim × in_dim) and grad_bias = Σᵢ fᵢ δᵢ, for δ: rows × out_dim,
+    /// a: rows × in_dim and f = `factors`. One product of (diag(f) δ)ᵀ with [a | 1].
+    #[allow(clippy::too_many_arguments)]
+    fn clipped_linear_grads(
+        &self,
+        delta: &Self::Buffer,
+        out_dim: usize,
+        act: &Self::Buffer,
+        in_dim: usize,
+        rows: usize,
+        factors: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        grad_bias: &mut Self::Buffer,
+    );
     /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014):
     /// `head` is rows×2d holding [μ | log σ²] per row; z = μ + exp(½ log σ²) ⊙ ε.
     fn reparameterize(&self, head: &Self::Buffer, eps: &Self::Buffer, z: &mut Self::Buffer, rows: usize, latent: usize);

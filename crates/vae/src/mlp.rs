@@ -313,16 +313,23 @@ impl<B: Backend> Mlp<B> {
         }
     }
 
-    /// After a backward pass without parameter gradients: scales each layer's delta rows by
-    /// `factors` and writes the parameter gradients Σᵢ factors[i] δᵢ aᵢᵀ and Σᵢ factors[i] δᵢ.
-    pub fn scaled_param_grads(&mut self, input: &B::Buffer, rows: usize, factors: &B::Buffer) {
+    /// After a backward pass without parameter gradients: writes the parameter gradients
+    /// Σᵢ factors\[i\] δᵢ aᵢᵀ and Σᵢ factors\[i\] δᵢ of every layer, one fused kernel per layer.
+    pub fn clipped_param_grads(&mut self, input: &B::Buffer, rows: usize, factors: &B::Buffer) {
         let b = &self.backend;
         for l in 0..self.layers.len() {
             let a = if l == 0 { input } else { &self.outputs[l - 1] };
             let layer = &mut self.layers[l];
-            let delta = &mut self.deltas[l];
-            b.scale_rows(delta, rows, layer.out_dim, factors);
-            layer.write_grads(b, delta, a, rows, false);
+            b.clipped_linear_grads(
+                &self.deltas[l],
+                layer.out_dim,
+                a,
+                layer.in_dim,
+                rows,
+                factors,
+                &mut layer.grad_weight,
+                &mut layer.grad_bias,
+            );
         }
     }
 

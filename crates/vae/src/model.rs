@@ -337,6 +337,8 @@ pub struct Vae<B: Backend> {
     eps: B::Buffer,
     z: B::Buffer,
     grad_z: B::Buffer,
+    /// ‖∇θ ℓᵢ‖² of the last [`Vae::per_sample_gradient_norms`] batch, on the device.
+    squared_norms: B::Buffer,
     capacity: usize,
     pub(crate) noise: NoiseKey,
     penalty_rng: ChaCha20Rng,
@@ -375,6 +377,7 @@ impl<B: Backend> Vae<B> {
             eps: backend.zeros(0),
             z: backend.zeros(0),
             grad_z: backend.zeros(0),
+            squared_norms: backend.zeros(0),
             capacity: 0,
             noise: NoiseKey::from_u64(noise_seed, 1),
             penalty_rng: {
@@ -459,30 +462,33 @@ impl<B: Backend> Vae<B> {
     ) -> (Loss, Vec<f64>) {
         let loss = self.run_batch(x, kl_weight, Reduction::PerSample, latents);
         let rows = x.len() / self.config.input;
-        let mut acc = self.backend.zeros(rows);
+        self.squared_norms = self.backend.zeros(rows);
         if scope == DpScope::WholeModel {
-            self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut acc);
+            self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut self.squared_norms);
         }
-        self.decoder.mlp.add_per_sample_squared_norms(&self.z, rows, &mut acc);
+        self.decoder.mlp.add_per_sample_squared_norms(&self.z, rows, &mut self.squared_norms);
         let mut norms = vec![0.0f32; rows];
-        self.backend.read(&acc, &mut norms);
+        self.backend.read(&self.squared_norms, &mut norms);
         (loss, norms.into_iter().map(f64::from).collect())
     }
 
-    /// After [`Vae::per_sample_gradient_norms`] on a batch of n rows: the gradients of the
-    /// parameters in `scope` ← Σᵢ factors\[i\] · ∇θ ℓᵢ, one scaled GEMM per layer; parameters
+    /// After [`Vae::per_sample_gradient_norms`] on a batch of n rows, on the device: the clip
+    /// factors fᵢ = min(1, C / (‖∇θ ℓᵢ‖ + 10⁻⁶)) and the gradients of the parameters in `scope`
+    /// ← Σᵢ fᵢ · ∇θ ℓᵢ, one fused kernel per layer (Abadi et al. 2016, Alg. 1); parameters
     /// outside it get the plain batch mean (1/n) Σᵢ ∇θ ℓᵢ.
-    pub fn clipped_gradient_sum(&mut self, factors: &[f32], scope: DpScope) {
-        let rows = factors.len();
-        let f = self.backend.upload(factors);
+    pub fn clipped_gradient_sum(&mut self, clip_norm: f64, scope: DpScope) {
+        let b = &self.backend;
+        let rows = b.len(&self.squared_norms);
+        let mut factors = b.zeros(rows);
+        b.clip_factors(&self.squared_norms, rows, clip_norm, &mut factors);
         match scope {
-            DpScope::WholeModel => self.encoder.scaled_param_grads(&self.input, rows, &f),
+            DpScope::WholeModel => self.encoder.clipped_param_grads(&self.input, rows, &factors),
             DpScope::DecoderOnly => {
-                let mean = self.backend.upload(&vec![1.0 / rows as f32; rows]);
-                self.encoder.scaled_param_grads(&self.input, rows, &mean);
+                let mean = b.upload(&vec![1.0 / rows as f32; rows]);
+                self.encoder.clipped_param_grads(&self.input, rows, &mean);
             }
         }
-        self.decoder.mlp.scaled_param_grads(&self.z, rows, &f);
+        self.decoder.mlp.clipped_param_grads(&self.z, rows, &factors);
     }
 
     fn run_batch(&mut self, x: &[f32], kl_weight: f32, reduction: Reduction, latents: Option<&mut Vec<f32>>) -> Loss {

@@ -178,7 +178,7 @@ fn mismatched_weights_are_rejected() {
 }
 
 /// Ghost norms and clipped sums over `scope` against explicit per-sample gradients: in scope,
-/// ‖gᵢ‖² and Σᵢ fᵢ gᵢ; out of scope, the plain mean (1/n) Σᵢ gᵢ.
+/// ‖gᵢ‖² and Σᵢ fᵢ gᵢ with fᵢ = min(1, C / ‖gᵢ‖); out of scope, the plain mean (1/n) Σᵢ gᵢ.
 fn check_clipping_against_explicit_gradients(scope: DpScope) {
     let config = VaeConfig { input: 7, encoder: vec![6, 5], latent: 3, decoder: vec![4, 6] };
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -188,8 +188,13 @@ fn check_clipping_against_explicit_gradients(scope: DpScope) {
     let beta = 0.4;
     let mut model = Vae::from_weights(&Cpu::new(), &config, &w, 13).unwrap();
     let (_, norms) = model.per_sample_gradient_norms(&x, beta, scope, None);
-    let factors: Vec<f32> = (0..rows).map(|i| 0.2 + 0.3 * i as f32).collect();
-    model.clipped_gradient_sum(&factors, scope);
+    // Clip at the median norm: some samples are scaled down, the others kept whole.
+    let mut sorted: Vec<f64> = norms.iter().map(|s| s.sqrt()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let clip = sorted[rows / 2];
+    let factors: Vec<f64> = norms.iter().map(|s| (clip / (s.sqrt() + 1e-6)).min(1.0)).collect();
+    assert!(factors.iter().any(|&f| f < 0.99) && factors.iter().filter(|&&f| f == 1.0).count() >= 2);
+    model.clipped_gradient_sum(clip, scope);
     let mut clipped = Vec::new();
     let encoder_len: usize = w.encoder.iter().map(|l| l.weight.len() + l.bias.len()).sum();
     model.for_each_param(|_, g, len| clipped.extend_from_slice(&g[..len]));
@@ -208,7 +213,7 @@ fn check_clipping_against_explicit_gradients(scope: DpScope) {
             g.iter().enumerate().filter(|&(k, _)| in_scope(k)).map(|(_, &v)| f64::from(v) * f64::from(v)).sum();
         assert!((norms[i] - norm_sq).abs() <= 1e-4 * norm_sq, "sample {i}: ghost {} vs explicit {norm_sq}", norms[i]);
         for (k, (s, v)) in want_sum.iter_mut().zip(&g).enumerate() {
-            let weight = if in_scope(k) { f64::from(factors[i]) } else { 1.0 / rows as f64 };
+            let weight = if in_scope(k) { factors[i] } else { 1.0 / rows as f64 };
             *s += weight * f64::from(*v);
         }
     }

@@ -446,12 +446,88 @@ pub(super) fn axpy<F: Float + CubeElement>(alpha: F, x: &Array<F>, y: &mut Array
     }
 }
 
-/// x[i, j] ← x[i, j]·factors[i] over `len` values of a matrix with `cols` columns.
+/// factors[i] = min(1, C / (√squared[i] + 10⁻⁶)) for i < rows: DP-SGD's per-sample clip factors.
 #[cube(launch_unchecked)]
-pub(super) fn scale_rows<F: Float + CubeElement>(x: &mut Array<F>, factors: &Array<F>, len: u32, cols: u32) {
+pub(super) fn clip_factors<F: Float + CubeElement>(
+    squared: &Array<F>,
+    factors: &mut Array<F>,
+    rows: u32,
+    clip_norm: F,
+) {
     let i = ABSOLUTE_POS as u32;
-    if i < len {
-        x[i as usize] = x[i as usize] * factors[(i / cols) as usize];
+    if i < rows {
+        let f = clip_norm / (F::sqrt(squared[i as usize]) + F::new(1e-6));
+        factors[i as usize] = F::min(f, F::new(1.0));
+    }
+}
+
+/// The clipped gradient sum of a linear layer, grad_w = Σᵢ fᵢ δᵢ aᵢᵀ (m × n) and grad_b = Σᵢ fᵢ δᵢ
+/// (m), for δ: k × m, a: k × n, f: k, as one register-blocked product (see
+/// [`gemm_register_blocked`]) of (diag(f) δ)ᵀ with [a | 1]: the clip factors scale δ as its tile
+/// is loaded, and output column n, against the column of ones, is the bias gradient. Both tiles
+/// are read along their contiguous dimension (m for δ, n for a). The grid covers n + 1 columns.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn clipped_linear_grads<F: Float + CubeElement>(
+    delta: &Array<F>,
+    act: &Array<F>,
+    factors: &Array<F>,
+    grad_w: &mut Array<F>,
+    grad_b: &mut Array<F>,
+    m: u32,
+    n: u32,
+    k: u32,
+) {
+    let mut a_s = SharedMemory::<F>::new(1024usize);
+    let mut b_s = SharedMemory::<F>::new(1024usize);
+    let tx = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let t = ty * 16 + tx;
+    let row0 = CUBE_POS_Y * 64;
+    let col0 = CUBE_POS_X * 64;
+    let mut acc = zeroed_block::<F>();
+    let mut k0 = 0u32;
+    while k0 < k {
+        #[unroll]
+        for l in 0..4u32 {
+            // Tile element (depth d, row or column c): consecutive units read consecutive c.
+            let idx = t + 256 * l;
+            let (d, c) = (idx / 64, idx % 64);
+            let gd = k0 + d;
+            let mut va = F::new(0.0);
+            let mut vb = F::new(0.0);
+            if gd < k {
+                if row0 + c < m {
+                    va = factors[gd as usize] * delta[(gd * m + row0 + c) as usize];
+                }
+                let gc = col0 + c;
+                if gc < n {
+                    vb = act[(gd * n + gc) as usize];
+                } else if gc == n {
+                    vb = F::new(1.0);
+                }
+            }
+            a_s[(c * 16 + d) as usize] = va;
+            b_s[idx as usize] = vb;
+        }
+        sync_cube();
+        multiply_tiles::<F>(&a_s, &b_s, &mut acc, tx, ty);
+        sync_cube();
+        k0 += 16;
+    }
+    #[unroll]
+    for i in 0..4u32 {
+        let row = row0 + ty + 16 * i;
+        #[unroll]
+        for j in 0..4u32 {
+            let col = col0 + tx + 16 * j;
+            let v = acc[(i * 4 + j) as usize];
+            if row < m && col < n {
+                grad_w[(row * n + col) as usize] = v;
+            } else if row < m && col == n {
+                grad_b[row as usize] = v;
+            }
+        }
     }
 }
 

@@ -527,23 +527,56 @@ impl<R: Runtime> Backend for Cube<R> {
         }
     }
 
-    /// x\[i, ·\] ← x\[i, ·\]·factors\[i\], as [`crate::Backend::scale_rows`].
-    fn scale_rows(&self, x: &mut CubeBuffer, rows: usize, cols: usize, factors: &CubeBuffer) {
-        let len = rows * cols;
-        if len == 0 {
+    fn clip_factors(&self, squared_norms: &CubeBuffer, rows: usize, clip_norm: f64, factors: &mut CubeBuffer) {
+        if rows == 0 {
             return;
         }
-        let (count, dim) = elementwise(len);
-        // SAFETY: indices below rows·cols of x and below rows of factors.
+        let (count, dim) = elementwise(rows);
+        // SAFETY: indices below rows of both buffers.
         unsafe {
-            kernels::scale_rows::launch_unchecked::<f32, R>(
+            kernels::clip_factors::launch_unchecked::<f32, R>(
                 &self.client,
                 count,
                 dim,
-                Self::arg(x),
+                Self::arg(squared_norms),
                 Self::arg(factors),
-                u32_of(len),
-                u32_of(cols),
+                u32_of(rows),
+                clip_norm as f32,
+            )
+        }
+    }
+
+    /// One fused kernel: the clip factors scale δ as it is loaded, and the bias gradient is the
+    /// product's extra column against a column of ones.
+    fn clipped_linear_grads(
+        &self,
+        delta: &CubeBuffer,
+        out_dim: usize,
+        act: &CubeBuffer,
+        in_dim: usize,
+        rows: usize,
+        factors: &CubeBuffer,
+        grad_weight: &mut CubeBuffer,
+        grad_bias: &mut CubeBuffer,
+    ) {
+        if out_dim == 0 {
+            return;
+        }
+        // SAFETY: δ holds rows·out_dim, a rows·in_dim and factors rows values; the kernel
+        // bounds-checks every index against them and writes only below out_dim·in_dim and out_dim.
+        unsafe {
+            kernels::clipped_linear_grads::launch_unchecked::<f32, R>(
+                &self.client,
+                CubeCount::Static(u32_of(in_dim + 1).div_ceil(64), u32_of(out_dim).div_ceil(64), 1),
+                CubeDim::new_2d(16, 16),
+                Self::arg(delta),
+                Self::arg(act),
+                Self::arg(factors),
+                Self::arg(grad_weight),
+                Self::arg(grad_bias),
+                u32_of(out_dim),
+                u32_of(in_dim),
+                u32_of(rows),
             )
         }
     }

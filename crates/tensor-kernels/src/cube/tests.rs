@@ -118,13 +118,33 @@ fn check_elementwise<R: Runtime>(gpu: &Cube<R>) {
         let mut got = up(gpu, &y0);
         gpu.axpy(0.3, &up(gpu, &x), &mut got, len);
         assert_close(&gpu.download(&got), &want, 1e-6, "axpy");
+    }
+}
 
-        let factors = random(rows, 7);
-        let mut want = x.clone();
-        cpu.scale_rows(&mut want, rows, cols, &factors);
-        let mut got = up(gpu, &x);
-        gpu.scale_rows(&mut got, rows, cols, &up(gpu, &factors));
-        assert_close(&gpu.download(&got), &want, 1e-6, "scale_rows");
+/// The clip factors and the fused clipped gradient sum of a linear layer against the CPU, on
+/// shapes around the 64-wide block (the bias rides in the product's column n, which may start a
+/// block of its own) and an empty batch.
+fn check_clipping<R: Runtime>(gpu: &Cube<R>) {
+    let cpu = Cpu::new();
+    for (rows, out_dim, in_dim) in [(1, 101, 255), (60, 60, 60), (33, 17, 5), (37, 64, 63), (130, 2, 64), (0, 7, 9)] {
+        let squared: Vec<f32> = random(rows, 20).iter().map(|v| 4.0 * v * v).collect();
+        let mut want = vec![0.0; rows];
+        cpu.clip_factors(&squared, rows, 0.9, &mut want);
+        let mut factors = gpu.zeros(rows);
+        gpu.clip_factors(&up(gpu, &squared), rows, 0.9, &mut factors);
+        assert_close(&gpu.download(&factors), &want, 1e-6, &format!("clip_factors {rows}"));
+        assert!(rows < 8 || want.iter().any(|&f| f < 1.0) && want.contains(&1.0), "both kinds of sample");
+
+        let (delta, act) = (random(rows * out_dim, 21), random(rows * in_dim, 22));
+        let (w0, b0) = (random(out_dim * in_dim, 23), random(out_dim, 24));
+        let (mut want_w, mut want_b) = (w0.clone(), b0.clone());
+        cpu.clipped_linear_grads(&delta, out_dim, &act, in_dim, rows, &want, &mut want_w, &mut want_b);
+        let (mut got_w, mut got_b) = (up(gpu, &w0), up(gpu, &b0));
+        let (d, a) = (up(gpu, &delta), up(gpu, &act));
+        gpu.clipped_linear_grads(&d, out_dim, &a, in_dim, rows, &factors, &mut got_w, &mut got_b);
+        let shape = format!("{rows}×{out_dim}×{in_dim}");
+        assert_close(&gpu.download(&got_w), &want_w, 1e-4, &format!("clipped weight gradient {shape}"));
+        assert_close(&gpu.download(&got_b), &want_b, 1e-4, &format!("clipped bias gradient {shape}"));
     }
 }
 
@@ -320,6 +340,11 @@ macro_rules! runtime_tests {
         #[test]
         fn elementwise_ops_match_cpu() {
             run(check_elementwise);
+        }
+
+        #[test]
+        fn clip_factors_and_fused_clipped_gradients_match_cpu() {
+            run(check_clipping);
         }
 
         #[test]
