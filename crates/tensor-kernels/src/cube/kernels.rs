@@ -515,17 +515,15 @@ pub(super) fn clipped_linear_grads<F: Float + CubeElement>(
         sync_cube();
         k0 += 16;
     }
-    #[unroll]
-    for i in 0..4u32 {
-        let row = row0 + ty + 16 * i;
+    store_block::<F>(grad_w, &acc, row0, col0, m, n, F::new(1.0), F::new(0.0));
+    // Column n (the sum against the ones) is the bias gradient; it lies in one block column.
+    if col0 <= n && n < col0 + 64 && (n - col0) % 16 == tx {
+        let j = (n - col0) / 16;
         #[unroll]
-        for j in 0..4u32 {
-            let col = col0 + tx + 16 * j;
-            let v = acc[(i * 4 + j) as usize];
-            if row < m && col < n {
-                grad_w[(row * n + col) as usize] = v;
-            } else if row < m && col == n {
-                grad_b[row as usize] = v;
+        for i in 0..4u32 {
+            let row = row0 + ty + 16 * i;
+            if row < m {
+                grad_b[row as usize] = acc[(i * 4 + j) as usize];
             }
         }
     }
