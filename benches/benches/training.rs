@@ -9,7 +9,7 @@
 
 use align_fl_benches::{paper_config, paper_model, uniform};
 use criterion::{criterion_group, criterion_main, Criterion};
-use privacy::{Clipping, DpScope, DpSgd, DpSgdSettings, NoiseSource, Sampling};
+use privacy::{AdaptiveClipping, ClippingRule, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use std::time::Instant;
 use tensor_kernels::{Backend, Cpu, Transpose};
 use vae::TrainOptions;
@@ -36,10 +36,12 @@ fn dp_sgd_step<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
     let settings = DpSgdSettings {
         noise_multiplier: 1.0,
         max_grad_norm: 1.0,
-        clipping: Clipping::Fixed,
+        clipping: ClippingRule::Fixed,
+        adaptive: AdaptiveClipping { target_quantile: 0.5, learning_rate: 0.2, count_noise: 6.4 },
         sampling: Sampling::Shuffled,
-        noise: NoiseSource::Reproducible { seed: 0 },
-        scope: DpScope::WholeModel,
+        noise: NoiseSource::Reproducible,
+        seed: 0,
+        scope: vae::GradientScope::WholeModel,
     };
     let mut dp = DpSgd::new(settings, 128, 128, 0).expect("valid settings");
     c.bench_function(&format!("dp_sgd_step/{tag}"), |b| {

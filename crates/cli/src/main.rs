@@ -1,25 +1,22 @@
-//! `align-fl`: the command-line front end. `run` executes an experiment from a TOML config with
-//! flag overrides; `data` fetches, verifies and subsets the datasets; `privacy` does DP
-//! accounting; `fid` computes FID between two image sets.
+//! `align-fl`: the command line over the `pipeline` library. `run` executes an experiment from a
+//! TOML config with flag overrides; `reproduce` makes the paper's table; `data` fetches,
+//! verifies and subsets the datasets; `privacy` does DP accounting; `fid` computes FID between
+//! two image sets.
 
 mod backend;
-mod config;
-mod fid;
 mod progress;
-mod report;
-mod reproduce;
-mod run;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use backend::{dispatch, BackendName, OnBackend};
 use clap::{Args, Parser, Subcommand};
+use data::{DatasetKind, ImageSet};
+use pipeline::reproduce::Experiment;
+use pipeline::{ExperimentConfig, Overrides};
+use privacy::AccountantKind;
+use progress::Terminal;
 use tensor_kernels::Backend;
-
-use config::{
-    AccountantName, ClippingName, DatasetName, ExperimentConfig, MechanismName, NoiseName, SamplingName, StrategyName,
-};
 
 #[derive(Parser)]
 #[command(
@@ -48,12 +45,96 @@ enum Command {
     Reproduce(ReproduceArgs),
 }
 
+/// Options every training command shares.
+#[derive(Args)]
+struct Machine {
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Numeric backend.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendName,
+}
+
+impl Machine {
+    /// Sizes the global rayon pool (`--threads`).
+    fn set_threads(&self) -> Result<()> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                bail!("--threads 0: give at least 1");
+            }
+            rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Experiment config (TOML); without one, the paper protocol's defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (default: config's data_dir, then $ALIGN_FL_DATA, then ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output directory for report.json, report.md, figures and checkpoints.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    #[command(flatten)]
+    machine: Machine,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+/// One experiment, ready to run on a backend.
+struct RunJob {
+    cfg: ExperimentConfig,
+    data_dir: PathBuf,
+    out: PathBuf,
+}
+
+impl OnBackend for RunJob {
+    type Output = pipeline::Report;
+
+    fn run<B: Backend>(self, backend: &B) -> Result<pipeline::Report> {
+        Ok(pipeline::run_experiment(backend, &self.cfg, &self.data_dir, &self.out, &Terminal::default())?)
+    }
+}
+
+fn run_command(a: RunArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(path) => ExperimentConfig::load(path)?,
+        None => ExperimentConfig::default(),
+    };
+    a.overrides.apply(&mut cfg)?;
+    a.machine.set_threads()?;
+    let job = RunJob { data_dir: cfg.data_dir(a.data_dir.as_deref()), cfg, out: a.out.clone() };
+    let report = dispatch(a.machine.backend, job)?;
+    for run in std::iter::once(&report.main).chain(report.baselines.values()) {
+        let f = &run.final_metrics;
+        println!(
+            "{}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{} ({:.1} s)",
+            run.strategy.as_str(),
+            f.accuracy,
+            f.f1,
+            f.lipschitz_decoder,
+            f.fid.map_or(String::new(), |v| format!(", FID {v:.2}")),
+            run.wall_seconds
+        );
+    }
+    if let Some(note) = &report.fid_note {
+        println!("FID not computed: {note}");
+    }
+    println!("report: {}", a.out.join("report.md").display());
+    Ok(())
+}
+
 #[derive(Args)]
 struct ReproduceArgs {
     /// Primary dataset (the other one supplies client 0's outliers).
     #[arg(long, value_enum, default_value = "mnist")]
-    dataset: DatasetName,
-    /// Seeds per table row (the curves use seed 0).
+    dataset: DatasetKind,
+    /// Seeds per table row (the curves use seed 0) [default: 3; 1 with --quick].
     #[arg(long)]
     seeds: Option<u64>,
     /// Output directory: table.md, table.json, figures/, and cells/ (one run per experiment;
@@ -70,8 +151,8 @@ struct ReproduceArgs {
     config: Option<PathBuf>,
     /// Only these experiments, comma-separated: align-fl, dp-rdp, dp-pld, dp-decoder, lcd, fedavg,
     /// fedprox, heterogeneous (table rows); epsilon, lambda, samples (curves).
-    #[arg(long, value_delimiter = ',')]
-    only: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',', value_parser = <Experiment as std::str::FromStr>::from_str)]
+    only: Option<Vec<Experiment>>,
     /// Skip FID.
     #[arg(long)]
     no_fid: bool,
@@ -84,28 +165,27 @@ struct ReproduceArgs {
     /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
     #[arg(long)]
     inception_weights: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Numeric backend.
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendName,
+    #[command(flatten)]
+    machine: Machine,
 }
 
-impl OnBackend for reproduce::Settings {
+impl OnBackend for pipeline::reproduce::Settings {
     type Output = ();
 
     fn run<B: Backend>(self, backend: &B) -> Result<()> {
-        reproduce::reproduce(backend, &self)
+        let result = pipeline::reproduce::reproduce(backend, &self, &Terminal::default());
+        if self.out.join("table.md").is_file() {
+            println!("table: {}", self.out.join("table.md").display());
+        }
+        Ok(result?)
     }
 }
 
 fn reproduce_command(a: ReproduceArgs) -> Result<()> {
-    set_threads(a.threads)?;
-    let settings = reproduce::Settings {
+    a.machine.set_threads()?;
+    let settings = pipeline::reproduce::Settings {
         dataset: a.dataset,
         seeds: a.seeds.unwrap_or(if a.quick { 1 } else { 3 }),
-        out: a.out,
         quick: a.quick,
         config: a.config,
         only: a.only,
@@ -113,19 +193,9 @@ fn reproduce_command(a: ReproduceArgs) -> Result<()> {
         rounds: a.rounds,
         data_dir: a.data_dir,
         inception_weights: a.inception_weights,
+        ..pipeline::reproduce::Settings::new(a.out)
     };
-    dispatch(a.backend, settings)
-}
-
-/// `--threads`: the global rayon pool's size.
-fn set_threads(threads: Option<usize>) -> Result<()> {
-    if let Some(n) = threads {
-        if n == 0 {
-            bail!("--threads 0: give at least 1");
-        }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
-    }
-    Ok(())
+    dispatch(a.machine.backend, settings)
 }
 
 #[derive(Args)]
@@ -174,251 +244,122 @@ enum WeightsAction {
     },
 }
 
-fn fid_command(args: FidArgs) -> Result<()> {
-    dispatch(args.backend, args)
-}
-
 impl OnBackend for FidArgs {
     type Output = ();
 
     fn run<B: Backend>(self, backend: &B) -> Result<()> {
-        fid_on(backend, self)
+        if let Some(FidAction::Weights(WeightsAction::Verify { inception_weights })) = self.action {
+            let path = metrics::locate_inception_weights(inception_weights.as_deref())?;
+            metrics::verify_inception_weights(backend, &path)?;
+            println!("ok  {} (sha256 {}, 94 convolutions)", path.display(), metrics::INCEPTION_SHA256);
+            return Ok(());
+        }
+        let (Some(real), Some(fake)) = (&self.real, &self.fake) else {
+            bail!("align-fl fid needs --real A and --fake B (IDX image files or folders of PNGs)");
+        };
+        if self.batch == 0 {
+            bail!("--batch 0: give at least 1 image per batch");
+        }
+        let sets = [("real", ImageSet::read(real)?), ("fake", ImageSet::read(fake)?)];
+        for (what, set) in &sets {
+            if set.count < 2 {
+                bail!("--{what} holds {} image(s); FID needs at least 2 per set", set.count);
+            }
+        }
+        let path = metrics::locate_inception_weights(self.inception_weights.as_deref())?;
+        let model = metrics::Inception::load(backend, &path)?;
+        let terminal = Terminal::default();
+        let [real_stats, fake_stats] = sets.map(|(what, set)| model.image_set_stats(&set, self.batch, what, &terminal));
+        let (real_stats, fake_stats) = (real_stats?, fake_stats?);
+        for (what, stats) in [("real", &real_stats), ("fake", &fake_stats)] {
+            if let Some(w) = stats.small_set_warning(what) {
+                eprintln!("{w}");
+            }
+        }
+        let value = metrics::frechet_distance(&real_stats, &fake_stats)?;
+        if let Some(path) = &self.save_stats {
+            metrics::save_feature_stats(path, &[("real", &real_stats), ("fake", &fake_stats)])?;
+            eprintln!("statistics written to {}", path.display());
+        }
+        if self.json {
+            println!("{}", serde_json::json!({"fid": value, "n_real": real_stats.n, "n_fake": fake_stats.n}));
+        } else {
+            println!("FID {value:.4} ({} real, {} fake images)", real_stats.n, fake_stats.n);
+        }
+        Ok(())
     }
 }
 
-fn fid_on<B: Backend>(backend: &B, args: FidArgs) -> Result<()> {
-    if let Some(FidAction::Weights(WeightsAction::Verify { inception_weights })) = args.action {
-        let path = fid::verify_weights(backend, inception_weights.as_deref())?;
-        println!("ok  {} (sha256 {}, 94 convolutions)", path.display(), metrics::INCEPTION_SHA256);
-        return Ok(());
-    }
-    let (Some(real), Some(fake)) = (&args.real, &args.fake) else {
-        bail!("align-fl fid needs --real A and --fake B (IDX image files or folders of PNGs)");
-    };
-    if args.batch == 0 {
-        bail!("--batch 0: give at least 1 image per batch");
-    }
-    let (real_set, fake_set) = (fid::read_image_set(real)?, fid::read_image_set(fake)?);
-    for (what, set) in [("--real", &real_set), ("--fake", &fake_set)] {
-        if set.shape.n < 2 {
-            bail!("{what} holds {} image(s); FID needs at least 2 per set", set.shape.n);
-        }
-    }
-    let path = metrics::locate_inception_weights(args.inception_weights.as_deref())?;
-    let model = metrics::Inception::load(backend, &path)?;
-    let real_stats = fid::feature_stats(&model, &real_set, args.batch, "real")?;
-    let fake_stats = fid::feature_stats(&model, &fake_set, args.batch, "fake")?;
-    for (what, stats) in [("real", &real_stats), ("fake", &fake_stats)] {
-        if let Some(w) = fid::small_set_warning(what, stats) {
-            eprintln!("{w}");
-        }
-    }
-    let value = metrics::frechet_distance(&real_stats, &fake_stats)?;
-    if let Some(path) = &args.save_stats {
-        metrics::save_feature_stats(path, &[("real", &real_stats), ("fake", &fake_stats)])?;
-        eprintln!("statistics written to {}", path.display());
-    }
-    if args.json {
-        println!("{}", serde_json::json!({"fid": value, "n_real": real_stats.n, "n_fake": fake_stats.n}));
-    } else {
-        println!("FID {value:.4} ({} real, {} fake images)", real_stats.n, fake_stats.n);
-    }
-    Ok(())
+/// A Poisson-sampled Gaussian schedule.
+#[derive(Args)]
+struct Schedule {
+    /// q ∈ (0, 1].
+    #[arg(long)]
+    sampling_rate: f64,
+    /// Number of steps.
+    #[arg(long)]
+    steps: u64,
+    /// δ ∈ (0, 1).
+    #[arg(long)]
+    delta: f64,
+    /// Accountant.
+    #[arg(long, value_enum, default_value = "rdp")]
+    accountant: AccountantKind,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
 enum PrivacyCommand {
-    /// ε of `steps` Poisson-sampled Gaussian steps at rate q and noise multiplier σ.
+    /// ε of `steps` Poisson-sampled Gaussian steps at rate q and noise multiplier σ
+    /// (JSON: {"epsilon", "order", "accountant"}).
     Epsilon {
-        /// q ∈ (0, 1].
-        #[arg(long)]
-        sampling_rate: f64,
         /// σ > 0.
         #[arg(long)]
         noise_multiplier: f64,
-        /// Number of steps.
-        #[arg(long)]
-        steps: u64,
-        /// δ ∈ (0, 1).
-        #[arg(long)]
-        delta: f64,
-        /// Accountant.
-        #[arg(long, value_enum, default_value = "rdp")]
-        accountant: AccountantName,
-        /// Print JSON: {"epsilon", "order", "accountant"}.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        schedule: Schedule,
     },
-    /// The smallest σ whose ε after `steps` steps at rate q is at most the target.
+    /// The smallest σ whose ε after `steps` steps at rate q is at most the target
+    /// (JSON: {"noise_multiplier", "epsilon"}).
     Calibrate {
         /// Target ε.
         #[arg(long)]
         target_epsilon: f64,
-        /// δ ∈ (0, 1).
-        #[arg(long)]
-        delta: f64,
-        /// q ∈ (0, 1].
-        #[arg(long)]
-        sampling_rate: f64,
-        /// Number of steps.
-        #[arg(long)]
-        steps: u64,
-        /// Accountant.
-        #[arg(long, value_enum, default_value = "rdp")]
-        accountant: AccountantName,
-        /// Print JSON: {"noise_multiplier", "epsilon"}.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        schedule: Schedule,
     },
 }
 
 fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
     use privacy::{Accountant, DpEvent};
     match cmd {
-        PrivacyCommand::Epsilon { sampling_rate, noise_multiplier, steps, delta, accountant, json } => {
-            let kind = accountant.kind();
-            let mut acc = kind.make();
+        PrivacyCommand::Epsilon { noise_multiplier, schedule: Schedule { sampling_rate, steps, delta, accountant, json } } => {
+            let mut acc = accountant.make();
             acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate, noise_multiplier, steps })?;
             let eps = acc.epsilon(delta)?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"epsilon": eps.epsilon, "order": eps.order, "accountant": kind.name()})
+                    serde_json::json!({"epsilon": eps.epsilon, "order": eps.order, "accountant": accountant})
                 );
             } else {
                 let order = eps.order.map(|o| format!(" (Rényi order {o})")).unwrap_or_default();
-                println!("ε = {:.6} at δ = {delta:e}{order}, {} accountant", eps.epsilon, kind.name());
+                println!("ε = {:.6} at δ = {delta:e}{order}, {} accountant", eps.epsilon, accountant.name());
             }
-            Ok(())
         }
-        PrivacyCommand::Calibrate { target_epsilon, delta, sampling_rate, steps, accountant, json } => {
-            let kind = accountant.kind();
-            let (sigma, eps) = privacy::calibrate_noise_multiplier(kind, target_epsilon, delta, sampling_rate, steps)?;
+        PrivacyCommand::Calibrate { target_epsilon, schedule: Schedule { sampling_rate, steps, delta, accountant, json } } => {
+            let (sigma, eps) =
+                privacy::calibrate_noise_multiplier(accountant, target_epsilon, delta, sampling_rate, steps)?;
             if json {
                 println!("{}", serde_json::json!({"noise_multiplier": sigma, "epsilon": eps}));
             } else {
-                println!("σ = {sigma:.6} gives ε = {eps:.6} at δ = {delta:e} ({} accountant)", kind.name());
+                println!("σ = {sigma:.6} gives ε = {eps:.6} at δ = {delta:e} ({} accountant)", accountant.name());
             }
-            Ok(())
         }
     }
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// Experiment config (TOML); without one, the paper protocol's defaults.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Main strategy.
-    #[arg(long, value_enum)]
-    strategy: Option<StrategyName>,
-    /// Baselines to compare against, comma-separated, or "none".
-    #[arg(long, value_delimiter = ',')]
-    compare: Option<Vec<String>>,
-    /// Federated rounds.
-    #[arg(long)]
-    rounds: Option<usize>,
-    /// Number of clients (the first N class pairs).
-    #[arg(long)]
-    clients: Option<usize>,
-    /// Primary dataset.
-    #[arg(long, value_enum)]
-    dataset: Option<DatasetName>,
-    /// Data directory (default: config's data_dir, then $ALIGN_FL_DATA, then ./data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Output directory for report.json, report.md, figures and checkpoints.
-    #[arg(long, default_value = "runs/latest")]
-    out: PathBuf,
-    /// Seed of every random stream.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Local epochs per round.
-    #[arg(long)]
-    local_epochs: Option<usize>,
-    /// Synthetic samples per client per round (ALIGN-FL server).
-    #[arg(long)]
-    synthetic_samples: Option<usize>,
-    /// Server epochs per round (ALIGN-FL).
-    #[arg(long)]
-    server_epochs: Option<usize>,
-    /// β (λ_KL) of ALIGN-FL clients and server.
-    #[arg(long)]
-    lambda_kl: Option<f32>,
-    /// Worker threads (default: all cores). Results do not depend on it.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Numeric backend.
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendName,
-    /// Privacy mechanism of the clients.
-    #[arg(long, value_enum)]
-    privacy: Option<MechanismName>,
-    /// DP-SGD: target ε per client over the whole run.
-    #[arg(long)]
-    epsilon: Option<f64>,
-    /// DP-SGD: δ.
-    #[arg(long)]
-    delta: Option<f64>,
-    /// DP-SGD: accountant.
-    #[arg(long, value_enum)]
-    accountant: Option<AccountantName>,
-    /// DP-SGD: clipping rule.
-    #[arg(long, value_enum)]
-    clipping: Option<ClippingName>,
-    /// DP-SGD: clipping threshold C (the initial one under adaptive clipping).
-    #[arg(long)]
-    max_grad_norm: Option<f64>,
-    /// DP-SGD: batch sampling (shuffled is not covered by the accountant).
-    #[arg(long, value_enum)]
-    sampling: Option<SamplingName>,
-    /// DP-SGD: noise randomness (reproducible noise is not covered by the guarantee).
-    #[arg(long, value_enum)]
-    noise: Option<NoiseName>,
-    /// DP-SGD: let clients fit the GMM prior on private latents (voids the guarantee).
-    #[arg(long)]
-    allow_non_private_prior: bool,
-    /// DP-SGD: clip and noise the whole VAE (the paper's) or the decoder only (the authors' dec_dp
-    /// ablation, not covered by the guarantee).
-    #[arg(long, value_enum)]
-    dp_scope: Option<DpScopeName>,
-    /// LCD-VAE: weight λ_lip of the gradient penalty.
-    #[arg(long)]
-    lambda_lip: Option<f32>,
-    /// LCD-VAE: put the penalty on the decoder (the paper's) or on the encoder (the authors'
-    /// code's alternative).
-    #[arg(long, value_enum)]
-    lipschitz_at: Option<LipschitzAt>,
-    /// Skip FID (it needs the Inception weights and dominates a CPU run's time).
-    #[arg(long)]
-    no_fid: bool,
-    /// Images decoded from N(0, I) per FID (default 2000).
-    #[arg(long)]
-    fid_samples: Option<usize>,
-    /// Also compute FID every K rounds (default: final round only).
-    #[arg(long)]
-    fid_every: Option<usize>,
-    /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
-    #[arg(long)]
-    inception_weights: Option<PathBuf>,
-}
-
-/// `--dp-scope`.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum DpScopeName {
-    /// Every layer of the VAE.
-    WholeModel,
-    /// The decoder only; the encoder trains without clipping or noise.
-    DecoderOnly,
-}
-
-/// `--lipschitz-at`.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LipschitzAt {
-    /// Decoder at interpolated latents (LCD-VAE as in the paper).
-    Decoder,
-    /// Encoder's (μ, log σ²) head at interpolated inputs.
-    Encoder,
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -427,7 +368,7 @@ enum DataCommand {
     Fetch {
         /// Which dataset; both when omitted.
         #[arg(long, value_enum)]
-        dataset: Option<DatasetName>,
+        dataset: Option<DatasetKind>,
         /// Data directory (default: $ALIGN_FL_DATA, then ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -459,168 +400,49 @@ enum DataCommand {
     },
 }
 
-fn apply_overrides(cfg: &mut ExperimentConfig, a: &RunArgs) -> Result<()> {
-    if let Some(v) = a.strategy {
-        cfg.strategy = v;
-    }
-    if let Some(list) = &a.compare {
-        cfg.compare = Vec::new();
-        for name in list.iter().filter(|n| n.as_str() != "none") {
-            match <StrategyName as clap::ValueEnum>::from_str(name, true) {
-                Ok(s) => cfg.compare.push(s),
-                Err(_) => bail!("--compare: unknown strategy {name:?}; use align-fl, fedavg, fedprox or none"),
-            }
-        }
-    }
-    macro_rules! set {
-        ($flag:expr => $field:expr) => {
-            if let Some(v) = $flag {
-                $field = v;
-            }
-        };
-    }
-    set!(a.rounds => cfg.rounds);
-    set!(a.clients => cfg.partition.clients);
-    set!(a.dataset => cfg.dataset);
-    set!(a.seed => cfg.seed);
-    set!(a.local_epochs => cfg.client.local_epochs);
-    set!(a.synthetic_samples => cfg.server.synthetic_samples);
-    set!(a.server_epochs => cfg.server.server_epochs);
-    set!(a.privacy => cfg.privacy.mechanism);
-    set!(a.epsilon => cfg.privacy.epsilon);
-    set!(a.delta => cfg.privacy.delta);
-    set!(a.accountant => cfg.privacy.accountant);
-    set!(a.clipping => cfg.privacy.clipping);
-    set!(a.max_grad_norm => cfg.privacy.max_grad_norm);
-    set!(a.sampling => cfg.privacy.sampling);
-    set!(a.noise => cfg.privacy.noise);
-    cfg.privacy.allow_non_private_prior |= a.allow_non_private_prior;
-    set!(a.lambda_lip => cfg.privacy.lambda_lip);
-    if let Some(scope) = a.dp_scope {
-        cfg.privacy.scope = match scope {
-            DpScopeName::WholeModel => privacy::DpScope::WholeModel,
-            DpScopeName::DecoderOnly => privacy::DpScope::DecoderOnly,
-        };
-    }
-    if let Some(at) = a.lipschitz_at {
-        cfg.privacy.lipschitz_at = match at {
-            LipschitzAt::Decoder => vae::PenaltyTarget::Decoder,
-            LipschitzAt::Encoder => vae::PenaltyTarget::Encoder,
-        };
-    }
-    cfg.fid.enabled &= !a.no_fid;
-    set!(a.fid_samples => cfg.fid.samples);
-    set!(a.fid_every => cfg.fid.every);
-    if let Some(w) = &a.inception_weights {
-        cfg.fid.weights = Some(w.clone());
-    }
-    if let Some(v) = a.lambda_kl {
-        cfg.client.lambda_kl = v;
-        cfg.server.lambda_kl = v;
-    }
-    Ok(())
-}
-
-fn run(args: RunArgs) -> Result<()> {
-    let mut cfg = match &args.config {
-        Some(path) => ExperimentConfig::load(path)?,
-        None => ExperimentConfig::default(),
-    };
-    apply_overrides(&mut cfg, &args)?;
-    set_threads(args.threads)?;
-    let data_dir = run::data_dir(args.data_dir.as_deref(), &cfg);
-    let report = dispatch(args.backend, RunJob { cfg: &cfg, data_dir: &data_dir, out: &args.out })?;
-    let fid = |v: Option<f64>| v.map_or(String::new(), |f| format!(", FID {f:.2}"));
-    println!(
-        "{}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{} ({:.1} s)",
-        report.strategy,
-        report.final_metrics.accuracy,
-        report.final_metrics.f1,
-        report.final_metrics.lipschitz_decoder,
-        fid(report.final_metrics.fid),
-        report.wall_seconds
-    );
-    for (name, b) in &report.baselines {
-        println!(
-            "{name}: final accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{} ({:.1} s)",
-            b.final_metrics.accuracy,
-            b.final_metrics.f1,
-            b.final_metrics.lipschitz_decoder,
-            fid(b.final_metrics.fid),
-            b.wall_seconds
-        );
-    }
-    if let Some(note) = &report.fid_note {
-        println!("FID not computed: {note}");
-    }
-    println!("report: {}", args.out.join("report.md").display());
-    Ok(())
-}
-
-/// One experiment, ready to run on a backend.
-struct RunJob<'a> {
-    cfg: &'a ExperimentConfig,
-    data_dir: &'a std::path::Path,
-    out: &'a std::path::Path,
-}
-
-impl OnBackend for RunJob<'_> {
-    type Output = report::Report;
-
-    fn run<B: Backend>(self, backend: &B) -> Result<report::Report> {
-        run::run_experiment(backend, self.cfg, self.data_dir, self.out)
-    }
-}
-
 fn data_command(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Fetch { dataset, data_dir, from } => {
             let dir = data::resolve_data_dir(data_dir.as_deref());
-            let kinds = dataset.map_or(data::DatasetKind::ALL.to_vec(), |d| vec![d.kind()]);
-            for kind in kinds {
+            for kind in dataset.map_or(DatasetKind::ALL.to_vec(), |d| vec![d]) {
                 eprintln!("fetching {} into {}", kind.display_name(), dir.join(kind.dir_name()).display());
                 for path in data::fetch(&dir, kind, from.as_deref())? {
                     println!("ok  {}", path.display());
                 }
             }
-            Ok(())
         }
         DataCommand::Verify { data_dir } => {
             let dir = data::resolve_data_dir(data_dir.as_deref());
             let mut failed = 0;
-            for kind in data::DatasetKind::ALL {
-                for check in data::verify(&dir, kind) {
-                    match check.result {
-                        Ok(path) => println!("ok      {}", path.display()),
-                        Err(e) => {
-                            failed += 1;
-                            println!("FAILED  {}: {e}", check.name);
-                        }
+            for check in DatasetKind::ALL.into_iter().flat_map(|kind| data::verify(&dir, kind)) {
+                match check.result {
+                    Ok(path) => println!("ok      {}", path.display()),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAILED  {}: {e}", check.name);
                     }
                 }
             }
             if failed > 0 {
                 bail!("{failed} file(s) in {} failed verification", dir.display());
             }
-            Ok(())
         }
         DataCommand::Subset { from, out, train_per_class, test_per_class } => {
             let sizes = data::SubsetSizes { train_per_class, test_per_class };
             for path in data::make_subset(&from, &out, sizes)? {
                 println!("wrote {}", path.display());
             }
-            Ok(())
         }
     }
+    Ok(())
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run(args) => run(*args),
+    let result = match Cli::parse().command {
+        Command::Run(args) => run_command(*args),
         Command::Data(cmd) => data_command(cmd),
         Command::Privacy(cmd) => privacy_command(cmd),
-        Command::Fid(args) => fid_command(args),
+        Command::Fid(args) => dispatch(args.backend, args),
         Command::Reproduce(args) => reproduce_command(args),
     };
     if let Err(e) = result {

@@ -50,6 +50,14 @@ pub enum DataError {
         /// Actual digest (hex).
         actual: String,
     },
+    /// An image file or folder cannot serve as an image set.
+    #[error("{path}: {reason}")]
+    Images {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Images and labels disagree.
     #[error("{images} holds {n_images} images but {labels} holds {n_labels} labels")]
     CountMismatch {

@@ -1,5 +1,6 @@
 //! Data for align-fl: the IDX reader, the registry of MNIST and Fashion-MNIST with checksums,
-//! fetching and verifying a data directory, the committed subset, and the ALIGN-FL partition.
+//! fetching and verifying a data directory, the committed subset, the ALIGN-FL partition, and
+//! image sets (IDX files or PNG folders) for FID.
 //!
 //! ```no_run
 //! use data::{load_split, resolve_data_dir, DatasetKind, PartitionSpec, Split};
@@ -14,11 +15,13 @@
 
 mod error;
 pub mod idx;
+mod image_set;
 mod partition;
 mod registry;
 mod subset;
 
 pub use error::DataError;
+pub use image_set::ImageSet;
 pub use partition::{ClientShard, Partition, PartitionSpec, Samples, OUTLIER_LABEL};
 pub use registry::{
     fetch, load_split, resolve_data_dir, sha256_hex, verify, DatasetKind, FileCheck, LabelledImages, Split,

@@ -16,20 +16,26 @@ const GMM_MAX_ITER: usize = 100;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PriorKind {
+    /// Diagonal GMM fitted on every latent drawn during the round's training (the paper).
+    Gmm,
     /// N(0, I): nothing fitted.
     StandardNormal,
-    /// Diagonal GMM fitted on every latent drawn during the round's training.
-    Gmm {
-        /// Number of components (the paper: 10).
-        components: usize,
-    },
+}
+
+/// The prior a client uploads, with the GMM's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PriorFit {
+    /// Which prior.
+    pub kind: PriorKind,
+    /// GMM components (the paper: 10); unused for N(0, I).
+    pub gmm_components: usize,
 }
 
 /// What a client uploads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Upload {
-    /// Decoder plus a prior of this kind (ALIGN-FL).
-    Decoder(PriorKind),
+    /// Decoder plus a prior (ALIGN-FL).
+    Decoder(PriorFit),
     /// All parameters (FedAvg / FedProx).
     FullModel,
 }
@@ -140,7 +146,7 @@ impl<B: Backend> Client<B> {
         let mut adam = Adam::new(&mut self.model, plan.local.options.learning_rate);
         let id = self.id as u64;
         let mut rng = ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::ClientShuffle, id, round as u64));
-        let collect = matches!(plan.upload, Upload::Decoder(PriorKind::Gmm { .. }));
+        let collect = matches!(plan.upload, Upload::Decoder(PriorFit { kind: PriorKind::Gmm, .. }));
         let mut latents = Vec::new();
         let mut loss = Loss::default();
         if self.privacy.is_some() && anchor.is_some() {
@@ -176,10 +182,10 @@ impl<B: Backend> Client<B> {
         };
         let config = self.model.config().clone();
         let payload = match plan.upload {
-            Upload::Decoder(kind) => {
+            Upload::Decoder(PriorFit { kind, gmm_components: components }) => {
                 let prior = match kind {
                     PriorKind::StandardNormal => LatentPrior::StandardNormal { dim: config.latent },
-                    PriorKind::Gmm { components } => {
+                    PriorKind::Gmm => {
                         let mut fit_rng =
                             ChaCha20Rng::seed_from_u64(derive_seed(self.seed, Stream::PriorFit, id, round as u64));
                         LatentPrior::Gmm(

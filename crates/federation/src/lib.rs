@@ -11,7 +11,7 @@
 //! let local = LocalTraining { epochs: 1, options: TrainOptions::default() };
 //! let settings = AlignFlSettings {
 //!     synthetic_samples: 20, server_epochs: 1, server_training: TrainOptions::default(),
-//!     prior: PriorKind::StandardNormal, local,
+//!     prior: PriorFit { kind: PriorKind::StandardNormal, gmm_components: 0 }, local,
 //! };
 //! let clients = (0..2)
 //!     .map(|k| Client::new(&cpu, k, vec![0.25 * k as f32; 4 * 16], &config, 7))
@@ -30,7 +30,7 @@ mod seeds;
 mod simulation;
 mod strategy;
 
-pub use client::{Client, ClientPrivacy, ClientStart, LocalTraining, PriorKind, RoundPlan, Upload};
+pub use client::{Client, ClientPrivacy, ClientStart, LocalTraining, PriorFit, PriorKind, RoundPlan, Upload};
 pub use error::FederationError;
 pub use message::{ClientUpdate, UpdatePayload};
 pub use seeds::{derive_seed, Stream};

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha20Rng;
 use tensor_kernels::Backend;
 use vae::{Adam, Decoder, Loss, Vae, VaeWeights};
 
-use crate::client::{ClientStart, LocalTraining, PriorKind, RoundPlan, Upload};
+use crate::client::{ClientStart, LocalTraining, PriorFit, RoundPlan, Upload};
 use crate::seeds::{derive_seed, Stream};
 use crate::{ClientUpdate, FederationError, Progress, UpdatePayload};
 
@@ -46,7 +46,7 @@ pub struct AlignFlSettings {
     /// Batch size, learning rate, β of the global training.
     pub server_training: vae::TrainOptions,
     /// The prior clients fit and upload.
-    pub prior: PriorKind,
+    pub prior: PriorFit,
     /// Clients' local training.
     pub local: LocalTraining,
 }

@@ -108,7 +108,7 @@ fn align_fl(configs: &[VaeConfig], global: &VaeConfig, seed: u64) -> Federation<
         synthetic_samples: 30,
         server_epochs: 2,
         server_training: local().options,
-        prior: PriorKind::Gmm { components: 3 },
+        prior: PriorFit { kind: PriorKind::Gmm, gmm_components: 3 },
         local: local(),
     };
     let strategy =

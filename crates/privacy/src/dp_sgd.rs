@@ -11,35 +11,42 @@ use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tensor_kernels::{Backend, NoiseKey};
-use vae::{Adam, DpScope, Loss, TrainOptions, Vae, VaeError};
+use vae::{Adam, GradientScope, Loss, TrainOptions, Vae, VaeError};
 
 use crate::{AccountantKind, DpEvent, PrivacyError};
 
 /// How the clipping threshold C is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "mode")]
-pub enum Clipping {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum ClippingRule {
     /// C stays at `max_grad_norm`.
     Fixed,
     /// Private quantile tracking (Andrew et al. 2021): C ← C·exp(−η(b̃ − γ)) with b̃ the noised
     /// fraction of unclipped samples; the gradient noise is reduced so that the pair of queries
     /// is as private as one Gaussian query with the calibrated σ.
-    Adaptive {
-        /// γ, the target fraction of unclipped samples (0.5: the median).
-        target_quantile: f64,
-        /// η, the geometric learning rate of C.
-        learning_rate: f64,
-        /// σ_b, the standard deviation of the noise on the unclipped count.
-        count_noise: f64,
-    },
-    /// The authors' rule: C = median of the batch's per-sample norms, not privatised.
+    Adaptive,
+    /// The authors' rule: C = median of the batch's per-sample norms, not privatised (not
+    /// covered by the guarantee).
     PaperMedian,
 }
 
+/// The parameters of [`ClippingRule::Adaptive`] (Andrew et al. 2021); unused by the other rules.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct AdaptiveClipping {
+    /// γ, the target fraction of unclipped samples (0.5: the median).
+    pub target_quantile: f64,
+    /// η, the geometric learning rate of C.
+    pub learning_rate: f64,
+    /// σ_b, the standard deviation of the noise on the unclipped count.
+    pub count_noise: f64,
+}
+
 /// How batches are drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Sampling {
     /// Each record independently with probability q: what the accountant analyses.
@@ -49,16 +56,15 @@ pub enum Sampling {
 }
 
 /// Where the noise's randomness comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum NoiseSource {
     /// ChaCha20 keyed from the operating system's entropy: the noise cannot be regenerated.
     Secure,
-    /// ChaCha20 keyed from the run seed: reproducible, and removable by anyone with the seed.
-    Reproducible {
-        /// The seed.
-        seed: u64,
-    },
+    /// ChaCha20 keyed from the run seed: reproducible, and removable by anyone with the seed (not
+    /// covered by the guarantee).
+    Reproducible,
 }
 
 /// Everything DP-SGD needs for one client.
@@ -69,17 +75,21 @@ pub struct DpSgdSettings {
     /// Initial (fixed: constant) clipping threshold C.
     pub max_grad_norm: f64,
     /// Clipping rule.
-    pub clipping: Clipping,
+    pub clipping: ClippingRule,
+    /// The adaptive rule's parameters.
+    pub adaptive: AdaptiveClipping,
     /// Batch sampling.
     pub sampling: Sampling,
     /// Noise randomness.
     pub noise: NoiseSource,
+    /// The run seed, which keys [`NoiseSource::Reproducible`] noise (unused for secure noise).
+    pub seed: u64,
     /// The parameters that are clipped and noised.
-    pub scope: DpScope,
+    pub scope: GradientScope,
 }
 
 /// What a client reports about its privacy.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrivacySpent {
     /// ε of the steps taken so far at `delta`, as the accountant computes it.
     pub epsilon: f64,
@@ -91,16 +101,16 @@ pub struct PrivacySpent {
     pub sampling_rate: f64,
     /// DP-SGD steps taken.
     pub steps: u64,
-    /// "rdp" or "pld".
-    pub accountant: String,
-    /// "fixed", "adaptive" or "paper-median".
-    pub clipping: String,
+    /// The accountant that computed ε.
+    pub accountant: AccountantKind,
+    /// The clipping rule.
+    pub clipping: ClippingRule,
     /// Clipping threshold after the last step.
     pub final_clip_norm: f64,
-    /// "secure" or "reproducible".
-    pub noise: String,
-    /// "poisson" or "shuffled".
-    pub sampling: String,
+    /// Where the noise came from.
+    pub noise: NoiseSource,
+    /// How batches were drawn.
+    pub sampling: Sampling,
     /// Whether the (ε, δ) guarantee holds for what was run.
     pub guarantee_holds: bool,
     /// Why it does not, one reason per line.
@@ -144,7 +154,8 @@ impl DpSgd {
             );
         }
         let gradient_noise_multiplier = match settings.clipping {
-            Clipping::Adaptive { count_noise, target_quantile, learning_rate } => {
+            ClippingRule::Adaptive => {
+                let AdaptiveClipping { count_noise, target_quantile, learning_rate } = settings.adaptive;
                 #[allow(clippy::neg_cmp_op_on_partial_ord)] // !(x >= 0) also refuses NaN.
                 if !(0.0..=1.0).contains(&target_quantile) || !(learning_rate >= 0.0) {
                     return bad(
@@ -161,7 +172,7 @@ impl DpSgd {
                 }
                 rest.powf(-0.5)
             }
-            Clipping::Fixed | Clipping::PaperMedian => sigma,
+            ClippingRule::Fixed | ClippingRule::PaperMedian => sigma,
         };
         let (noise_seed, rng) = match settings.noise {
             NoiseSource::Secure => {
@@ -169,8 +180,8 @@ impl DpSgd {
                 rand::rngs::OsRng.fill_bytes(&mut key);
                 (key, ChaCha20Rng::from_rng(rand::rngs::OsRng).expect("the operating system's entropy source"))
             }
-            NoiseSource::Reproducible { seed } => {
-                let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            NoiseSource::Reproducible => {
+                let mut rng = ChaCha20Rng::seed_from_u64(settings.seed);
                 rng.set_stream(stream);
                 let mut key = [0u8; 32];
                 rng.fill_bytes(&mut key);
@@ -232,18 +243,18 @@ impl DpSgd {
                 "batches were shuffled, not Poisson-sampled: the accountant's analysis does not apply".to_string(),
             );
         }
-        if self.settings.clipping == Clipping::PaperMedian {
+        if self.settings.clipping == ClippingRule::PaperMedian {
             reasons.push(
                 "the clipping threshold is the unprivatised median of per-sample gradient norms (paper-median)"
                     .to_string(),
             );
         }
-        if let NoiseSource::Reproducible { .. } = self.settings.noise {
+        if self.settings.noise == NoiseSource::Reproducible {
             reasons.push(
                 "the noise was seeded from --seed: anyone who knows the seed can regenerate and remove it".to_string(),
             );
         }
-        if self.settings.scope == DpScope::DecoderOnly {
+        if self.settings.scope == GradientScope::DecoderOnly {
             reasons.push(
                 "DP-SGD covered the decoder only (dec_dp): the encoder trained without clipping or noise and shapes \
                  every decoder gradient, so one record can move the decoder without bound"
@@ -257,24 +268,11 @@ impl DpSgd {
             noise_multiplier: self.settings.noise_multiplier,
             sampling_rate: self.sampling_rate,
             steps: self.steps,
-            accountant: accountant.name().to_string(),
-            clipping: match self.settings.clipping {
-                Clipping::Fixed => "fixed",
-                Clipping::Adaptive { .. } => "adaptive",
-                Clipping::PaperMedian => "paper-median",
-            }
-            .to_string(),
+            accountant,
+            clipping: self.settings.clipping,
             final_clip_norm: self.clip_norm,
-            noise: match self.settings.noise {
-                NoiseSource::Secure => "secure",
-                NoiseSource::Reproducible { .. } => "reproducible",
-            }
-            .to_string(),
-            sampling: match self.settings.sampling {
-                Sampling::Poisson => "poisson",
-                Sampling::Shuffled => "shuffled",
-            }
-            .to_string(),
+            noise: self.settings.noise,
+            sampling: self.settings.sampling,
             guarantee_holds: reasons.is_empty(),
             reasons,
         })
@@ -347,7 +345,7 @@ impl DpSgd {
                 return Err(VaeError::NonFinite { what: "loss", step: self.steps });
             }
             let norms: Vec<f64> = squared.iter().map(|s| s.sqrt()).collect();
-            if self.settings.clipping == Clipping::PaperMedian {
+            if self.settings.clipping == ClippingRule::PaperMedian {
                 let mut sorted = norms.clone();
                 sorted.sort_by(f64::total_cmp);
                 self.clip_norm = sorted[sorted.len() / 2].max(1e-12);
@@ -361,7 +359,8 @@ impl DpSgd {
         // ĝ = (Σ cᵢ gᵢ + N(0, σ_Δ² C²)) / m, with the C this step clipped at, fused into Adam.
         let std = (self.gradient_noise_multiplier * self.clip_norm) as f32;
         self.noise_key = adam.noisy_step(vae, std, (1.0 / expected) as f32, self.noise_key, self.settings.scope);
-        if let Clipping::Adaptive { target_quantile, learning_rate, count_noise } = self.settings.clipping {
+        if self.settings.clipping == ClippingRule::Adaptive {
+            let AdaptiveClipping { target_quantile, learning_rate, count_noise } = self.settings.adaptive;
             // b̃ = (Σ(bᵢ − ½) + N(0, σ_b²)) / m + ½; Σ(bᵢ − ½) has sensitivity ½ (Andrew et al. 2021, §3).
             let noise: f64 = StandardNormal.sample(&mut self.rng);
             let fraction = (unclipped - 0.5 * rows as f64 + count_noise * noise) / expected + 0.5;

@@ -18,10 +18,9 @@ mod pld;
 mod rdp;
 
 pub use calibrate::calibrate_noise_multiplier;
-pub use dp_sgd::{Clipping, DpSgd, DpSgdSettings, NoiseSource, PrivacySpent, Sampling};
+pub use dp_sgd::{AdaptiveClipping, ClippingRule, DpSgd, DpSgdSettings, NoiseSource, PrivacySpent, Sampling};
 pub use pld::{PldAccountant, DEFAULT_INTERVAL};
 pub use rdp::{default_orders, rdp_to_epsilon, subsampled_gaussian_rdp, RdpAccountant};
-pub use vae::DpScope;
 
 /// Errors of the privacy crate.
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +100,12 @@ pub trait Accountant {
 
 /// Which accountant computes ε.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum AccountantKind {
-    /// Rényi DP ([`RdpAccountant`]).
+    /// Rényi DP (dp_accounting's conversion).
     Rdp,
-    /// Privacy-loss distributions ([`PldAccountant`]), tighter.
+    /// Privacy-loss distributions (connect-the-dots discretisation, FFT composition): tighter.
     Pld,
 }
 

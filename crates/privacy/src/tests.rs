@@ -128,7 +128,7 @@ mod dp_sgd {
     use crate::*;
     use rand::{Rng, SeedableRng};
     use tensor_kernels::Cpu;
-    use vae::{Adam, TrainOptions, Vae, VaeConfig};
+    use vae::{Adam, GradientScope, TrainOptions, Vae, VaeConfig};
 
     fn config() -> VaeConfig {
         VaeConfig { input: 16, encoder: vec![24], latent: 2, decoder: vec![24] }
@@ -142,14 +142,18 @@ mod dp_sgd {
             .collect()
     }
 
-    fn settings(clipping: Clipping, noise: NoiseSource, sigma: f64) -> DpSgdSettings {
+    const ADAPTIVE: AdaptiveClipping = AdaptiveClipping { target_quantile: 0.5, learning_rate: 0.2, count_noise: 1.0 };
+
+    fn settings(clipping: ClippingRule, noise: NoiseSource, seed: u64, sigma: f64) -> DpSgdSettings {
         DpSgdSettings {
             noise_multiplier: sigma,
             max_grad_norm: 1.0,
             clipping,
+            adaptive: ADAPTIVE,
             sampling: Sampling::Poisson,
             noise,
-            scope: DpScope::WholeModel,
+            seed,
+            scope: GradientScope::WholeModel,
         }
     }
 
@@ -176,11 +180,11 @@ mod dp_sgd {
 
     #[test]
     fn reproducible_mode_repeats_and_secure_mode_does_not() {
-        let rep = settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 9 }, 1.0);
+        let rep = settings(ClippingRule::Fixed, NoiseSource::Reproducible, 9, 1.0);
         let (a, ..) = train(rep, 2);
         let (b, ..) = train(rep, 2);
         assert_eq!(a, b);
-        let sec = settings(Clipping::Fixed, NoiseSource::Secure, 1.0);
+        let sec = settings(ClippingRule::Fixed, NoiseSource::Secure, 0, 1.0);
         let (c, ..) = train(sec, 2);
         let (d, ..) = train(sec, 2);
         assert_ne!(c, d);
@@ -188,18 +192,17 @@ mod dp_sgd {
 
     #[test]
     fn training_learns_with_moderate_noise_and_not_with_overwhelming_noise() {
-        let (_, first, last, dp) = train(settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 1 }, 0.5), 30);
+        let (_, first, last, dp) = train(settings(ClippingRule::Fixed, NoiseSource::Reproducible, 1, 0.5), 30);
         assert!(last < 0.6 * first, "σ = 0.5: {first} → {last}");
         assert_eq!(dp.steps(), 30 * 10);
-        let (_, first, last, _) = train(settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 1 }, 1e4), 30);
+        let (_, first, last, _) = train(settings(ClippingRule::Fixed, NoiseSource::Reproducible, 1, 1e4), 30);
         assert!(last > 0.8 * first, "σ = 1e4 should drown the gradient: {first} → {last}");
     }
 
     #[test]
     fn adaptive_clipping_tracks_the_target_quantile() {
-        let adaptive = Clipping::Adaptive { target_quantile: 0.5, learning_rate: 0.2, count_noise: 1.0 };
         let start =
-            DpSgdSettings { max_grad_norm: 100.0, ..settings(adaptive, NoiseSource::Reproducible { seed: 2 }, 1.0) };
+            DpSgdSettings { max_grad_norm: 100.0, ..settings(ClippingRule::Adaptive, NoiseSource::Reproducible, 2, 1.0) };
         let (_, _, _, dp) = train(start, 40);
         // Started at C = 100, far above every per-sample norm: C must fall to the norms' median.
         assert!(dp.clip_norm() < 10.0, "C = {}", dp.clip_norm());
@@ -211,7 +214,7 @@ mod dp_sgd {
 
     #[test]
     fn report_says_when_the_guarantee_does_not_hold() {
-        let (_, _, _, dp) = train(settings(Clipping::Fixed, NoiseSource::Secure, 1.0), 1);
+        let (_, _, _, dp) = train(settings(ClippingRule::Fixed, NoiseSource::Secure, 0, 1.0), 1);
         let spent = dp.spent(1e-5, AccountantKind::Rdp, &[]).unwrap();
         assert!(spent.guarantee_holds && spent.reasons.is_empty());
         assert_eq!(spent.steps, 10);
@@ -219,7 +222,7 @@ mod dp_sgd {
         acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate: 0.1, noise_multiplier: 1.0, steps: 10 }).unwrap();
         assert_eq!(spent.epsilon, acc.epsilon(1e-5).unwrap().epsilon);
 
-        let mut s = settings(Clipping::PaperMedian, NoiseSource::Reproducible { seed: 1 }, 1.0);
+        let mut s = settings(ClippingRule::PaperMedian, NoiseSource::Reproducible, 1, 1.0);
         s.sampling = Sampling::Shuffled;
         let (_, _, _, dp) = train(s, 1);
         let spent =
@@ -229,12 +232,12 @@ mod dp_sgd {
     }
 
     /// Encoder and decoder weights after one full-batch step (q = 1) at noise multiplier σ.
-    fn one_step(scope: DpScope, sigma: f64) -> (Vec<vae::LayerWeights>, Vec<vae::LayerWeights>, PrivacySpent) {
+    fn one_step(scope: GradientScope, sigma: f64) -> (Vec<vae::LayerWeights>, Vec<vae::LayerWeights>, PrivacySpent) {
         let x = data();
         let opts = TrainOptions { batch_size: 200, ..TrainOptions::default() };
         let mut model = Vae::new(&Cpu::new(), &config(), 1).unwrap();
         let mut adam = Adam::new(&mut model, opts.learning_rate);
-        let s = DpSgdSettings { scope, ..settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 6 }, sigma) };
+        let s = DpSgdSettings { scope, ..settings(ClippingRule::Fixed, NoiseSource::Reproducible, 6, sigma) };
         let mut dp = DpSgd::new(s, 200, 200, 0).unwrap();
         dp.train_epoch(&mut model, &x, &opts, &mut adam, None).unwrap();
         let w = model.weights();
@@ -243,14 +246,14 @@ mod dp_sgd {
 
     #[test]
     fn decoder_only_scope_noises_the_decoder_alone_and_claims_no_guarantee() {
-        let (enc_quiet, dec_quiet, spent) = one_step(DpScope::DecoderOnly, 1e-3);
-        let (enc_loud, dec_loud, _) = one_step(DpScope::DecoderOnly, 1e4);
+        let (enc_quiet, dec_quiet, spent) = one_step(GradientScope::DecoderOnly, 1e-3);
+        let (enc_loud, dec_loud, _) = one_step(GradientScope::DecoderOnly, 1e4);
         assert_eq!(enc_quiet, enc_loud, "the encoder's step must not see the noise");
         assert_ne!(dec_quiet, dec_loud);
         assert!(!spent.guarantee_holds);
         assert!(spent.reasons.iter().any(|r| r.contains("decoder only")), "{:?}", spent.reasons);
-        let (enc_quiet, ..) = one_step(DpScope::WholeModel, 1e-3);
-        let (enc_loud, ..) = one_step(DpScope::WholeModel, 1e4);
+        let (enc_quiet, ..) = one_step(GradientScope::WholeModel, 1e-3);
+        let (enc_loud, ..) = one_step(GradientScope::WholeModel, 1e4);
         assert_ne!(enc_quiet, enc_loud, "whole-model DP-SGD noises the encoder too");
     }
 
@@ -268,7 +271,7 @@ mod dp_sgd {
         let mut model = Vae::new(&Cpu::new(), &config(), 1).unwrap();
         let before = model.weights();
         let mut adam = Adam::new(&mut model, opts.learning_rate);
-        let s = settings(Clipping::Fixed, NoiseSource::Reproducible { seed: 4 }, 1.0);
+        let s = settings(ClippingRule::Fixed, NoiseSource::Reproducible, 4, 1.0);
         let mut dp = DpSgd::new(s, 200, 1, 0).unwrap();
         let loss = dp.train_epoch(&mut model, &x, &opts, &mut adam, None).unwrap();
         assert_eq!(dp.steps(), 200);
@@ -278,12 +281,15 @@ mod dp_sgd {
 
     #[test]
     fn invalid_settings_are_refused() {
-        let s = settings(Clipping::Fixed, NoiseSource::Secure, 1.0);
+        let s = settings(ClippingRule::Fixed, NoiseSource::Secure, 0, 1.0);
         assert!(DpSgd::new(DpSgdSettings { noise_multiplier: 0.0, ..s }, 100, 10, 0).is_err());
         assert!(DpSgd::new(DpSgdSettings { max_grad_norm: -1.0, ..s }, 100, 10, 0).is_err());
         assert!(DpSgd::new(s, 10, 100, 0).is_err());
-        let tight = Clipping::Adaptive { target_quantile: 0.5, learning_rate: 0.2, count_noise: 0.4 };
-        let e = DpSgd::new(settings(tight, NoiseSource::Secure, 1.0), 100, 10, 0).err().unwrap();
+        let tight = DpSgdSettings {
+            adaptive: AdaptiveClipping { count_noise: 0.4, ..ADAPTIVE },
+            ..settings(ClippingRule::Adaptive, NoiseSource::Secure, 0, 1.0)
+        };
+        let e = DpSgd::new(tight, 100, 10, 0).err().unwrap();
         assert!(e.to_string().contains("σ_b must exceed σ/2"), "{e}");
     }
 }

@@ -26,7 +26,7 @@ pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use config::{DecoderSpec, VaeConfig};
 pub use error::VaeError;
 pub use mlp::LayerWeights;
-pub use model::{Adam, Decoder, DpScope, Loss, PenaltyTarget, ProximalAnchor, TrainOptions, Vae, VaeWeights};
+pub use model::{Adam, Decoder, GradientScope, Loss, PenaltyTarget, ProximalAnchor, TrainOptions, Vae, VaeWeights};
 pub use prior::{DiagonalGmm, LatentPrior};
 
 #[cfg(test)]

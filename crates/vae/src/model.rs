@@ -172,6 +172,7 @@ impl Default for TrainOptions {
 
 /// Where LCD-VAE's gradient penalty acts (the authors' `penalty_at`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum PenaltyTarget {
     /// On the decoder at interpolated latents (the paper's LCD-VAE).
@@ -181,10 +182,11 @@ pub enum PenaltyTarget {
     Encoder,
 }
 
-/// Which parameters DP-SGD clips and noises.
+/// Which parameters get per-sample clipped gradients and noise (DP-SGD's scope).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
-pub enum DpScope {
+pub enum GradientScope {
     /// Every layer of the VAE (the paper's DP-SGD).
     #[default]
     WholeModel,
@@ -259,10 +261,10 @@ impl<B: Backend> Adam<B> {
     /// noise stream `key` laid over them in [`Vae::for_each_param`] order (DP-SGD's noised mean
     /// gradient); parameters outside the scope step on their gradient as it is. Returns the
     /// stream position after the last noised parameter.
-    pub fn noisy_step(&mut self, vae: &mut Vae<B>, std: f32, scale: f32, key: NoiseKey, scope: DpScope) -> NoiseKey {
+    pub fn noisy_step(&mut self, vae: &mut Vae<B>, std: f32, scale: f32, key: NoiseKey, scope: GradientScope) -> NoiseKey {
         let first_noised = match scope {
-            DpScope::WholeModel => 0,
-            DpScope::DecoderOnly => self.encoder_tensors,
+            GradientScope::WholeModel => 0,
+            GradientScope::DecoderOnly => self.encoder_tensors,
         };
         self.update(vae, Some(GradientNoise { std, scale, key }), first_noised).expect("noise was given")
     }
@@ -457,13 +459,13 @@ impl<B: Backend> Vae<B> {
         &mut self,
         x: &[f32],
         kl_weight: f32,
-        scope: DpScope,
+        scope: GradientScope,
         latents: Option<&mut Vec<f32>>,
     ) -> (Loss, Vec<f64>) {
         let loss = self.run_batch(x, kl_weight, Reduction::PerSample, latents);
         let rows = x.len() / self.config.input;
         self.squared_norms = self.backend.zeros(rows);
-        if scope == DpScope::WholeModel {
+        if scope == GradientScope::WholeModel {
             self.encoder.add_per_sample_squared_norms(&self.input, rows, &mut self.squared_norms);
         }
         self.decoder.mlp.add_per_sample_squared_norms(&self.z, rows, &mut self.squared_norms);
@@ -476,14 +478,14 @@ impl<B: Backend> Vae<B> {
     /// factors fᵢ = min(1, C / (‖∇θ ℓᵢ‖ + 10⁻⁶)) and the gradients of the parameters in `scope`
     /// ← Σᵢ fᵢ · ∇θ ℓᵢ, one fused kernel per layer (Abadi et al. 2016, Alg. 1); parameters
     /// outside it get the plain batch mean (1/n) Σᵢ ∇θ ℓᵢ.
-    pub fn clipped_gradient_sum(&mut self, clip_norm: f64, scope: DpScope) {
+    pub fn clipped_gradient_sum(&mut self, clip_norm: f64, scope: GradientScope) {
         let b = &self.backend;
         let rows = b.len(&self.squared_norms);
         let mut factors = b.zeros(rows);
         b.clip_factors(&self.squared_norms, rows, clip_norm, &mut factors);
         match scope {
-            DpScope::WholeModel => self.encoder.clipped_param_grads(&self.input, rows, &factors),
-            DpScope::DecoderOnly => {
+            GradientScope::WholeModel => self.encoder.clipped_param_grads(&self.input, rows, &factors),
+            GradientScope::DecoderOnly => {
                 let mean = b.upload(&vec![1.0 / rows as f32; rows]);
                 self.encoder.clipped_param_grads(&self.input, rows, &mean);
             }

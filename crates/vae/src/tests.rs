@@ -179,7 +179,7 @@ fn mismatched_weights_are_rejected() {
 
 /// Ghost norms and clipped sums over `scope` against explicit per-sample gradients: in scope,
 /// ‖gᵢ‖² and Σᵢ fᵢ gᵢ with fᵢ = min(1, C / ‖gᵢ‖); out of scope, the plain mean (1/n) Σᵢ gᵢ.
-fn check_clipping_against_explicit_gradients(scope: DpScope) {
+fn check_clipping_against_explicit_gradients(scope: GradientScope) {
     let config = VaeConfig { input: 7, encoder: vec![6, 5], latent: 3, decoder: vec![4, 6] };
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let w = VaeWeights::init(&config, &mut rng);
@@ -198,7 +198,7 @@ fn check_clipping_against_explicit_gradients(scope: DpScope) {
     let mut clipped = Vec::new();
     let encoder_len: usize = w.encoder.iter().map(|l| l.weight.len() + l.bias.len()).sum();
     model.for_each_param(|_, g, len| clipped.extend_from_slice(&g[..len]));
-    let in_scope = |k: usize| scope == DpScope::WholeModel || k >= encoder_len;
+    let in_scope = |k: usize| scope == GradientScope::WholeModel || k >= encoder_len;
 
     // Explicit: sample i alone, with the same reparameterisation noise, in a batch of one
     // (whose mean loss is exactly ℓᵢ).
@@ -225,12 +225,12 @@ fn check_clipping_against_explicit_gradients(scope: DpScope) {
 
 #[test]
 fn ghost_norms_and_clipped_sums_equal_explicit_per_sample_gradients() {
-    check_clipping_against_explicit_gradients(DpScope::WholeModel);
+    check_clipping_against_explicit_gradients(GradientScope::WholeModel);
 }
 
 #[test]
 fn decoder_only_clipping_leaves_the_encoder_its_mean_gradient() {
-    check_clipping_against_explicit_gradients(DpScope::DecoderOnly);
+    check_clipping_against_explicit_gradients(GradientScope::DecoderOnly);
 }
 
 /// Every weight and bias gradient in `grads` (weight then bias, layer by layer) against central

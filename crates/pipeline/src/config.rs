@@ -1,14 +1,24 @@
-//! The experiment configuration: a TOML file (see `configs/`) with command-line overrides.
+//! The experiment configuration: a TOML file (see `configs/`) with overrides from a command line.
+//! Its choices are the library crates' own enums (dataset, accountant, clipping rule, sampling,
+//! noise source, gradient scope, penalty target, prior); an impossible combination is refused by
+//! [`ExperimentConfig::validate`] with the setting named.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use anyhow::{bail, Context, Result};
+use data::DatasetKind;
+use federation::{PriorFit, PriorKind};
+use privacy::{AccountantKind, AdaptiveClipping, ClippingRule, DpSgdSettings, NoiseSource, Sampling};
 use serde::{Deserialize, Serialize};
+use vae::{GradientScope, PenaltyTarget};
+
+use crate::{PipelineError, Result};
 
 /// Which server strategy runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
-pub enum StrategyName {
+pub enum StrategyKind {
     /// ALIGN-FL: decoders + priors up, synthetic data at the server.
     AlignFl,
     /// FedAvg: sample-weighted parameter averaging.
@@ -17,45 +27,88 @@ pub enum StrategyName {
     Fedprox,
 }
 
-impl StrategyName {
+impl StrategyKind {
+    /// Every strategy.
+    pub const ALL: [StrategyKind; 3] = [StrategyKind::AlignFl, StrategyKind::Fedavg, StrategyKind::Fedprox];
+
     /// Name as used in reports and file names.
     pub fn as_str(self) -> &'static str {
         match self {
-            StrategyName::AlignFl => "align-fl",
-            StrategyName::Fedavg => "fedavg",
-            StrategyName::Fedprox => "fedprox",
+            StrategyKind::AlignFl => "align-fl",
+            StrategyKind::Fedavg => "fedavg",
+            StrategyKind::Fedprox => "fedprox",
         }
     }
 }
 
-/// Dataset choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DatasetName {
-    /// MNIST digits, Fashion-MNIST outliers.
-    Mnist,
-    /// Fashion-MNIST, MNIST outliers.
-    FashionMnist,
-}
+impl FromStr for StrategyKind {
+    type Err = String;
 
-impl DatasetName {
-    /// The registry entry.
-    pub fn kind(self) -> data::DatasetKind {
-        match self {
-            DatasetName::Mnist => data::DatasetKind::Mnist,
-            DatasetName::FashionMnist => data::DatasetKind::FashionMnist,
-        }
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| format!("unknown strategy {name:?}; use align-fl, fedavg or fedprox"))
     }
 }
 
-/// Latent prior uploaded by ALIGN-FL clients.
+/// Which privacy mechanism the clients use. DP-SGD and LCD-VAE together are refused when
+/// parsed (`dp-sgd,lipschitz`), with the reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PriorName {
-    /// Diagonal GMM fitted on the round's latents (the paper).
-    Gmm,
-    /// N(0, I).
-    StandardNormal,
+#[serde(into = "&'static str", try_from = "String")]
+pub enum Mechanism {
+    /// No privacy mechanism.
+    None,
+    /// DP-SGD on the client VAEs with an (ε, δ) accountant.
+    DpSgd,
+    /// LCD-VAE: a Lipschitz gradient penalty on the client decoders (empirical privacy).
+    Lipschitz,
+}
+
+impl Mechanism {
+    const ALL: [Mechanism; 3] = [Mechanism::None, Mechanism::DpSgd, Mechanism::Lipschitz];
+
+    /// Name in configs, on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::None => "none",
+            Mechanism::DpSgd => "dp-sgd",
+            Mechanism::Lipschitz => "lipschitz",
+        }
+    }
+}
+
+impl From<Mechanism> for &'static str {
+    fn from(m: Mechanism) -> Self {
+        m.as_str()
+    }
+}
+
+impl FromStr for Mechanism {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        let mut parts: Vec<&str> = name.split(',').map(str::trim).collect();
+        parts.sort_unstable();
+        if parts == ["dp-sgd", "lipschitz"] {
+            return Err("dp-sgd,lipschitz is refused: the gradient penalty mixes two samples of a batch \
+                 (z̃ = α·zᵢ + (1 − α)·z_perm(i)), so it has no per-sample gradient to clip and DP-SGD's \
+                 guarantee would not cover it. Use dp-sgd or lipschitz alone"
+                .into());
+        }
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| format!("unknown privacy mechanism {name:?}; use none, dp-sgd or lipschitz"))
+    }
+}
+
+impl TryFrom<String> for Mechanism {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        name.parse()
+    }
 }
 
 /// How the clients' data is cut (DESIGN.md §2).
@@ -129,7 +182,7 @@ pub struct ClientConfig {
     /// β (λ_KL) of ALIGN-FL clients.
     pub lambda_kl: f32,
     /// Prior uploaded with the decoder.
-    pub prior: PriorName,
+    pub prior: PriorKind,
     /// GMM components.
     pub gmm_components: usize,
 }
@@ -141,7 +194,7 @@ impl Default for ClientConfig {
             batch_size: 128,
             learning_rate: 1e-3,
             lambda_kl: 0.1,
-            prior: PriorName::Gmm,
+            prior: PriorKind::Gmm,
             gmm_components: 10,
         }
     }
@@ -194,88 +247,20 @@ impl Default for FedAvgConfig {
     }
 }
 
-/// Which privacy mechanism the clients use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum MechanismName {
-    /// No privacy mechanism.
-    None,
-    /// DP-SGD on the whole client VAE with an (ε, δ) accountant.
-    DpSgd,
-    /// LCD-VAE: a Lipschitz gradient penalty on the client decoders (empirical privacy).
-    Lipschitz,
-    /// Both at once: refused (see [`ExperimentConfig::validate`]).
-    #[value(name = "dp-sgd,lipschitz")]
-    #[serde(rename = "dp-sgd,lipschitz")]
-    DpSgdLipschitz,
-}
-
-/// Accountant choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum AccountantName {
-    /// Rényi DP (dp_accounting's conversion).
-    Rdp,
-    /// Privacy-loss distributions (connect-the-dots discretisation, FFT composition): tighter.
-    Pld,
-}
-
-impl AccountantName {
-    /// The accountant.
-    pub fn kind(self) -> privacy::AccountantKind {
-        match self {
-            AccountantName::Rdp => privacy::AccountantKind::Rdp,
-            AccountantName::Pld => privacy::AccountantKind::Pld,
-        }
-    }
-}
-
-/// Clipping rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClippingName {
-    /// Constant threshold `max_grad_norm`.
-    Fixed,
-    /// Private quantile tracking (Andrew et al. 2021).
-    Adaptive,
-    /// The authors' unprivatised median (not covered by the guarantee).
-    PaperMedian,
-}
-
-/// Batch sampling under DP-SGD.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum SamplingName {
-    /// Poisson sampling, as the accountant assumes.
-    Poisson,
-    /// Shuffled fixed batches (not covered by the guarantee).
-    Shuffled,
-}
-
-/// Noise randomness under DP-SGD.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum NoiseName {
-    /// ChaCha20 keyed from the operating system.
-    Secure,
-    /// ChaCha20 keyed from --seed (reproducible; not covered by the guarantee).
-    Reproducible,
-}
-
 /// Differential privacy of the clients.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrivacyConfig {
     /// Mechanism.
-    pub mechanism: MechanismName,
+    pub mechanism: Mechanism,
     /// Target ε per client over the whole run.
     pub epsilon: f64,
     /// δ.
     pub delta: f64,
     /// Accountant that calibrates σ and reports ε.
-    pub accountant: AccountantName,
+    pub accountant: AccountantKind,
     /// Clipping rule.
-    pub clipping: ClippingName,
+    pub clipping: ClippingRule,
     /// Clipping threshold (the initial one under adaptive clipping).
     pub max_grad_norm: f64,
     /// Adaptive clipping: target fraction of unclipped samples.
@@ -285,24 +270,43 @@ pub struct PrivacyConfig {
     /// Adaptive clipping: noise on the unclipped count (default batch size / 20).
     pub count_noise: Option<f64>,
     /// Batch sampling.
-    pub sampling: SamplingName,
+    pub sampling: Sampling,
     /// Noise randomness.
-    pub noise: NoiseName,
+    pub noise: NoiseSource,
     /// Let clients fit the GMM prior on their private latents (voids the guarantee).
     pub allow_non_private_prior: bool,
     /// The layers DP-SGD clips and noises: "whole-model" (the paper's) or "decoder-only" (the
     /// authors' dec_dp ablation; no guarantee follows).
-    pub scope: privacy::DpScope,
+    pub scope: GradientScope,
     /// LCD-VAE: λ_lip, the weight of the gradient penalty.
     pub lambda_lip: f32,
     /// LCD-VAE: the network the penalty constrains ("decoder", the paper's; or "encoder").
-    pub lipschitz_at: vae::PenaltyTarget,
+    pub lipschitz_at: PenaltyTarget,
 }
 
 impl PrivacyConfig {
+    /// Client DP-SGD's settings at noise multiplier `sigma`, with `batch_size` for the default
+    /// count noise (batch / 20) and `seed` for reproducible noise.
+    pub fn dp_sgd_settings(&self, sigma: f64, batch_size: usize, seed: u64) -> DpSgdSettings {
+        DpSgdSettings {
+            noise_multiplier: sigma,
+            max_grad_norm: self.max_grad_norm,
+            clipping: self.clipping,
+            adaptive: AdaptiveClipping {
+                target_quantile: self.target_quantile,
+                learning_rate: self.clip_learning_rate,
+                count_noise: self.count_noise.unwrap_or(batch_size as f64 / 20.0),
+            },
+            sampling: self.sampling,
+            noise: self.noise,
+            seed,
+            scope: self.scope,
+        }
+    }
+
     /// λ_lip for client training: the configured weight under LCD-VAE, else 0.
     pub fn lipschitz_weight(&self) -> f32 {
-        if self.mechanism == MechanismName::Lipschitz {
+        if self.mechanism == Mechanism::Lipschitz {
             self.lambda_lip
         } else {
             0.0
@@ -313,21 +317,21 @@ impl PrivacyConfig {
 impl Default for PrivacyConfig {
     fn default() -> Self {
         PrivacyConfig {
-            mechanism: MechanismName::None,
+            mechanism: Mechanism::None,
             epsilon: 10.0,
             delta: 1e-5,
-            accountant: AccountantName::Rdp,
-            clipping: ClippingName::Adaptive,
+            accountant: AccountantKind::Rdp,
+            clipping: ClippingRule::Adaptive,
             max_grad_norm: 1.0,
             target_quantile: 0.5,
             clip_learning_rate: 0.2,
             count_noise: None,
-            sampling: SamplingName::Poisson,
-            noise: NoiseName::Secure,
+            sampling: Sampling::Poisson,
+            noise: NoiseSource::Secure,
             allow_non_private_prior: false,
-            scope: privacy::DpScope::WholeModel,
+            scope: GradientScope::WholeModel,
             lambda_lip: 0.1,
-            lipschitz_at: vae::PenaltyTarget::Decoder,
+            lipschitz_at: PenaltyTarget::Decoder,
         }
     }
 }
@@ -339,13 +343,13 @@ pub struct ExperimentConfig {
     /// Seed of every random stream.
     pub seed: u64,
     /// Primary dataset.
-    pub dataset: DatasetName,
+    pub dataset: DatasetKind,
     /// Data directory (relative paths are relative to the config file).
     pub data_dir: Option<PathBuf>,
     /// Main strategy.
-    pub strategy: StrategyName,
+    pub strategy: StrategyKind,
     /// Baselines run on the same partition for the comparison in the report.
-    pub compare: Vec<StrategyName>,
+    pub compare: Vec<StrategyKind>,
     /// Federated rounds.
     pub rounds: usize,
     /// Data partition.
@@ -392,10 +396,10 @@ impl Default for ExperimentConfig {
     fn default() -> Self {
         ExperimentConfig {
             seed: 0,
-            dataset: DatasetName::Mnist,
+            dataset: DatasetKind::Mnist,
             data_dir: None,
-            strategy: StrategyName::AlignFl,
-            compare: vec![StrategyName::Fedavg],
+            strategy: StrategyKind::AlignFl,
+            compare: vec![StrategyKind::Fedavg],
             rounds: 5,
             partition: PartitionConfig::default(),
             model: ModelConfig::default(),
@@ -412,10 +416,9 @@ impl Default for ExperimentConfig {
 impl ExperimentConfig {
     /// Reads a TOML file; a relative `data_dir` is resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let mut cfg: ExperimentConfig = toml::from_str(&text).with_context(|| {
-            format!("config {} is not a valid experiment (see configs/paper-mnist.toml)", path.display())
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| PipelineError::io(path, e))?;
+        let mut cfg: ExperimentConfig = toml::from_str(&text)
+            .map_err(|e| PipelineError::ConfigFile { path: path.to_path_buf(), error: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for dir in [&mut cfg.data_dir, &mut cfg.fid.weights].into_iter().flatten() {
             if dir.is_relative() {
@@ -423,6 +426,23 @@ impl ExperimentConfig {
             }
         }
         Ok(cfg)
+    }
+
+    /// The prior clients upload: under DP-SGD, N(0, I) unless the non-private GMM is allowed.
+    pub fn prior(&self) -> PriorFit {
+        let dp = &self.privacy;
+        let kind = if dp.mechanism == Mechanism::DpSgd && !dp.allow_non_private_prior {
+            PriorKind::StandardNormal
+        } else {
+            self.client.prior
+        };
+        PriorFit { kind, gmm_components: self.client.gmm_components }
+    }
+
+    /// The data directory: `flag`, else this config's `data_dir`, else `$ALIGN_FL_DATA`, else
+    /// `./data`.
+    pub fn data_dir(&self, flag: Option<&Path>) -> PathBuf {
+        data::resolve_data_dir(flag.or(self.data_dir.as_deref()))
     }
 
     /// Architecture of client k.
@@ -449,6 +469,9 @@ impl ExperimentConfig {
 
     /// Rejects settings that cannot work, naming the setting.
     pub fn validate(&self) -> Result<()> {
+        macro_rules! bail {
+            ($($arg:tt)*) => { return Err(PipelineError::Config(format!($($arg)*))) };
+        }
         let p = &self.partition;
         if p.clients == 0 {
             bail!("partition.clients is 0: a federation needs at least one client");
@@ -498,32 +521,25 @@ impl ExperimentConfig {
                 bail!("{name} is {v}: it must be a non-negative number");
             }
         }
-        if self.client.prior == PriorName::Gmm && self.client.gmm_components == 0 {
+        if self.client.prior == PriorKind::Gmm && self.client.gmm_components == 0 {
             bail!("client.gmm_components is 0: the paper uses 10");
         }
         for (k, m) in
             std::iter::once(&self.model).chain(&self.client_models).chain(self.server.model.as_ref()).enumerate()
         {
-            m.vae().validate().with_context(|| {
-                if k == 0 {
+            m.vae().validate().map_err(|e| {
+                PipelineError::from(e).within(if k == 0 {
                     "[model]".to_string()
                 } else {
                     format!("model #{k} of client_models / server.model")
-                }
+                })
             })?;
         }
         let dp = &self.privacy;
-        if dp.mechanism == MechanismName::DpSgdLipschitz {
-            bail!(
-                "--privacy dp-sgd,lipschitz is refused: the gradient penalty mixes two samples of a batch \
-                 (z̃ = α·zᵢ + (1 − α)·z_perm(i)), so it has no per-sample gradient to clip and DP-SGD's \
-                 guarantee would not cover it. Use dp-sgd or lipschitz alone"
-            );
-        }
-        if dp.mechanism == MechanismName::Lipschitz && !(dp.lambda_lip > 0.0 && dp.lambda_lip.is_finite()) {
+        if dp.mechanism == Mechanism::Lipschitz && !(dp.lambda_lip > 0.0 && dp.lambda_lip.is_finite()) {
             bail!("privacy.lambda_lip is {}: LCD-VAE needs a positive weight (the paper uses 0.1)", dp.lambda_lip);
         }
-        if dp.mechanism == MechanismName::DpSgd {
+        if dp.mechanism == Mechanism::DpSgd {
             if !(dp.epsilon > 0.0 && dp.epsilon.is_finite()) {
                 bail!("privacy.epsilon is {}: give a positive target ε (the paper uses 10)", dp.epsilon);
             }
@@ -534,11 +550,11 @@ impl ExperimentConfig {
                 bail!("privacy.max_grad_norm is {}: it must be positive", dp.max_grad_norm);
             }
             let strategies = std::iter::once(&self.strategy).chain(&self.compare);
-            if strategies.clone().any(|s| *s == StrategyName::Fedprox) {
+            if strategies.clone().any(|s| *s == StrategyKind::Fedprox) {
                 bail!("FedProx's proximal term is not supported with DP-SGD: drop fedprox from --strategy/--compare");
             }
         }
-        let uses_fedavg = self.strategy != StrategyName::AlignFl || !self.compare.is_empty();
+        let uses_fedavg = self.strategy != StrategyKind::AlignFl || !self.compare.is_empty();
         if uses_fedavg && self.client_models.iter().any(|m| m != &self.model) {
             bail!("client_models gives clients different architectures, which FedAvg/FedProx cannot average: run align-fl alone (--compare none)");
         }
@@ -580,10 +596,25 @@ mod tests {
         check(&|c| c.model.latent = 0, "latent size is 0");
         check(&|c| c.rounds = 0, "rounds is 0");
         check(&|c| c.client.learning_rate = f32::NAN, "client.learning_rate");
+        check(&|c| c.privacy = PrivacyConfig { mechanism: Mechanism::DpSgd, epsilon: 0.0, ..c.privacy.clone() }, "privacy.epsilon is 0");
         check(
             &|c| c.client_models = vec![ModelConfig { latent: 3, ..ModelConfig::default() }],
             "FedAvg/FedProx cannot average",
         );
+    }
+
+    #[test]
+    fn dp_sgd_with_lipschitz_is_refused_with_the_reason_and_names_round_trip() {
+        let e = toml::from_str::<ExperimentConfig>("[privacy]\nmechanism = \"dp-sgd,lipschitz\"").unwrap_err();
+        assert!(e.to_string().contains("no per-sample gradient to clip"), "{e}");
+        assert!("lipschitz, dp-sgd".parse::<Mechanism>().unwrap_err().contains("refused"));
+        for m in Mechanism::ALL {
+            let text = toml::to_string(&PrivacyConfig { mechanism: m, ..PrivacyConfig::default() }).unwrap();
+            assert_eq!(toml::from_str::<PrivacyConfig>(&text).unwrap().mechanism, m);
+        }
+        for s in StrategyKind::ALL {
+            assert_eq!(s.as_str().parse::<StrategyKind>(), Ok(s));
+        }
     }
 
     #[test]

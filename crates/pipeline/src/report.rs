@@ -1,13 +1,16 @@
-//! `report.json` and `report.md` of a run.
+//! `report.json` and `report.md` of a run, both from one [`Report`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use federation::PriorKind;
 use serde::Serialize;
+use vae::{GradientScope, PenaltyTarget};
 
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, StrategyKind};
+use crate::error::write_file;
+use crate::Result;
 
 /// Metrics after one round.
 #[derive(Clone, Debug, Serialize)]
@@ -59,8 +62,8 @@ pub struct FinalMetrics {
 /// One strategy's run.
 #[derive(Clone, Debug, Serialize)]
 pub struct StrategyRun {
-    /// Strategy name.
-    pub strategy: String,
+    /// Strategy.
+    pub strategy: StrategyKind,
     /// Per-round metrics.
     pub rounds: Vec<RoundRecord>,
     /// Final metrics.
@@ -87,27 +90,34 @@ pub struct OutlierReport {
     pub global: metrics::OutlierStats,
 }
 
-/// The report's `privacy` object.
+/// The report's `privacy` object: what each mechanism claims, and on what grounds.
 #[derive(Clone, Debug, Serialize)]
-pub struct PrivacyReport {
-    /// "dp-sgd" or "lipschitz".
-    pub mechanism: String,
-    /// Target ε per client (DP-SGD).
-    pub target_epsilon: Option<f64>,
-    /// δ (DP-SGD).
-    pub delta: Option<f64>,
-    /// The layers DP-SGD clipped and noised.
-    pub dp_scope: Option<privacy::DpScope>,
-    /// λ_lip (LCD-VAE).
-    pub lambda_lip: Option<f32>,
-    /// The network LCD-VAE's penalty constrains.
-    pub lipschitz_at: Option<vae::PenaltyTarget>,
-    /// The latent prior uploaded with each decoder.
-    pub prior: String,
-    /// Whether every client's guarantee holds.
-    pub guarantee_holds: bool,
-    /// Per client: ε spent, δ, σ, q, steps, accountant, clipping, noise, sampling, reasons.
-    pub clients: Vec<privacy::PrivacySpent>,
+#[serde(tag = "mechanism", rename_all = "kebab-case")]
+pub enum PrivacyReport {
+    /// DP-SGD with an accountant.
+    DpSgd {
+        /// Target ε per client.
+        target_epsilon: f64,
+        /// δ.
+        delta: f64,
+        /// The layers DP-SGD clipped and noised.
+        dp_scope: GradientScope,
+        /// The latent prior uploaded with each decoder (a GMM is fitted on private latents).
+        prior: PriorKind,
+        /// Whether every client's guarantee holds.
+        guarantee_holds: bool,
+        /// Per client: ε spent, δ, σ, q, steps, accountant, clipping, noise, sampling, reasons.
+        clients: Vec<privacy::PrivacySpent>,
+    },
+    /// LCD-VAE: empirical privacy, no (ε, δ) claimed.
+    Lipschitz {
+        /// λ_lip.
+        lambda_lip: f32,
+        /// The network the penalty constrains.
+        lipschitz_at: PenaltyTarget,
+        /// The latent prior uploaded with each decoder.
+        prior: PriorKind,
+    },
 }
 
 /// The whole report.
@@ -115,31 +125,28 @@ pub struct PrivacyReport {
 pub struct Report {
     /// The effective configuration.
     pub config: ExperimentConfig,
-    /// The main strategy.
-    pub strategy: String,
     /// Numeric backend.
     pub backend: String,
     /// Worker threads.
     pub threads: usize,
     /// Data directory used.
     pub data_dir: String,
-    /// Main strategy's rounds.
-    pub rounds: Vec<RoundRecord>,
-    /// Main strategy's final metrics.
-    #[serde(rename = "final")]
-    pub final_metrics: FinalMetrics,
+    /// The main strategy's run (its fields stand at the top level of `report.json`).
+    #[serde(flatten)]
+    pub main: StrategyRun,
     /// Privacy accounting of the main strategy; null when no mechanism was applied.
     pub privacy: Option<PrivacyReport>,
-    /// Outlier analysis of the main strategy.
-    pub outliers: Option<OutlierReport>,
     /// Baselines on the same partition.
-    pub baselines: BTreeMap<String, StrategyRun>,
-    /// Wall time of the main strategy.
-    pub wall_seconds: f64,
+    pub baselines: BTreeMap<StrategyKind, StrategyRun>,
     /// Wall time of everything.
     pub total_wall_seconds: f64,
     /// Why FID is missing (disabled, or the Inception weights were not found); null when computed.
     pub fid_note: Option<String>,
+}
+
+/// A privacy crate enum's name as configs and reports spell it (its serde name).
+fn spelled<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn fid_cell(fid: Option<f64>) -> String {
@@ -165,24 +172,28 @@ fn run_table(out: &mut String, run: &StrategyRun) {
 }
 
 fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
-    let Some(p) = privacy else {
-        let _ = writeln!(
-            md,
-            "**Privacy:** none. No DP-SGD and no Lipschitz penalty were applied, so no (ε, δ) guarantee is claimed.\n"
-        );
-        return;
+    let (epsilon, delta, dp_scope, prior, guarantee_holds, clients) = match privacy {
+        None => {
+            let _ = writeln!(
+                md,
+                "**Privacy:** none. No DP-SGD and no Lipschitz penalty were applied, so no (ε, δ) guarantee is claimed.\n"
+            );
+            return;
+        }
+        Some(PrivacyReport::Lipschitz { lambda_lip, lipschitz_at, .. }) => {
+            let _ = writeln!(
+                md,
+                "**Privacy:** LCD-VAE, a Lipschitz gradient penalty on the client {}s (λ_lip = {lambda_lip}). This is empirical \
+                 privacy only: no (ε, δ) guarantee is claimed.\n",
+                spelled(lipschitz_at)
+            );
+            return;
+        }
+        Some(PrivacyReport::DpSgd { target_epsilon, delta, dp_scope, prior, guarantee_holds, clients }) => {
+            (target_epsilon, delta, dp_scope, prior, guarantee_holds, clients)
+        }
     };
-    let (Some(epsilon), Some(delta)) = (p.target_epsilon, p.delta) else {
-        let _ = writeln!(
-            md,
-            "**Privacy:** LCD-VAE, a Lipschitz gradient penalty on the client {}s (λ_lip = {}). This is empirical \
-             privacy only: no (ε, δ) guarantee is claimed.\n",
-            if p.lipschitz_at == Some(vae::PenaltyTarget::Encoder) { "encoder" } else { "decoder" },
-            p.lambda_lip.unwrap_or_default()
-        );
-        return;
-    };
-    let verdict = if p.guarantee_holds {
+    let verdict = if *guarantee_holds {
         format!("every client's ({epsilon}, {delta:e})-DP guarantee holds")
     } else {
         "the (ε, δ) guarantee does NOT hold for this run (reasons below)".to_string()
@@ -190,18 +201,21 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
     let _ = writeln!(
         md,
         "**Privacy:** DP-SGD on {}, target ε = {epsilon} at δ = {delta:e}, prior {}: {verdict}.\n",
-        match p.dp_scope {
-            Some(privacy::DpScope::DecoderOnly) => "the client decoders only (dec_dp)",
-            _ => "the whole client VAE",
+        match dp_scope {
+            GradientScope::DecoderOnly => "the client decoders only (dec_dp)",
+            GradientScope::WholeModel => "the whole client VAE",
         },
-        p.prior
+        match prior {
+            PriorKind::Gmm => "gmm (fitted on private latents)",
+            PriorKind::StandardNormal => "standard-normal",
+        }
     );
     let _ = writeln!(
         md,
         "| client | ε spent | δ | σ | q | steps | accountant | clipping | final C | noise | sampling | guarantee |"
     );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---|---|---:|---|---|---|");
-    for (k, c) in p.clients.iter().enumerate() {
+    for (k, c) in clients.iter().enumerate() {
         let _ = writeln!(
             md,
             "| {k} | {:.4} | {:e} | {:.4} | {:.5} | {} | {} | {} | {:.4} | {} | {} | {} |",
@@ -210,15 +224,15 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
             c.noise_multiplier,
             c.sampling_rate,
             c.steps,
-            c.accountant,
-            c.clipping,
+            spelled(&c.accountant),
+            spelled(&c.clipping),
             c.final_clip_norm,
-            c.noise,
-            c.sampling,
+            spelled(&c.noise),
+            spelled(&c.sampling),
             if c.guarantee_holds { "holds" } else { "does not hold" }
         );
     }
-    let mut reasons: Vec<&String> = p.clients.iter().flat_map(|c| &c.reasons).collect();
+    let mut reasons: Vec<&String> = clients.iter().flat_map(|c| &c.reasons).collect();
     reasons.sort();
     reasons.dedup();
     for r in reasons {
@@ -228,17 +242,22 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
 }
 
 /// Writes `report.json` and `report.md` into `dir`.
-pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
-    let json = serde_json::to_string_pretty(report)?;
-    std::fs::write(dir.join("report.json"), json)
-        .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
+pub fn write(dir: &Path, report: &Report) -> Result<()> {
+    let json = serde_json::to_string_pretty(report).expect("a report serialises");
+    write_file(&dir.join("report.json"), json)?;
+    write_file(&dir.join("report.md"), markdown(report))
+}
+
+/// `report.md`.
+fn markdown(report: &Report) -> String {
+    let main = &report.main;
     let mut md = String::new();
     let cfg = &report.config;
-    let _ = writeln!(md, "# align-fl run: {}\n", report.strategy);
+    let _ = writeln!(md, "# align-fl run: {}\n", main.strategy.as_str());
     let _ = writeln!(
         md,
         "Dataset {}, {} clients, {} rounds, seed {}, backend {}, {} threads, data from `{}`.\n",
-        cfg.dataset.kind().display_name(),
+        cfg.dataset.display_name(),
         cfg.partition.clients,
         cfg.rounds,
         cfg.seed,
@@ -262,7 +281,7 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
         let _ = writeln!(
             md,
             "| {} | {:.4} | {:.4} | {:.3} | {:.3e} | {:.3} | {mapped} | {} | {} | {:.1} |",
-            run.strategy,
+            run.strategy.as_str(),
             f.accuracy,
             f.f1,
             f.lipschitz_decoder,
@@ -287,7 +306,7 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
         }
     }
     for run in std::iter::once(main).chain(report.baselines.values()) {
-        let _ = writeln!(md, "\n## {}\n", run.strategy);
+        let _ = writeln!(md, "\n## {}\n", run.strategy.as_str());
         run_table(&mut md, run);
         if let Some(o) = &run.outliers {
             let _ = writeln!(
@@ -314,5 +333,5 @@ pub fn write(dir: &Path, report: &Report, main: &StrategyRun) -> Result<()> {
         "\nAccuracy and F1: multinomial logistic regression (C = 1) on the global encoder's μ of the evaluation set, stratified 80/20 split. \
          Lipschitz: max over evaluation latents of ‖∂Σ decoder(z)/∂z‖. Latent figures colour classes with the tab10 palette (class 0 blue, 1 orange, 2 green, 3 red, 4 purple, 5 brown, 6 pink, 7 grey, 8 olive, 9 cyan)."
     );
-    std::fs::write(dir.join("report.md"), md).with_context(|| format!("writing {}", dir.join("report.md").display()))
+    md
 }

@@ -1,32 +1,33 @@
-//! `align-fl run`: partition the data, run the main strategy and its baselines round by round,
-//! evaluate after every round, keep the last good checkpoint, write the report and figures.
+//! One experiment: partition the data, run the main strategy and its baselines round by round,
+//! evaluate after every round, keep the last good checkpoint, score FID, analyse the outliers,
+//! write the report and figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use data::{Partition, Samples};
-use federation::{
-    derive_seed, AlignFl, AlignFlSettings, Client, ClientPrivacy, FedAvg, Federation, LocalTraining, PriorKind, Stream,
-};
-use privacy::{Clipping, DpSgd, DpSgdSettings, NoiseSource, Sampling};
+use data::{ImageSet, Partition, Samples};
+use federation::{derive_seed, AlignFl, AlignFlSettings, Client, ClientPrivacy, FedAvg, Federation, LocalTraining, Stream};
+use metrics::FidScorer;
+use privacy::DpSgd;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use tensor_kernels::Backend;
 use vae::{LatentPrior, TrainOptions, Vae};
 
-use crate::config::{ClippingName, ExperimentConfig, MechanismName, NoiseName, PriorName, SamplingName, StrategyName};
-use crate::fid::FidScorer;
-use crate::progress::Bars;
+use crate::config::{ExperimentConfig, Mechanism, StrategyKind};
+use crate::error::create_dir;
+use crate::figures::FigureKind;
+use crate::observer::Observer;
 use crate::report::{self, FinalMetrics, OutlierReport, PrivacyReport, Report, RoundRecord, StrategyRun};
+use crate::{PipelineError, Result};
 
 /// Latents drawn for the sample-grid figure.
 const GRID_SAMPLES: usize = 100;
 
 /// Loads the data the config asks for and cuts the partition.
 pub fn load_partition(cfg: &ExperimentConfig, data_dir: &Path) -> Result<Partition> {
-    let kind = cfg.dataset.kind();
+    let kind = cfg.dataset;
     let train = data::load_split(data_dir, kind, data::Split::Train)?;
     let test = data::load_split(data_dir, kind, data::Split::Test)?;
     let other = if cfg.partition.outliers > 0 {
@@ -41,7 +42,7 @@ fn build_federation<B: Backend>(
     backend: &B,
     cfg: &ExperimentConfig,
     partition: &Partition,
-    strategy: StrategyName,
+    strategy: StrategyKind,
     sigmas: &HashMap<usize, f64>,
 ) -> Result<Federation<B>> {
     let seed = cfg.seed;
@@ -53,7 +54,7 @@ fn build_federation<B: Backend>(
             None => client,
         });
     }
-    let global_cfg = if strategy == StrategyName::AlignFl { cfg.global_model().vae() } else { cfg.model.vae() };
+    let global_cfg = if strategy == StrategyKind::AlignFl { cfg.global_model().vae() } else { cfg.model.vae() };
     let global = Vae::new(backend, &global_cfg, derive_seed(seed, Stream::GlobalInit, 0, 0))?;
     let c = &cfg.client;
     let options = |kl_weight| TrainOptions {
@@ -64,7 +65,7 @@ fn build_federation<B: Backend>(
         penalty_on: cfg.privacy.lipschitz_at,
     };
     let strategy: Box<dyn federation::Strategy<B>> = match strategy {
-        StrategyName::AlignFl => {
+        StrategyKind::AlignFl => {
             let s = &cfg.server;
             Box::new(AlignFl::new(
                 global,
@@ -77,20 +78,17 @@ fn build_federation<B: Backend>(
                         kl_weight: s.lambda_kl,
                         ..TrainOptions::default()
                     },
-                    prior: match effective_prior(cfg) {
-                        PriorName::Gmm => PriorKind::Gmm { components: c.gmm_components },
-                        PriorName::StandardNormal => PriorKind::StandardNormal,
-                    },
+                    prior: cfg.prior(),
                     local: LocalTraining { epochs: c.local_epochs, options: options(c.lambda_kl) },
                 },
                 seed,
             ))
         }
-        StrategyName::Fedavg => Box::new(FedAvg::new(
+        StrategyKind::Fedavg => Box::new(FedAvg::new(
             global,
             LocalTraining { epochs: c.local_epochs, options: options(cfg.fedavg.lambda_kl) },
         )),
-        StrategyName::Fedprox => Box::new(FedAvg::fedprox(
+        StrategyKind::Fedprox => Box::new(FedAvg::fedprox(
             global,
             LocalTraining { epochs: c.local_epochs, options: options(cfg.fedavg.lambda_kl) },
             cfg.fedavg.fedprox_mu,
@@ -99,22 +97,12 @@ fn build_federation<B: Backend>(
     Ok(Federation::new(clients, strategy)?)
 }
 
-/// The prior clients upload: under DP-SGD, N(0, I) unless the non-private GMM is allowed.
-fn effective_prior(cfg: &ExperimentConfig) -> PriorName {
-    let dp = &cfg.privacy;
-    if dp.mechanism == MechanismName::DpSgd && !dp.allow_non_private_prior {
-        PriorName::StandardNormal
-    } else {
-        cfg.client.prior
-    }
-}
-
 /// DP-SGD's noise multiplier for each distinct client size N: the σ at which ⌈N/b⌉ · epochs ·
 /// rounds Poisson-sampled steps at q = b/N reach the target ε at δ. Sizes are calibrated in
 /// parallel; empty without DP-SGD.
 fn calibrate_clients(cfg: &ExperimentConfig, partition: &Partition) -> Result<HashMap<usize, f64>> {
     let dp = &cfg.privacy;
-    if dp.mechanism != MechanismName::DpSgd {
+    if dp.mechanism != Mechanism::DpSgd {
         return Ok(HashMap::new());
     }
     let batch = cfg.client.batch_size;
@@ -122,15 +110,17 @@ fn calibrate_clients(cfg: &ExperimentConfig, partition: &Partition) -> Result<Ha
     sizes.sort_unstable();
     sizes.dedup();
     if let Some(&n) = sizes.iter().find(|&&n| n < batch) {
-        anyhow::bail!("a client holds {n} samples, fewer than one batch of {batch}: DP-SGD needs q = batch/N ≤ 1");
+        return Err(PipelineError::Config(format!(
+            "a client holds {n} samples, fewer than one batch of {batch}: DP-SGD needs q = batch/N ≤ 1"
+        )));
     }
     sizes
         .into_par_iter()
         .map(|n| {
             let q = batch as f64 / n as f64;
             let steps = (n.div_ceil(batch) * cfg.client.local_epochs * cfg.rounds) as u64;
-            let (sigma, _) = privacy::calibrate_noise_multiplier(dp.accountant.kind(), dp.epsilon, dp.delta, q, steps)
-                .with_context(|| format!("calibrating the noise for a client with {n} samples"))?;
+            let (sigma, _) = privacy::calibrate_noise_multiplier(dp.accountant, dp.epsilon, dp.delta, q, steps)
+                .map_err(|e| PipelineError::from(e).within(format!("calibrating the noise for a client with {n} samples")))?;
             Ok((n, sigma))
         })
         .collect()
@@ -147,32 +137,10 @@ fn dp_sgd_for(
     let Some(&sigma) = sigmas.get(&num_samples) else {
         return Ok(None);
     };
-    let batch = cfg.client.batch_size;
-    let accountant = dp.accountant.kind();
-    let settings = DpSgdSettings {
-        noise_multiplier: sigma,
-        max_grad_norm: dp.max_grad_norm,
-        clipping: match dp.clipping {
-            ClippingName::Fixed => Clipping::Fixed,
-            ClippingName::PaperMedian => Clipping::PaperMedian,
-            ClippingName::Adaptive => Clipping::Adaptive {
-                target_quantile: dp.target_quantile,
-                learning_rate: dp.clip_learning_rate,
-                count_noise: dp.count_noise.unwrap_or(batch as f64 / 20.0),
-            },
-        },
-        sampling: match dp.sampling {
-            SamplingName::Poisson => Sampling::Poisson,
-            SamplingName::Shuffled => Sampling::Shuffled,
-        },
-        noise: match dp.noise {
-            NoiseName::Secure => NoiseSource::Secure,
-            NoiseName::Reproducible => NoiseSource::Reproducible { seed: cfg.seed },
-        },
-        scope: dp.scope,
-    };
-    let dp_sgd = DpSgd::new(settings, num_samples, batch, k as u64).with_context(|| format!("client {k}'s DP-SGD"))?;
-    Ok(Some(ClientPrivacy { dp_sgd, delta: dp.delta, accountant }))
+    let settings = dp.dp_sgd_settings(sigma, cfg.client.batch_size, cfg.seed);
+    let dp_sgd = DpSgd::new(settings, num_samples, cfg.client.batch_size, k as u64)
+        .map_err(|e| PipelineError::from(e).within(format!("client {k}'s DP-SGD")))?;
+    Ok(Some(ClientPrivacy { dp_sgd, delta: dp.delta, accountant: dp.accountant }))
 }
 
 /// Distance between the latent pairs of the pairwise Lipschitz estimate.
@@ -204,7 +172,7 @@ fn evaluate<B: Backend>(global: &mut Vae<B>, eval: &Samples, seed: u64) -> Resul
 fn outlier_analysis<B: Backend>(
     fed: &mut Federation<B>,
     partition: &Partition,
-    name: &str,
+    strategy: StrategyKind,
     out: &Path,
 ) -> Result<Option<(OutlierReport, String)>> {
     let c0 = &partition.clients[0];
@@ -236,48 +204,55 @@ fn outlier_analysis<B: Backend>(
     for source in [outliers, &client_recon[..], &global_recon[..]] {
         grid.extend_from_slice(&source[..shown * dim]);
     }
-    let figure = format!("outliers-{name}.png");
+    let figure = FigureKind::Outliers.of_strategy(strategy);
     metrics::sample_grid(&out.join(&figure), &grid, data::IMAGE_SIDE, shown)?;
     Ok(Some((report, figure)))
 }
 
+/// What every strategy of one experiment shares.
+struct Shared<'a, B: Backend> {
+    backend: &'a B,
+    cfg: &'a ExperimentConfig,
+    partition: &'a Partition,
+    out: &'a Path,
+    /// DP-SGD's noise multiplier per client size (empty without DP-SGD).
+    sigmas: HashMap<usize, f64>,
+    fid: Option<&'a FidScorer<B>>,
+    observer: &'a dyn Observer,
+}
+
 /// Runs one strategy for all rounds, writing its checkpoint and figures into `out`.
-fn run_strategy<B: Backend>(
-    backend: &B,
-    cfg: &ExperimentConfig,
-    partition: &Partition,
-    strategy: StrategyName,
-    out: &Path,
-    sigmas: &HashMap<usize, f64>,
-    fid: Option<&FidScorer<B>>,
-) -> Result<StrategyRun> {
+fn run_strategy<B: Backend>(shared: &Shared<'_, B>, strategy: StrategyKind) -> Result<StrategyRun> {
+    let Shared { backend, cfg, partition, out, ref sigmas, fid, observer } = *shared;
     let name = strategy.as_str();
     let start = Instant::now();
     let mut fed = build_federation(backend, cfg, partition, strategy, sigmas)?;
     let checkpoint = out.join(format!("{name}-global.safetensors"));
-    let bars = Bars::new(name, cfg.rounds, partition.clients.len(), strategy == StrategyName::AlignFl);
+    let bars = observer.strategy_started(strategy, cfg.rounds, partition.clients.len());
     let mut rounds = Vec::with_capacity(cfg.rounds);
     let mut last_mu = Vec::new();
     let mut last_privacy = Vec::new();
     for _ in 0..cfg.rounds {
         let t0 = Instant::now();
-        let outcome = fed.run_round(&bars).map_err(|e| {
-            bars.finish();
+        let outcome = fed.run_round(bars.as_ref()).map_err(|error| {
+            bars.finished();
             let kept = if rounds.is_empty() {
                 "no round completed, so no checkpoint was written".to_string()
             } else {
                 format!("the last good global model (round {}) is kept at {}", rounds.len(), checkpoint.display())
             };
-            anyhow::anyhow!("{name}: {e}\n  {kept}")
+            PipelineError::Training { strategy: name, error, kept }
         })?;
         let global = fed.global_model();
         let e = evaluate(global, &partition.eval, cfg.seed)?;
         vae::save_checkpoint(&checkpoint, global.config(), &global.weights())?;
         let wanted = outcome.round == cfg.rounds || (cfg.fid.every > 0 && outcome.round % cfg.fid.every == 0);
         let fid = match fid.filter(|_| wanted) {
-            Some(scorer) => Some(
-                scorer.score(global.decoder(), derive_seed(cfg.seed, Stream::FidSamples, 0, outcome.round as u64))?,
-            ),
+            Some(scorer) => Some(scorer.score(
+                global.decoder(),
+                derive_seed(cfg.seed, Stream::FidSamples, 0, outcome.round as u64),
+                observer,
+            )?),
             None => None,
         };
         let record = RoundRecord {
@@ -295,25 +270,19 @@ fn run_strategy<B: Backend>(
             fid,
         };
         last_privacy = outcome.client_privacy;
-        let summary = format!("acc {:.4} F1 {:.4} Lip {:.2}", record.accuracy, record.f1, record.lipschitz_decoder);
-        let fid_text = record.fid.map_or(String::new(), |f| format!(", FID {f:.2}"));
-        bars.println(&format!(
-            "{name} round {}: accuracy {:.4}, F1 {:.4}, decoder Lipschitz {:.3}{fid_text}, uplink {} B, {:.1} s",
-            record.round, record.accuracy, record.f1, record.lipschitz_decoder, record.uplink_bytes, record.seconds
-        ));
-        bars.round_done(&summary);
+        bars.round_finished(strategy, &record);
         rounds.push(record);
         last_mu = e.mu;
     }
-    bars.finish();
-    let mut figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, name, out)?;
-    let outliers = outlier_analysis(&mut fed, partition, name, out)?.map(|(report, figure)| {
+    bars.finished();
+    let mut figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, strategy, out)?;
+    let outliers = outlier_analysis(&mut fed, partition, strategy, out)?.map(|(report, figure)| {
         figures.push(figure);
         report
     });
     let last = rounds.last().expect("at least one round");
     Ok(StrategyRun {
-        strategy: name.to_string(),
+        strategy,
         final_metrics: FinalMetrics {
             accuracy: last.accuracy,
             f1: last.f1,
@@ -336,37 +305,96 @@ fn write_figures<B: Backend>(
     eval: &Samples,
     mu: &[f32],
     seed: u64,
-    name: &str,
+    strategy: StrategyKind,
     out: &Path,
 ) -> Result<Vec<String>> {
     let d = global.config().latent;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let z = LatentPrior::StandardNormal { dim: d }.sample(GRID_SAMPLES, &mut rng);
     let images = global.decoder().decode(&z);
-    let grid = format!("samples-{name}.png");
+    let grid = FigureKind::Samples.of_strategy(strategy);
     metrics::sample_grid(&out.join(&grid), &images, data::IMAGE_SIDE, 10)?;
-    let scatter = format!("latent-{name}.png");
+    let scatter = FigureKind::Latent.of_strategy(strategy);
     metrics::latent_scatter(&out.join(&scatter), &metrics::project_2d(mu, d), &eval.labels, 600)?;
     Ok(vec![grid, scatter])
 }
 
 /// Runs the experiment on `backend` and writes everything into `out`; returns the report.
-pub fn run_experiment<B: Backend>(backend: &B, cfg: &ExperimentConfig, data_dir: &Path, out: &Path) -> Result<Report> {
+pub fn run_experiment<B: Backend>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    data_dir: &Path,
+    out: &Path,
+    observer: &dyn Observer,
+) -> Result<Report> {
     cfg.validate()?;
     let partition = load_partition(cfg, data_dir)?;
-    let fid = fid_scorer(backend, cfg, &partition)?;
-    run_on_partition(backend, cfg, &Prepared { data_dir, partition: &partition, fid: &fid }, out)
+    let fid = Fid::prepare(backend, cfg, &partition, observer)?;
+    run_on_partition(backend, cfg, &Prepared { data_dir, partition: &partition, fid: &fid }, out, observer)
+}
+
+/// FID of a run's global decoder against its evaluation images, or why it is not computed.
+pub enum Fid<B: Backend> {
+    /// Inception loaded, the evaluation images' statistics computed.
+    Ready(FidScorer<B>),
+    /// Not computed: disabled, or the Inception weights were not found.
+    Skipped(String),
+}
+
+impl<B: Backend> Fid<B> {
+    /// The scorer for `partition`'s evaluation images, or why there is none: FID disabled, or
+    /// the Inception weights missing (a note, not an error: the rest of the run does not need
+    /// them). Damaged weights are an error.
+    pub fn prepare(
+        backend: &B,
+        cfg: &ExperimentConfig,
+        partition: &Partition,
+        observer: &dyn Observer,
+    ) -> Result<Self> {
+        if !cfg.fid.enabled {
+            return Ok(Fid::Skipped("disabled (fid.enabled = false or --no-fid)".into()));
+        }
+        let path = match metrics::locate_inception_weights(cfg.fid.weights.as_deref()) {
+            Ok(path) => path,
+            Err(e) => {
+                observer.note(&format!("warning: FID skipped. {e}"));
+                return Ok(Fid::Skipped(e.to_string()));
+            }
+        };
+        let real = ImageSet::gray_squares(partition.eval.pixels.clone(), data::IMAGE_SIDE);
+        let scorer = FidScorer::new(backend, &path, &real, cfg.fid.samples, cfg.fid.batch, observer)?;
+        if let Some(w) = scorer.real_stats().small_set_warning("evaluation") {
+            observer.note(&w);
+        }
+        Ok(Fid::Ready(scorer))
+    }
+
+    /// The scorer, if FID is computed.
+    pub fn scorer(&self) -> Option<&FidScorer<B>> {
+        match self {
+            Fid::Ready(scorer) => Some(scorer),
+            Fid::Skipped(_) => None,
+        }
+    }
+
+    /// Why FID is not computed, if it is not.
+    pub fn skipped_because(&self) -> Option<&str> {
+        match self {
+            Fid::Ready(_) => None,
+            Fid::Skipped(reason) => Some(reason),
+        }
+    }
 }
 
 /// What an experiment needs besides its config, loaded once and shared by experiments on the
-/// same data (as `align-fl reproduce` does).
+/// same data (as a reproduction does).
 pub struct Prepared<'a, B: Backend> {
     /// Where the data came from (for the report).
     pub data_dir: &'a Path,
-    /// The partition `cfg` asks for.
+    /// The partition the config asks for.
     pub partition: &'a Partition,
-    /// The FID scorer of the partition's evaluation set, or why there is none.
-    pub fid: &'a (Option<FidScorer<B>>, Option<String>),
+    /// FID of the partition's evaluation set.
+    pub fid: &'a Fid<B>,
 }
 
 /// Runs the experiment on an already loaded partition and writes everything into `out`.
@@ -375,102 +403,66 @@ pub fn run_on_partition<B: Backend>(
     cfg: &ExperimentConfig,
     prepared: &Prepared<'_, B>,
     out: &Path,
+    observer: &dyn Observer,
 ) -> Result<Report> {
     cfg.validate()?;
     let total = Instant::now();
-    std::fs::create_dir_all(out).with_context(|| format!("creating output directory {}", out.display()))?;
+    create_dir(out)?;
     let partition = prepared.partition;
-    eprintln!(
+    observer.note(&format!(
         "align-fl: {} clients ({} samples, {} outliers at client 0), evaluation set of {} images from {}",
         partition.clients.len(),
         partition.clients.iter().map(|c| c.samples.len()).sum::<usize>(),
         partition.clients[0].outliers,
         partition.eval.len(),
         prepared.data_dir.display()
-    );
-    // Every strategy's clients share the calibrated noise: compute it once.
-    let sigmas = calibrate_clients(cfg, partition)?;
-    let (scorer, fid_note) = prepared.fid;
-    let fid = scorer.as_ref();
-    let main = run_strategy(backend, cfg, partition, cfg.strategy, out, &sigmas, fid)?;
+    ));
+    let shared = Shared {
+        backend,
+        cfg,
+        partition,
+        out,
+        // Every strategy's clients share the calibrated noise: compute it once.
+        sigmas: calibrate_clients(cfg, partition)?,
+        fid: prepared.fid.scorer(),
+        observer,
+    };
+    let main = run_strategy(&shared, cfg.strategy)?;
     let mut baselines = BTreeMap::new();
     for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
-        baselines.insert(b.as_str().to_string(), run_strategy(backend, cfg, partition, b, out, &sigmas, fid)?);
+        baselines.insert(b, run_strategy(&shared, b)?);
     }
     let report = Report {
         config: cfg.clone(),
-        strategy: main.strategy.clone(),
         backend: backend.name().to_string(),
         threads: rayon::current_num_threads(),
         data_dir: prepared.data_dir.display().to_string(),
-        rounds: main.rounds.clone(),
-        final_metrics: main.final_metrics.clone(),
         privacy: privacy_report(cfg, &main),
-        outliers: main.outliers.clone(),
+        main,
         baselines,
-        wall_seconds: main.wall_seconds,
         total_wall_seconds: total.elapsed().as_secs_f64(),
-        fid_note: fid_note.clone(),
+        fid_note: prepared.fid.skipped_because().map(str::to_owned),
     };
-    report::write(out, &report, &main)?;
+    report::write(out, &report)?;
     Ok(report)
-}
-
-/// The FID scorer, or why there is none: FID disabled, or the Inception weights missing (a
-/// warning, not an error: the rest of the run does not need them). Damaged weights are an error.
-pub fn fid_scorer<B: Backend>(
-    backend: &B,
-    cfg: &ExperimentConfig,
-    partition: &Partition,
-) -> Result<(Option<FidScorer<B>>, Option<String>)> {
-    if !cfg.fid.enabled {
-        return Ok((None, Some("disabled (fid.enabled = false or --no-fid)".into())));
-    }
-    match metrics::locate_inception_weights(cfg.fid.weights.as_deref()) {
-        Ok(path) => Ok((Some(FidScorer::new(backend, &path, &cfg.fid, &partition.eval.pixels)?), None)),
-        Err(e) => {
-            eprintln!("warning: FID skipped. {e}");
-            Ok((None, Some(e.to_string())))
-        }
-    }
 }
 
 /// The report's `privacy` object: None without a mechanism.
 fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyReport> {
     let dp = &cfg.privacy;
-    let prior = match effective_prior(cfg) {
-        PriorName::Gmm if dp.mechanism == MechanismName::DpSgd => "gmm (fitted on private latents)".to_string(),
-        PriorName::Gmm => "gmm".to_string(),
-        PriorName::StandardNormal => "standard-normal".to_string(),
-    };
+    let prior = cfg.prior().kind;
     match dp.mechanism {
-        MechanismName::None | MechanismName::DpSgdLipschitz => None,
-        MechanismName::DpSgd => Some(PrivacyReport {
-            mechanism: "dp-sgd".into(),
-            target_epsilon: Some(dp.epsilon),
-            delta: Some(dp.delta),
-            dp_scope: Some(dp.scope),
-            lambda_lip: None,
-            lipschitz_at: None,
+        Mechanism::None => None,
+        Mechanism::DpSgd => Some(PrivacyReport::DpSgd {
+            target_epsilon: dp.epsilon,
+            delta: dp.delta,
+            dp_scope: dp.scope,
             prior,
             guarantee_holds: main.client_privacy.iter().all(|c| c.guarantee_holds),
             clients: main.client_privacy.clone(),
         }),
-        MechanismName::Lipschitz => Some(PrivacyReport {
-            mechanism: "lipschitz".into(),
-            target_epsilon: None,
-            delta: None,
-            dp_scope: None,
-            lambda_lip: Some(dp.lambda_lip),
-            lipschitz_at: Some(dp.lipschitz_at),
-            prior,
-            guarantee_holds: false,
-            clients: Vec::new(),
-        }),
+        Mechanism::Lipschitz => {
+            Some(PrivacyReport::Lipschitz { lambda_lip: dp.lambda_lip, lipschitz_at: dp.lipschitz_at, prior })
+        }
     }
-}
-
-/// The data directory: `--data-dir`, else the config's `data_dir`, else `$ALIGN_FL_DATA`, else `./data`.
-pub fn data_dir(flag: Option<&Path>, cfg: &ExperimentConfig) -> PathBuf {
-    data::resolve_data_dir(flag.or(cfg.data_dir.as_deref()))
 }

@@ -1,0 +1,42 @@
+//! The figures a run writes, and their file names (made here and nowhere else).
+
+use crate::config::StrategyKind;
+
+/// A figure of one run's global model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FigureKind {
+    /// 100 images decoded from z ~ N(0, I).
+    Samples,
+    /// The evaluation set's latent means, coloured by class.
+    Latent,
+    /// Client 0's outliers, through its own VAE and through the global VAE.
+    Outliers,
+}
+
+impl FigureKind {
+    /// The figures a run of `strategy` writes: the outlier figure only when client 0 holds
+    /// outliers.
+    pub fn of_run(has_outliers: bool) -> Vec<FigureKind> {
+        let mut kinds = vec![FigureKind::Samples, FigureKind::Latent];
+        if has_outliers {
+            kinds.push(FigureKind::Outliers);
+        }
+        kinds
+    }
+
+    /// File name of this figure for `subject` (a strategy in a run's folder, a table row in a
+    /// reproduction's `figures/`).
+    pub fn file_name(self, subject: &str) -> String {
+        let kind = match self {
+            FigureKind::Samples => "samples",
+            FigureKind::Latent => "latent",
+            FigureKind::Outliers => "outliers",
+        };
+        format!("{kind}-{subject}.png")
+    }
+
+    /// File name of this figure in the folder of a run of `strategy`.
+    pub fn of_strategy(self, strategy: StrategyKind) -> String {
+        self.file_name(strategy.as_str())
+    }
+}

@@ -1,0 +1,109 @@
+//! Cells: one experiment each, in its own directory under `cells/`, with a `cell.json` that lets
+//! a later reproduction reuse it when its configuration is the same.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ExperimentConfig;
+use crate::error::write_file;
+use crate::report::{PrivacyReport, Report};
+use crate::Result;
+
+/// One experiment to run (or reuse).
+pub(crate) struct Cell {
+    /// Directory name under `cells/`.
+    pub key: String,
+    pub seed: u64,
+    pub cfg: ExperimentConfig,
+}
+
+impl Cell {
+    /// `out/cells/<key>/seed-<seed>`.
+    pub fn dir(&self, out: &Path) -> PathBuf {
+        out.join("cells").join(&self.key).join(format!("seed-{}", self.seed))
+    }
+
+    /// The finished result in `out` of a cell with exactly this configuration, if one is there.
+    pub fn cached(&self, out: &Path) -> Option<CellResult> {
+        let text = std::fs::read_to_string(self.dir(out).join("cell.json")).ok()?;
+        let result: CellResult = serde_json::from_str(&text).ok()?;
+        (result.config == self.cfg).then_some(result)
+    }
+}
+
+/// What the table needs from one finished cell (`cells/<key>/seed-<s>/cell.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CellResult {
+    pub config: ExperimentConfig,
+    pub accuracy: f64,
+    pub f1: f64,
+    pub fid: Option<f64>,
+    pub lipschitz_decoder: f64,
+    pub lipschitz_spectral_bound: f64,
+    pub lipschitz_pairwise: f64,
+    pub outliers_mapped_client: Option<f64>,
+    pub outliers_mapped_global: Option<f64>,
+    pub uplink_bytes_per_round: usize,
+    /// Largest ε any client spent (DP-SGD rows).
+    pub epsilon_spent: Option<f64>,
+    /// Whether every client's guarantee holds (DP-SGD rows).
+    pub guarantee_holds: Option<bool>,
+    pub wall_seconds: f64,
+    pub backend: String,
+    pub threads: usize,
+}
+
+impl CellResult {
+    /// The summary of a run's report.
+    pub fn of(report: &Report) -> Self {
+        let main = &report.main;
+        let f = &main.final_metrics;
+        let (epsilon_spent, guarantee_holds) = match &report.privacy {
+            Some(PrivacyReport::DpSgd { clients, guarantee_holds, .. }) => {
+                (Some(clients.iter().map(|c| c.epsilon).fold(0.0, f64::max)), Some(*guarantee_holds))
+            }
+            Some(PrivacyReport::Lipschitz { .. }) | None => (None, None),
+        };
+        CellResult {
+            config: report.config.clone(),
+            accuracy: f.accuracy,
+            f1: f.f1,
+            fid: f.fid,
+            lipschitz_decoder: f.lipschitz_decoder,
+            lipschitz_spectral_bound: f.lipschitz_spectral_bound,
+            lipschitz_pairwise: f.lipschitz_pairwise,
+            outliers_mapped_client: main.outliers.as_ref().map(|o| o.client.fraction_mapped_to_typical),
+            outliers_mapped_global: main.outliers.as_ref().map(|o| o.global.fraction_mapped_to_typical),
+            uplink_bytes_per_round: main.rounds.last().map_or(0, |r| r.uplink_bytes),
+            epsilon_spent,
+            guarantee_holds,
+            wall_seconds: main.wall_seconds,
+            backend: report.backend.clone(),
+            threads: report.threads,
+        }
+    }
+
+    /// Writes `cell.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        write_file(&dir.join("cell.json"), serde_json::to_string_pretty(self).expect("a cell serialises"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every committed cell still loads and matches the configuration the catalogue plans for it.
+    #[test]
+    fn the_committed_mnist_cells_load_and_are_reused() {
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results/mnist");
+        let s = super::super::Settings { seeds: 3, ..super::super::Settings::new(out.clone()) };
+        let (base, _) = super::super::base_config(&s).unwrap();
+        let (cells, ..) = super::super::plan(&s, &base).unwrap();
+        assert_eq!(cells.len(), 33);
+        for cell in &cells {
+            assert!(cell.cached(&out).is_some(), "{} seed {} does not load", cell.key, cell.seed);
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The paper's comparison table and figures from one call.
+//!
+//! The table's rows (ALIGN-FL without privacy, DP-SGD under RDP and PLD, DP-SGD on the decoder
+//! only, LCD-VAE, FedAvg, FedProx, a heterogeneous-architecture federation) run for every seed;
+//! the curves (accuracy and FID against ε, λ_lip and synthetic samples per client) run at seed 0.
+//! Every experiment is a *cell* with its own directory under `cells/`; a cell whose `cell.json`
+//! holds the same configuration is reused, so an interrupted reproduction resumes where it
+//! stopped. The partition and the FID statistics of the evaluation images are computed once per
+//! seed and shared by its cells.
+
+mod catalogue;
+mod cells;
+mod charts;
+mod table;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use data::DatasetKind;
+use tensor_kernels::Backend;
+
+pub use catalogue::{Curve, Experiment, PaperNumbers, Row, PAPER_ALIGN_FID};
+use cells::{Cell, CellResult};
+use table::Lookup;
+
+use crate::config::ExperimentConfig;
+use crate::error::{create_dir, write_file};
+use crate::experiment::{load_partition, run_on_partition, Fid, Prepared};
+use crate::observer::Observer;
+use crate::{PipelineError, Result};
+
+/// What a reproduction is asked for.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Primary dataset (the other one supplies client 0's outliers).
+    pub dataset: DatasetKind,
+    /// Seeds 0..seeds for the table rows.
+    pub seeds: u64,
+    /// Output directory.
+    pub out: PathBuf,
+    /// The committed subset and the quick preset instead of the paper protocol.
+    pub quick: bool,
+    /// A base protocol of one's own (TOML, as a run's config) instead of the presets.
+    pub config: Option<PathBuf>,
+    /// Only these rows and curves, or all.
+    pub only: Option<Vec<Experiment>>,
+    /// Compute FID.
+    pub fid: bool,
+    /// Override the rounds of every cell.
+    pub rounds: Option<usize>,
+    /// Data directory (default: `data/subset` under `quick`, else $ALIGN_FL_DATA, then ./data).
+    pub data_dir: Option<PathBuf>,
+    /// Inception weights file.
+    pub inception_weights: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The paper protocol on MNIST, 3 seeds, everything, FID on, into `out`.
+    pub fn new(out: PathBuf) -> Self {
+        Settings {
+            dataset: DatasetKind::Mnist,
+            seeds: 3,
+            out,
+            quick: false,
+            config: None,
+            only: None,
+            fid: true,
+            rounds: None,
+            data_dir: None,
+            inception_weights: None,
+        }
+    }
+
+    /// Whether the paper's numbers apply: DESIGN.md has them for MNIST on the full protocol only.
+    fn paper_comparable(&self) -> bool {
+        !self.quick && self.config.is_none() && self.dataset == DatasetKind::Mnist
+    }
+
+    /// "Paper protocol", "Quick protocol (committed subset)" or the config file's.
+    fn protocol_label(&self) -> String {
+        match (&self.config, self.quick) {
+            (Some(path), _) => format!("Protocol of `{}`", path.display()),
+            (None, true) => "Quick protocol (committed subset)".into(),
+            (None, false) => "Paper protocol".into(),
+        }
+    }
+
+    /// The `align-fl reproduce` command line that makes this table.
+    fn command_line(&self) -> String {
+        let mut c = String::from("align-fl reproduce");
+        if self.quick {
+            c += " --quick";
+        }
+        if let Some(path) = &self.config {
+            c += &format!(" --config {}", path.display());
+        }
+        if self.dataset == DatasetKind::FashionMnist {
+            c += " --dataset fashion-mnist";
+        }
+        c += &format!(" --seeds {}", self.seeds);
+        if let Some(r) = self.rounds {
+            c += &format!(" --rounds {r}");
+        }
+        if let Some(only) = &self.only {
+            c += &format!(" --only {}", only.iter().map(|e| e.key()).collect::<Vec<_>>().join(","));
+        }
+        if !self.fid {
+            c += " --no-fid";
+        }
+        c + &format!(" --out {}", self.out.display())
+    }
+
+    fn wants(&self, e: Experiment) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(&e))
+    }
+}
+
+/// The protocol every cell starts from, and the data directory its config names (if any).
+fn base_config(s: &Settings) -> Result<(ExperimentConfig, Option<PathBuf>)> {
+    let mut cfg = match (&s.config, s.quick) {
+        (Some(path), _) => ExperimentConfig::load(path)?,
+        (None, true) => toml::from_str(catalogue::QUICK).expect("the embedded configs/quick.toml parses"),
+        (None, false) => ExperimentConfig::default(),
+    };
+    // Only a config file's own data_dir counts (the embedded preset's is relative to configs/).
+    let data_dir = cfg.data_dir.take().filter(|_| s.config.is_some());
+    cfg.dataset = s.dataset;
+    cfg.compare = Vec::new();
+    if let Some(r) = s.rounds {
+        cfg.rounds = r;
+    }
+    cfg.fid.enabled &= s.fid;
+    cfg.fid.weights = None;
+    Ok((cfg, data_dir))
+}
+
+/// Every cell the settings ask for, with the rows and curves; a configuration met twice runs
+/// once (under its first key).
+fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, Vec<Curve>)> {
+    let rows: Vec<Row> = Row::ALL.into_iter().filter(|&r| s.wants(Experiment::Row(r))).collect();
+    let curves: Vec<Curve> = Curve::ALL.into_iter().filter(|&c| s.wants(Experiment::Curve(c))).collect();
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut push = |key: String, cfg: ExperimentConfig| {
+        if !cells.iter().any(|c| c.cfg == cfg) {
+            cells.push(Cell { key, seed: cfg.seed, cfg });
+        }
+    };
+    for seed in 0..s.seeds {
+        for r in &rows {
+            push(r.key().to_string(), r.config(base, seed));
+        }
+    }
+    for &curve in &curves {
+        for &x in curve.xs() {
+            let (key, cfg) = curve.point(base, x);
+            push(key, cfg);
+        }
+    }
+    for c in &cells {
+        c.cfg.validate().map_err(|e| e.within(format!("experiment {} (seed {})", c.key, c.seed)))?;
+    }
+    Ok((cells, rows, curves))
+}
+
+/// Runs (or reuses) every cell, then writes `table.md`, `table.json` and `figures/` into
+/// `s.out`. Failed experiments are named in the table and in the error returned after it is
+/// written; running again retries only them.
+pub fn reproduce<B: Backend>(backend: &B, s: &Settings, observer: &dyn Observer) -> Result<()> {
+    if s.seeds == 0 {
+        return Err(PipelineError::Config("--seeds 0: run at least one seed".into()));
+    }
+    let start = Instant::now();
+    let (base, config_data_dir) = base_config(s)?;
+    let data_dir = match (&s.data_dir, config_data_dir, s.quick) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(d), _) => d,
+        (None, None, true) => PathBuf::from("data/subset"),
+        (None, None, false) => data::resolve_data_dir(None),
+    };
+    let (cells, rows, curves) = plan(s, &base)?;
+    create_dir(&s.out)?;
+    let mut results: BTreeMap<(String, u64), CellResult> = BTreeMap::new();
+    let pending: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| match c.cached(&s.out) {
+            Some(r) => {
+                results.insert((c.key.clone(), c.seed), r);
+                false
+            }
+            None => true,
+        })
+        .collect();
+    observer.note(&format!(
+        "reproduce: {} experiments, {} already done in {}, {} to run on {} images from {}",
+        cells.len(),
+        cells.len() - pending.len(),
+        s.out.display(),
+        pending.len(),
+        base.dataset.display_name(),
+        data_dir.display()
+    ));
+    let mut seeds: Vec<u64> = pending.iter().map(|c| c.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let mut done = cells.len() - pending.len();
+    let mut failures = Vec::new();
+    for seed in seeds {
+        // One partition and one set of evaluation-image FID statistics per seed.
+        let mut seed_cfg = base.clone();
+        seed_cfg.seed = seed;
+        seed_cfg.fid.weights.clone_from(&s.inception_weights);
+        let partition = load_partition(&seed_cfg, &data_dir)?;
+        let fid = Fid::prepare(backend, &seed_cfg, &partition, observer)?;
+        for cell in pending.iter().filter(|c| c.seed == seed) {
+            done += 1;
+            observer.note(&format!("\n[{done}/{}] {} seed {seed}", cells.len(), cell.key));
+            let dir = cell.dir(&s.out);
+            let prepared = Prepared { data_dir: &data_dir, partition: &partition, fid: &fid };
+            let report = match run_on_partition(backend, &cell.cfg, &prepared, &dir, observer) {
+                Ok(report) => report,
+                Err(e) => {
+                    // Keep going: one diverged or broken experiment should not cost the others.
+                    let why = format!("{} seed {seed}: {e} (its files are in {})", cell.key, dir.display());
+                    observer.note(&format!("experiment failed: {why}"));
+                    failures.push(why);
+                    continue;
+                }
+            };
+            let result = CellResult::of(&report);
+            result.save(&dir)?;
+            results.insert((cell.key.clone(), seed), result);
+        }
+    }
+    let lookup = |cfg: &ExperimentConfig| {
+        let cell = cells.iter().find(|c| c.cfg == *cfg).expect("planned");
+        results.get(&(cell.key.clone(), cell.seed))
+    };
+    let outputs = Outputs { settings: s, base: &base, cells: &cells, lookup: &lookup };
+    outputs.write(&rows, &curves, &failures, start.elapsed().as_secs_f64())?;
+    if !failures.is_empty() {
+        return Err(PipelineError::ExperimentsFailed(failures));
+    }
+    Ok(())
+}
+
+/// What the table, the curves and the figures are made from.
+struct Outputs<'a> {
+    settings: &'a Settings,
+    base: &'a ExperimentConfig,
+    cells: &'a [Cell],
+    lookup: &'a Lookup<'a>,
+}
+
+impl Outputs<'_> {
+    fn write(&self, rows: &[Row], curves: &[Curve], failures: &[String], wall: f64) -> Result<()> {
+        let (s, base) = (self.settings, self.base);
+        let table = table::build_table(rows, s.seeds, base, s.paper_comparable(), self.lookup);
+        let curves = table::build_curves(curves, base, self.lookup);
+        let figures = s.out.join("figures");
+        create_dir(&figures)?;
+        let mut figure_files = Vec::new();
+        // Latent spaces, sample grids and outlier reconstructions of each row's seed-0 run.
+        for row in rows {
+            let cfg = row.config(base, 0);
+            let cell = self.cells.iter().find(|c| c.cfg == cfg).expect("planned");
+            if (self.lookup)(&cell.cfg).is_some() {
+                figure_files.extend(charts::copy_row_figures(&cell.cfg, &cell.dir(&s.out), &figures, row.key())?);
+            }
+        }
+        figure_files.extend(charts::write_charts(&figures, &table, &curves)?);
+        let curves_json: serde_json::Map<String, serde_json::Value> = curves
+            .iter()
+            .map(|(c, points)| (c.key().to_string(), serde_json::to_value(points).expect("points serialise")))
+            .collect();
+        let json = serde_json::json!({
+            "dataset": base.dataset.display_name(),
+            "protocol": s.protocol_label(),
+            "seeds": s.seeds,
+            "rows": table,
+            "curves": curves_json,
+            "paper_align_fl_fid_range": PAPER_ALIGN_FID,
+            "figures": figure_files,
+            "failed": failures,
+            "wall_seconds": wall,
+        });
+        write_file(&s.out.join("table.json"), serde_json::to_string_pretty(&json).expect("a table serialises"))?;
+        let machine = self
+            .cells
+            .iter()
+            .find_map(|c| (self.lookup)(&c.cfg))
+            .map_or(String::new(), |c| format!(", backend {}, {} threads", c.backend, c.threads));
+        let mut md = table::markdown(s, base, &table, &curves, &figure_files, &machine);
+        if !failures.is_empty() {
+            md += "\n## Failed experiments\n\n";
+            for f in failures {
+                md += &format!("* {f}\n");
+            }
+        }
+        write_file(&s.out.join("table.md"), md)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_runs_each_configuration_once_and_validates_it() {
+        let settings = Settings { seeds: 2, fid: false, ..Settings::new(PathBuf::from("unused")) };
+        let (base, _) = base_config(&settings).unwrap();
+        let (cells, rows, curves) = plan(&settings, &base).unwrap();
+        assert_eq!((rows.len(), curves.len()), (Row::ALL.len(), 3));
+        // 8 rows × 2 seeds, ε ∈ {1, 2, 5, 20} (10 is dp-rdp), λ ∈ {0.01, 1} (0: align-fl, 0.1: lcd),
+        // samples ∈ {1000, 2000, 10000} (5000 is align-fl).
+        assert_eq!(cells.len(), 16 + 4 + 2 + 3);
+        let dp = cells.iter().find(|c| c.key == "dp-decoder").unwrap();
+        assert_eq!(dp.cfg.privacy.scope, vae::GradientScope::DecoderOnly);
+        assert_eq!(dp.cfg.privacy.mechanism, crate::Mechanism::DpSgd);
+        let het = cells.iter().find(|c| c.key == "heterogeneous").unwrap();
+        assert_eq!(het.cfg.client_models.len(), 5);
+        let only = Settings { only: Some(vec![Experiment::Row(Row::Lcd), Experiment::Curve(Curve::Lambda)]), ..settings };
+        let (cells, rows, curves) = plan(&only, &base).unwrap();
+        assert_eq!((rows, curves), (vec![Row::Lcd], vec![Curve::Lambda]));
+        // lcd × 2 seeds; λ ∈ {0, 0.01, 1} (0.1 at seed 0 is the lcd row).
+        assert_eq!(cells.len(), 2 + 3);
+        assert!(only.command_line().contains("--only lcd,lambda"), "{}", only.command_line());
+    }
+}

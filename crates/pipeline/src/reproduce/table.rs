@@ -1,0 +1,314 @@
+//! The table and the curves from the finished cells: statistics over seeds, the sentence per row
+//! against the paper, and `table.md` / `table.json`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::catalogue::{Curve, PaperNumbers, Row, PAPER_ALIGN_FID};
+use super::cells::CellResult;
+use super::Settings;
+use crate::config::ExperimentConfig;
+
+/// Mean and sample standard deviation (None for one value).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub(crate) struct Stat {
+    pub mean: f64,
+    pub std: Option<f64>,
+    pub n: usize,
+}
+
+pub(crate) fn stat(values: &[f64]) -> Option<Stat> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let std = (n > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+    Some(Stat { mean, std, n })
+}
+
+/// One row of the table, over the seeds that finished.
+#[derive(Debug, Serialize)]
+pub(crate) struct TableRow {
+    #[serde(skip)]
+    pub row: Row,
+    pub key: &'static str,
+    pub method: &'static str,
+    pub seeds: usize,
+    pub fid: Option<Stat>,
+    pub accuracy: Option<Stat>,
+    pub f1: Option<Stat>,
+    pub lipschitz_decoder: Option<Stat>,
+    pub outliers_mapped_client: Option<Stat>,
+    pub outliers_mapped_global: Option<Stat>,
+    pub uplink_bytes_per_round: usize,
+    pub epsilon_spent: Option<f64>,
+    pub guarantee_holds: Option<bool>,
+    pub wall_seconds: f64,
+    pub paper: PaperNumbers,
+    pub comparison: String,
+}
+
+/// A finished cell's result by its configuration.
+pub(crate) type Lookup<'a> = dyn Fn(&ExperimentConfig) -> Option<&'a CellResult> + 'a;
+
+pub(crate) fn build_table(
+    rows: &[Row],
+    seeds: u64,
+    base: &ExperimentConfig,
+    comparable: bool,
+    lookup: &Lookup<'_>,
+) -> Vec<TableRow> {
+    rows.iter()
+        .map(|&r| {
+            let paper = if comparable { r.paper() } else { PaperNumbers::default() };
+            let runs: Vec<&CellResult> = (0..seeds).filter_map(|s| lookup(&r.config(base, s))).collect();
+            let collect =
+                |f: &dyn Fn(&CellResult) -> Option<f64>| stat(&runs.iter().filter_map(|c| f(c)).collect::<Vec<_>>());
+            let accuracy = collect(&|c| Some(c.accuracy));
+            let f1 = collect(&|c| Some(c.f1));
+            let fid = collect(&|c| c.fid);
+            let eps: Vec<f64> = runs.iter().filter_map(|c| c.epsilon_spent).collect();
+            let holds: Vec<bool> = runs.iter().filter_map(|c| c.guarantee_holds).collect();
+            TableRow {
+                row: r,
+                key: r.key(),
+                method: r.label(),
+                seeds: runs.len(),
+                fid,
+                accuracy,
+                f1,
+                lipschitz_decoder: collect(&|c| Some(c.lipschitz_decoder)),
+                outliers_mapped_client: collect(&|c| c.outliers_mapped_client),
+                outliers_mapped_global: collect(&|c| c.outliers_mapped_global),
+                uplink_bytes_per_round: runs.first().map_or(0, |c| c.uplink_bytes_per_round),
+                epsilon_spent: eps.iter().cloned().reduce(f64::max),
+                guarantee_holds: (!holds.is_empty()).then(|| holds.iter().all(|&h| h)),
+                wall_seconds: runs.iter().map(|c| c.wall_seconds).sum::<f64>() / runs.len().max(1) as f64,
+                paper,
+                comparison: if runs.is_empty() {
+                    "No run of this row finished (see the failed experiments below).".into()
+                } else {
+                    compare_with_paper(r, paper, accuracy, f1, fid)
+                },
+            }
+        })
+        .collect()
+}
+
+/// One sentence per measured difference from the paper's number, then the row's note.
+pub(crate) fn compare_with_paper(
+    r: Row,
+    paper: PaperNumbers,
+    accuracy: Option<Stat>,
+    f1: Option<Stat>,
+    fid: Option<Stat>,
+) -> String {
+    let mut parts = Vec::new();
+    for (what, ours, paper) in [("Accuracy", accuracy, paper.accuracy), ("F1", f1, paper.f1)] {
+        if let (Some(o), Some(p)) = (ours, paper) {
+            let d = 100.0 * o.mean - p;
+            parts.push(format!(
+                "{what} {:.2} % vs the paper's {p:.2} % ({} by {:.2} points).",
+                100.0 * o.mean,
+                if d < 0.0 { "lower" } else { "higher" },
+                d.abs()
+            ));
+        }
+    }
+    if let (Some(o), Some(p)) = (fid, paper.fid) {
+        parts.push(format!(
+            "FID {:.2} vs the paper's {p:.2}; the scales differ (the paper used torchvision's Inception weights, we use the FID graph).",
+            o.mean
+        ));
+    }
+    parts.push(r.note().to_string());
+    parts.join(" ")
+}
+
+/// One point of a curve.
+#[derive(Debug, Serialize)]
+pub(crate) struct CurvePoint {
+    pub x: f64,
+    pub accuracy: f64,
+    pub f1: f64,
+    pub fid: Option<f64>,
+    pub epsilon_spent: Option<f64>,
+    pub lipschitz_decoder: f64,
+}
+
+/// Each curve's finished points.
+pub(crate) fn build_curves(curves: &[Curve], base: &ExperimentConfig, lookup: &Lookup<'_>) -> Vec<(Curve, Vec<CurvePoint>)> {
+    curves
+        .iter()
+        .map(|&curve| {
+            let points = curve
+                .xs()
+                .iter()
+                .filter_map(|&x| {
+                    let c = lookup(&curve.point(base, x).1)?;
+                    Some(CurvePoint {
+                        x,
+                        accuracy: c.accuracy,
+                        f1: c.f1,
+                        fid: c.fid,
+                        epsilon_spent: c.epsilon_spent,
+                        lipschitz_decoder: c.lipschitz_decoder,
+                    })
+                })
+                .collect();
+            (curve, points)
+        })
+        .collect()
+}
+
+fn cell_text(s: Option<Stat>, scale: f64, digits: usize) -> String {
+    match s {
+        None => "—".into(),
+        Some(Stat { mean, std: Some(sd), .. }) => format!("{:.digits$} ± {:.digits$}", mean * scale, sd * scale),
+        Some(Stat { mean, .. }) => format!("{:.digits$}", mean * scale),
+    }
+}
+
+fn paper_cell(v: Option<f64>) -> String {
+    v.map_or("—".into(), |v| format!("{v:.2}"))
+}
+
+/// `table.md`: the protocol, the table, the sentence per row, the curves and the figures.
+pub(crate) fn markdown(
+    s: &Settings,
+    base: &ExperimentConfig,
+    table: &[TableRow],
+    curves: &[(Curve, Vec<CurvePoint>)],
+    figures: &[String],
+    machine: &str,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# ALIGN-FL reproduction: {}\n", base.dataset.display_name());
+    let _ = writeln!(
+        md,
+        "{}: {} clients, {} round(s), {} synthetic samples per client, {} seed(s) per row (curves: seed 0){machine}. \
+         Made by `{}`.\n",
+        s.protocol_label(),
+        base.partition.clients,
+        base.rounds,
+        base.server.synthetic_samples,
+        s.seeds,
+        s.command_line()
+    );
+    let _ = writeln!(
+        md,
+        "| method | FID | accuracy % | F1 % | decoder Lipschitz | outliers mapped to typical, client 0 / global % | uplink MB / round | ε spent | guarantee | paper accuracy % | paper F1 % | paper FID | wall s / run |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    let comparable = s.paper_comparable();
+    for r in table {
+        let paper_fid = match r.paper.fid {
+            Some(f) => format!("{f:.2}"),
+            None if comparable && r.row.in_paper_fid_range() => {
+                format!("{:.2}–{:.2}†", PAPER_ALIGN_FID.0, PAPER_ALIGN_FID.1)
+            }
+            None => "—".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} / {} | {:.2} | {} | {} | {} | {} | {paper_fid} | {:.0} |",
+            r.method,
+            cell_text(r.fid, 1.0, 2),
+            cell_text(r.accuracy, 100.0, 2),
+            cell_text(r.f1, 100.0, 2),
+            cell_text(r.lipschitz_decoder, 1.0, 2),
+            cell_text(r.outliers_mapped_client, 100.0, 1),
+            cell_text(r.outliers_mapped_global, 100.0, 1),
+            r.uplink_bytes_per_round as f64 / 1e6,
+            r.epsilon_spent.map_or("—".into(), |e| format!("{e:.3}")),
+            match r.guarantee_holds {
+                Some(true) => "holds",
+                Some(false) => "does not hold",
+                None => "none claimed",
+            },
+            paper_cell(r.paper.accuracy),
+            paper_cell(r.paper.f1),
+            r.wall_seconds
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nMean ± sample standard deviation over seeds. Our FID uses the standard FID Inception graph, so it is on the \
+         pytorch-fid scale, not the paper's. LCD-VAE is empirical privacy: no ε is claimed for it. {}\n",
+        if comparable {
+            "† DESIGN.md gives the paper's FID only as the range over its ALIGN-FL variants."
+        } else if s.quick || s.config.is_some() {
+            "The paper's columns are empty: its numbers are for the full protocol, which this run changes."
+        } else {
+            "The paper's columns are empty: DESIGN.md gives the paper's numbers for MNIST only."
+        }
+    );
+    let _ = writeln!(md, "## {}\n", if comparable { "Against the paper, row by row" } else { "Notes, row by row" });
+    for r in table {
+        let _ = writeln!(md, "* **{}**: {}", r.method, r.comparison);
+    }
+    for (curve, points) in curves {
+        let (title, x) = curve.title_and_axis();
+        let _ = writeln!(md, "\n## {title}\n");
+        let _ = writeln!(md, "| {x} | accuracy % | F1 % | FID | decoder Lipschitz | ε spent |");
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+        for p in points {
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} | {:.2} | {} | {:.2} | {} |",
+                p.x,
+                100.0 * p.accuracy,
+                100.0 * p.f1,
+                p.fid.map_or("—".into(), |f| format!("{f:.2}")),
+                p.lipschitz_decoder,
+                p.epsilon_spent.map_or("—".into(), |e| format!("{e:.3}"))
+            );
+        }
+    }
+    let _ = writeln!(md, "\n## Figures\n");
+    for f in figures.iter().filter(|f| super::charts::CHART_FILES.contains(&f.as_str())) {
+        let _ = writeln!(md, "![{f}](figures/{f})\n");
+    }
+    let _ = writeln!(
+        md,
+        "Seed 0 of each row: samples decoded from N(0, I) by the global decoder; the evaluation set's latent means \
+         (tab10 class colours: 0 blue, 1 orange, 2 green, 3 red, 4 purple, 5 brown, 6 pink, 7 grey, 8 olive, 9 cyan); \
+         client 0's outliers (top row), through its own VAE (middle) and through the global VAE (bottom).\n"
+    );
+    let _ = writeln!(md, "| method | samples | latent space | outliers |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for r in table {
+        let img = |kind: crate::FigureKind| {
+            let f = kind.file_name(r.key);
+            if figures.contains(&f) {
+                format!("![{f}](figures/{f})")
+            } else {
+                "—".into()
+            }
+        };
+        use crate::FigureKind::{Latent, Outliers, Samples};
+        let _ = writeln!(md, "| {} | {} | {} | {} |", r.method, img(Samples), img(Latent), img(Outliers));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_compare_with_the_papers_numbers_in_words() {
+        let r = Row::Lcd;
+        let acc = stat(&[0.60, 0.62, 0.64]);
+        let f1 = stat(&[0.55]);
+        let text = compare_with_paper(r, r.paper(), acc, f1, None);
+        assert!(text.starts_with("Accuracy 62.00 % vs the paper's 63.25 % (lower by 1.25 points)."), "{text}");
+        assert!(text.contains("F1 55.00 % vs the paper's 60.01 % (lower by 5.01 points)."), "{text}");
+        assert!(text.ends_with(r.note()), "{text}");
+        let s = acc.unwrap();
+        assert!((s.mean - 0.62).abs() < 1e-12 && (s.std.unwrap() - 0.02).abs() < 1e-12 && s.n == 3);
+        assert!(stat(&[0.5]).unwrap().std.is_none() && stat(&[]).is_none());
+    }
+}

@@ -1,0 +1,268 @@
+//! One experiment through the library: reports, privacy claims, errors that name their cause,
+//! FID, and the GPU backend against the CPU.
+
+mod common;
+
+use common::*;
+use federation::PriorKind;
+use pipeline::report::PrivacyReport;
+use pipeline::{ExperimentConfig, Mechanism, PipelineError};
+use privacy::{ClippingRule, NoiseSource, Sampling};
+use vae::PenaltyTarget;
+
+#[test]
+fn heterogeneous_config_runs_and_writes_its_figures() {
+    let out = temp_dir("hetero");
+    let mut cfg = config("heterogeneous.toml");
+    cfg.rounds = 1;
+    cfg.fid.enabled = false;
+    let report = run(&cfg, &out).unwrap();
+    assert!(report.main.final_metrics.accuracy > 0.1);
+    for f in &report.main.figures {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(report.main.figures, ["samples-align-fl.png", "latent-align-fl.png", "outliers-align-fl.png"]);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let (a, b) = (temp_dir("threads1"), temp_dir("threads2"));
+    let on = |threads: usize, out: &std::path::Path| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| run(&tiny(), out).unwrap())
+    };
+    let (ra, rb) = (on(1, &a), on(2, &b));
+    assert_eq!((ra.threads, rb.threads), (1, 2));
+    let (x, y) = (&ra.main.rounds[0], &rb.main.rounds[0]);
+    assert_eq!((x.accuracy, x.f1, x.lipschitz_decoder), (y.accuracy, y.f1, y.lipschitz_decoder));
+    assert_eq!((&x.client_loss, x.server_loss, x.uplink_bytes), (&y.client_loss, y.server_loss, y.uplink_bytes));
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+#[test]
+fn missing_data_says_how_to_fetch() {
+    let out = temp_dir("missing");
+    let cfg = tiny();
+    let e = pipeline::run_experiment(&tensor_kernels::Cpu::new(), &cfg, "/nonexistent".as_ref(), &out, &pipeline::Quiet)
+        .unwrap_err();
+    assert!(matches!(e, PipelineError::Data(_)), "{e:?}");
+    assert!(e.to_string().contains("align-fl data fetch"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn corrupt_and_mismatched_data_files_are_named() {
+    let dir = temp_dir("corrupt");
+    let data = dir.join("data");
+    // A copy of the subset with one file truncated.
+    for ds in ["mnist", "fashion-mnist"] {
+        std::fs::create_dir_all(data.join(ds)).unwrap();
+        for f in std::fs::read_dir(repo().join("data/subset").join(ds)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, data.join(ds).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(repo().join("data/subset/SHA256SUMS"), data.join("SHA256SUMS")).unwrap();
+    let victim = data.join("mnist/t10k-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let cfg = ExperimentConfig { data_dir: Some(data.clone()), ..tiny() };
+    let e = run(&cfg, &dir.join("out")).unwrap_err().to_string();
+    assert!(e.contains("t10k-images-idx3-ubyte.gz") && e.contains("gzip"), "{e}");
+    // A valid gzip whose contents differ: checksum mismatch.
+    let other = std::fs::read(repo().join("data/subset/fashion-mnist/t10k-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(&victim, other).unwrap();
+    let e = run(&cfg, &dir.join("out")).unwrap_err().to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn impossible_config_files_fail_with_the_setting_named() {
+    let dir = temp_dir("configs");
+    let cases = [
+        ("[partition]\nclients = 0\n", "partition.clients is 0"),
+        ("[partition]\nclients = 6\n", "only 5 class pairs"),
+        ("[partition]\nclass_pairs = [[0, 1], [2, 13], [4, 5], [6, 7], [8, 9]]\n", "outside 0–9"),
+        ("[model]\nlatent = 0\n", "latent size is 0"),
+        ("rounds = 2\nroundz = 3\n", "roundz"),
+        ("[privacy]\nmechanism = \"dp-sgd,lipschitz\"\n", "no per-sample gradient to clip"),
+        ("[privacy]\nmechanism = \"dp-sgd\"\nepsilon = 0\n", "privacy.epsilon is 0"),
+    ];
+    for (i, (toml, want)) in cases.iter().enumerate() {
+        let path = dir.join(format!("c{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let e = match ExperimentConfig::load(&path) {
+            Err(e) => e,
+            Ok(cfg) => cfg.validate().unwrap_err(),
+        };
+        assert!(e.to_string().contains(want), "case {i}: {e} should mention {want}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn divergence_names_round_and_client_and_what_is_kept() {
+    let out = temp_dir("diverge");
+    let mut cfg = tiny();
+    cfg.client.learning_rate = 1e30;
+    let e = run(&cfg, &out).unwrap_err();
+    assert!(matches!(e, PipelineError::Training { strategy: "align-fl", .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("round 1, client") && e.contains("non-finite"), "{e}");
+    assert!(e.contains("no round completed"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn dp_sgd_run_reports_each_clients_privacy() {
+    let out = temp_dir("dp");
+    let mut cfg = tiny();
+    cfg.privacy.mechanism = Mechanism::DpSgd;
+    let report = run(&cfg, &out).unwrap();
+    let Some(PrivacyReport::DpSgd { prior, guarantee_holds, clients, .. }) = &report.privacy else {
+        panic!("{:?}", report.privacy)
+    };
+    assert_eq!((*prior, *guarantee_holds, clients.len()), (PriorKind::StandardNormal, true, 5));
+    for c in clients {
+        // One round of one epoch is the whole budgeted schedule here, so ε is spent to the target.
+        assert!(c.epsilon <= 10.0 && c.epsilon > 9.99, "{c:?}");
+        assert_eq!((c.noise, c.sampling, c.clipping), (NoiseSource::Secure, Sampling::Poisson, ClippingRule::Adaptive));
+        assert!(c.noise_multiplier > 0.0);
+    }
+    let json = report_json(&out);
+    assert_eq!(json["privacy"]["mechanism"], "dp-sgd");
+    assert_eq!(json["privacy"]["clients"][0]["accountant"], "rdp");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("guarantee holds") && md.contains("| rdp | adaptive |"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn unaccounted_modes_void_the_guarantee_in_words() {
+    let out = temp_dir("dp-unaccounted");
+    let mut cfg = tiny();
+    let dp = &mut cfg.privacy;
+    dp.mechanism = Mechanism::DpSgd;
+    dp.noise = NoiseSource::Reproducible;
+    dp.sampling = Sampling::Shuffled;
+    dp.clipping = ClippingRule::PaperMedian;
+    dp.allow_non_private_prior = true;
+    let report = run(&cfg, &out).unwrap();
+    let Some(PrivacyReport::DpSgd { prior, guarantee_holds: false, clients, .. }) = &report.privacy else {
+        panic!("{:?}", report.privacy)
+    };
+    assert_eq!(*prior, PriorKind::Gmm);
+    assert_eq!(clients[0].reasons.len(), 4, "{:?}", clients[0].reasons);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("does NOT hold") && md.contains("Not covered: batches were shuffled"), "{md}");
+    assert!(md.contains("prior gmm (fitted on private latents)"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn lipschitz_mode_reports_empirical_privacy_only() {
+    let out = temp_dir("lcd");
+    let mut cfg = tiny();
+    cfg.privacy.mechanism = Mechanism::Lipschitz;
+    let report = run(&cfg, &out).unwrap();
+    assert!(matches!(
+        report.privacy,
+        Some(PrivacyReport::Lipschitz { lambda_lip, lipschitz_at: PenaltyTarget::Decoder, .. }) if lambda_lip == 0.1
+    ));
+    let json = report_json(&out);
+    assert_eq!(json["privacy"]["mechanism"], "lipschitz");
+    assert!(json["privacy"]["target_epsilon"].is_null() && json["privacy"]["clients"].is_null());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("empirical privacy only") && md.contains("client decoders"), "{md}");
+    cfg.privacy.lipschitz_at = PenaltyTarget::Encoder;
+    run(&cfg, &out).unwrap();
+    assert_eq!(report_json(&out)["privacy"]["lipschitz_at"], "encoder");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("client encoders"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_run_without_weights_skips_fid_and_says_why() {
+    let out = temp_dir("no-weights");
+    let mut cfg = tiny();
+    cfg.fid.enabled = true;
+    cfg.fid.weights = Some(out.join("absent.safetensors"));
+    let report = run(&cfg, &out).unwrap();
+    assert!(report.main.final_metrics.fid.is_none());
+    let note = report.fid_note.unwrap();
+    assert!(note.contains("absent.safetensors") && note.contains("--inception-weights"), "{note}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn run_reports_fid_of_the_global_decoder() {
+    let Some(models) = models() else { return };
+    let out = temp_dir("run-fid");
+    let mut cfg = tiny();
+    // A 100-image evaluation set keeps Inception's share small.
+    cfg.partition.eval_parts = 10;
+    cfg.rounds = 2;
+    cfg.fid = pipeline::config::FidConfig { enabled: true, samples: 24, every: 1, batch: 8, weights: Some(models) };
+    let report = run(&cfg, &out).unwrap();
+    let fid = report.main.final_metrics.fid.expect("final FID computed");
+    assert!(fid.is_finite() && fid > 0.0, "FID {fid}");
+    assert!(report.fid_note.is_none());
+    assert!(report.main.rounds[0].fid.is_some(), "fid.every = 1 scores round 1");
+    assert_eq!(report.main.rounds[1].fid, Some(fid));
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("FID"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Runs the tiny experiment with `edit` on the CPU and through wgpu (lavapipe on CPU-only
+/// machines) and checks that they land together: the kernels differ only in summation order,
+/// and the device draws the same noise as the CPU. Returns both reports.
+#[cfg(feature = "wgpu")]
+fn assert_wgpu_agrees_with_cpu(name: &str, edit: fn(&mut ExperimentConfig)) -> (pipeline::Report, pipeline::Report) {
+    let (cpu_out, gpu_out) = (temp_dir(&format!("{name}-cpu")), temp_dir(&format!("{name}-wgpu")));
+    let mut cfg = tiny();
+    edit(&mut cfg);
+    let c = run(&cfg, &cpu_out).unwrap();
+    let g = run_on(&tensor_kernels::cube::Wgpu::default_device(), &cfg, &gpu_out).unwrap();
+    assert_ne!(g.backend, "cpu");
+    let (rc, rg) = (&c.main.rounds[0], &g.main.rounds[0]);
+    for (k, (a, b)) in rc.client_loss.iter().zip(&rg.client_loss).enumerate() {
+        assert!((a - b).abs() <= 1e-3 * a.abs(), "{name} client {k} loss: cpu {a} vs wgpu {b}");
+    }
+    let (sc, sg) = (rc.server_loss.unwrap(), rg.server_loss.unwrap());
+    assert!((sc - sg).abs() <= 1e-3 * sc.abs(), "server loss {sc} vs {sg}");
+    let (ac, ag) = (c.main.final_metrics.accuracy, g.main.final_metrics.accuracy);
+    assert!((ac - ag).abs() <= 0.05, "{name} accuracy cpu {ac} vs wgpu {ag}");
+    std::fs::remove_dir_all(&cpu_out).unwrap();
+    std::fs::remove_dir_all(&gpu_out).unwrap();
+    (c, g)
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_backend_runs_and_agrees_with_the_cpu() {
+    assert_wgpu_agrees_with_cpu("tiny", |_| {});
+}
+
+/// DP-SGD through wgpu, with noise keyed from the seed: ghost norms, the fused clip step and the
+/// device's Gaussian noise (the CPU's stream, bit for bit) give the CPU's training and spend the
+/// same ε.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_dp_sgd_agrees_with_the_cpu_and_spends_the_same_epsilon() {
+    let (c, g) = assert_wgpu_agrees_with_cpu("tiny-dp", |cfg| {
+        cfg.privacy.mechanism = Mechanism::DpSgd;
+        cfg.privacy.noise = NoiseSource::Reproducible;
+    });
+    let spent = |r: &pipeline::Report| -> Vec<f64> {
+        match &r.privacy {
+            Some(PrivacyReport::DpSgd { clients, .. }) => clients.iter().map(|c| c.epsilon).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(spent(&c).len(), 5);
+    assert_eq!(spent(&c), spent(&g), "ε per client, cpu vs wgpu");
+}

@@ -1,0 +1,113 @@
+//! The paper reproduction through the library: the table, the curves and the figures, resuming
+//! from finished cells, and going on past a failed experiment.
+
+mod common;
+
+use common::*;
+use pipeline::reproduce::{reproduce, Curve, Experiment, Row, Settings};
+use pipeline::{PipelineError, Quiet};
+
+fn table_json(out: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap()
+}
+
+/// Counts the cells a run of `reproduce` ran (those with a fresh `cell.json`).
+fn cell_files(out: &std::path::Path) -> Vec<std::time::SystemTime> {
+    let mut times = Vec::new();
+    for key in std::fs::read_dir(out.join("cells")).unwrap() {
+        for seed in std::fs::read_dir(key.unwrap().path()).unwrap() {
+            let cell = seed.unwrap().path().join("cell.json");
+            times.push(std::fs::metadata(cell).unwrap().modified().unwrap());
+        }
+    }
+    times.sort();
+    times
+}
+
+#[test]
+fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
+    let out = temp_dir("reproduce");
+    let settings = Settings {
+        quick: true,
+        seeds: 1,
+        rounds: Some(1),
+        fid: false,
+        data_dir: Some(repo().join("data/subset")),
+        only: Some(vec![
+            Experiment::Row(Row::AlignFl),
+            Experiment::Row(Row::DpDecoder),
+            Experiment::Row(Row::Fedavg),
+            Experiment::Curve(Curve::Lambda),
+        ]),
+        ..Settings::new(out.clone())
+    };
+    reproduce(&tensor_kernels::Cpu::new(), &settings, &Quiet).unwrap();
+    // Rows align-fl, dp-decoder, fedavg; curve λ ∈ {0, 0.01, 0.1, 1}, whose λ = 0 is the align-fl row.
+    let cells = cell_files(&out);
+    assert_eq!(cells.len(), 6);
+    let table = table_json(&out);
+    let rows = table["rows"].as_array().unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["align-fl", "dp-decoder", "fedavg"]);
+    for r in rows {
+        let acc = r["accuracy"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r}");
+        assert!(r["fid"].is_null());
+    }
+    // The paper's numbers are for the full protocol: a quick run is not compared with them.
+    assert!(rows[0]["paper"]["accuracy"].is_null());
+    // dec_dp spends its ε but claims no guarantee; the others claim none at all.
+    assert!(rows[1]["epsilon_spent"].as_f64().unwrap() > 9.9);
+    assert_eq!(rows[1]["guarantee_holds"], false);
+    assert!(rows[0]["guarantee_holds"].is_null());
+    // FedAvg uploads whole VAEs, ALIGN-FL decoders only.
+    assert!(rows[2]["uplink_bytes_per_round"].as_u64() > rows[0]["uplink_bytes_per_round"].as_u64());
+    let lambda = table["curves"]["lambda"].as_array().unwrap();
+    let xs: Vec<f64> = lambda.iter().map(|p| p["x"].as_f64().unwrap()).collect();
+    assert_eq!(xs, [0.0, 0.01, 0.1, 1.0]);
+    assert_eq!(lambda[0]["accuracy"], rows[0]["accuracy"]["mean"], "λ = 0 reuses the no-privacy run");
+    for f in ["privacy-utility.png", "samples-align-fl.png", "latent-fedavg.png", "outliers-dp-decoder.png"] {
+        assert!(out.join("figures").join(f).is_file(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(md.contains("| ALIGN-FL + DP-SGD on the decoder only |") && md.contains("does not hold"), "{md}");
+    assert!(md.contains("The paper's columns are empty"), "{md}");
+    assert!(md.contains("--only align-fl,dp-decoder,fedavg,lambda"), "{md}");
+
+    // Run again: every experiment is reused (no cell.json rewritten) and the table is the same.
+    reproduce(&tensor_kernels::Cpu::new(), &settings, &Quiet).unwrap();
+    assert_eq!(cell_files(&out), cells);
+    assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), md);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn reproduce_keeps_going_past_a_failed_experiment_and_names_it() {
+    // The server's learning rate diverges ALIGN-FL; FedAvg never uses it and finishes.
+    let dir = temp_dir("reproduce-fail");
+    let mut cfg = config("quick.toml");
+    cfg.server.learning_rate = 1e30;
+    let path = dir.join("server-lr.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let out = dir.join("out");
+    let settings = Settings {
+        config: Some(path.clone()),
+        seeds: 1,
+        rounds: Some(1),
+        fid: false,
+        only: Some(vec![Experiment::Row(Row::AlignFl), Experiment::Row(Row::Fedavg)]),
+        ..Settings::new(out.clone())
+    };
+    let e = reproduce(&tensor_kernels::Cpu::new(), &settings, &Quiet).unwrap_err();
+    let PipelineError::ExperimentsFailed(failures) = &e else { panic!("{e:?}") };
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].starts_with("align-fl seed 0: align-fl: round 1, server"), "{e}");
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(md.contains("## Failed experiments") && md.contains("No run of this row finished"), "{md}");
+    assert!(md.contains(&format!("Made by `align-fl reproduce --config {}", path.display())), "{md}");
+    let table = table_json(&out);
+    assert!(table["rows"][0]["accuracy"].is_null());
+    assert!(table["rows"][1]["accuracy"]["mean"].as_f64().is_some(), "FedAvg still ran");
+    assert!(out.join("figures/samples-fedavg.png").is_file() && !out.join("figures/samples-align-fl.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
