@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use metrics::{locate_inception_weights, Inception};
-use tensor_kernels::{Backend, Cpu, ImageShape};
+use tensor_kernels::{Cpu, ImageOps, ImageShape};
 
 /// The weights file, or None (with the reason printed).
 fn weights() -> Option<PathBuf> {
@@ -26,7 +26,7 @@ fn weights() -> Option<PathBuf> {
 
 /// `inception_forward/{tag}`: a batch of 8 per iteration, reported per image; the features are
 /// read back to the host, so device time is counted.
-fn inception_forward_on<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, path: &Path) {
+fn inception_forward_on<B: ImageOps>(c: &mut Criterion, backend: &B, tag: &str, path: &Path) {
     let model = Inception::load(backend, path).expect("valid weights");
     let batch = 8;
     let images: Vec<f32> = (0..batch * 28 * 28).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect();

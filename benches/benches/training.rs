@@ -4,18 +4,18 @@
 //! in builds with those features (DESIGN.md §6 peers: PyTorch 13.8 ms per VAE step, 18.4 ms with
 //! the LCD penalty, 457 ms per DP-SGD step with the authors' hooks, 35 ms to decode 5000
 //! latents, on the 2-core dev machine). Every timed step ends by reading a result back from the
-//! device (the loss, the decoded images), and the GEMM bench synchronises, so device time is
-//! counted.
+//! device (the loss, the decoded images), and the GEMM and clip-step benches call `Backend::sync`, so
+//! device time is counted.
 
 use align_fl_benches::{paper_config, paper_model, uniform};
 use criterion::{criterion_group, criterion_main, Criterion};
 use privacy::{AdaptiveClipping, ClippingRule, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use std::time::Instant;
-use tensor_kernels::{Backend, Cpu, Transpose};
+use tensor_kernels::{Backend, Cpu, GemmShape, LinearShape, TrainingOps, Transpose};
 use vae::TrainOptions;
 
 /// A plain training step (λ_lip = 0) and the same step with LCD's penalty (λ_lip = 0.1).
-fn train_steps<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
+fn train_steps<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
     for (name, lipschitz_penalty) in [("vae_train_step", 0.0), ("lcd_train_step", 0.1)] {
         let name = format!("{name}/{tag}");
         let (mut model, mut adam) = paper_model(backend);
@@ -27,7 +27,7 @@ fn train_steps<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
     }
 }
 
-fn dp_sgd_step<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
+fn dp_sgd_step<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
     let (mut model, mut adam) = paper_model(backend);
     let config = paper_config();
     // One step per "epoch" of a 128-sample dataset with a full batch: fixed clipping, noise included.
@@ -49,67 +49,69 @@ fn dp_sgd_step<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
     });
 }
 
-fn decode<B: Backend>(c: &mut Criterion, backend: &B, tag: &str) {
+fn decode<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
     let (mut model, _) = paper_model(backend);
     let z = uniform(5000, paper_config().latent, 2);
     c.bench_function(&format!("decode/{tag}"), |b| b.iter(|| model.decoder().decode(&z)));
 }
 
-/// An n³ sgemm; `sync` waits for the device before the clock is read.
-fn gemm<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, n: usize, sync: impl Fn()) {
+/// An n³ sgemm.
+fn gemm<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, n: usize) {
     let a = backend.upload(&uniform(n, n, 3));
     let bm = backend.upload(&uniform(n, n, 4));
     let mut out = backend.zeros(n * n);
-    synced(c, &format!("gemm_{n}/{tag}"), &sync, || {
-        backend.gemm(n, n, n, &a, Transpose::No, &bm, Transpose::No, &mut out, 1.0, 0.0);
+    synced(c, &format!("gemm_{n}/{tag}"), backend, || {
+        backend.gemm(GemmShape::new(n, n, n), &a, &bm, &mut out, 1.0, 0.0);
     });
 }
 
 /// DP-SGD's fused clip step on the paper model's widest layer (128 samples, 784 → 512): clip
 /// factors from the squared norms, then Σᵢ fᵢ δᵢ aᵢᵀ and Σᵢ fᵢ δᵢ (`clip_step/{tag}`); beside it the
 /// same layer's unclipped weight gradient δᵀa (`weight_grad/{tag}`), the floor it is measured
-/// against. `sync` waits for the device before the clock is read.
-fn clip_step<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, sync: impl Fn()) {
+/// against.
+fn clip_step<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
     let (rows, out_dim, in_dim) = (128, 512, 784);
     let delta = backend.upload(&uniform(rows, out_dim, 5));
     let act = backend.upload(&uniform(rows, in_dim, 6));
     let squared = backend.upload(&uniform(rows, 1, 7).iter().map(|v| 4.0 * v * v).collect::<Vec<_>>());
     let (mut factors, mut grad_w, mut grad_b) =
         (backend.zeros(rows), backend.zeros(out_dim * in_dim), backend.zeros(out_dim));
-    synced(c, &format!("clip_step/{tag}"), &sync, || {
+    let layer = LinearShape { rows, in_dim, out_dim };
+    synced(c, &format!("clip_step/{tag}"), backend, || {
         backend.clip_factors(&squared, rows, 0.5, &mut factors);
-        backend.clipped_linear_grads(&delta, out_dim, &act, in_dim, rows, &factors, &mut grad_w, &mut grad_b);
+        backend.clipped_linear_grads(&delta, &act, layer, &factors, &mut grad_w, &mut grad_b);
     });
-    synced(c, &format!("weight_grad/{tag}"), &sync, || {
-        backend.gemm(out_dim, in_dim, rows, &delta, Transpose::Yes, &act, Transpose::No, &mut grad_w, 1.0, 0.0);
+    let weight_grad = GemmShape::new(out_dim, in_dim, rows).transposed(Transpose::Yes, Transpose::No);
+    synced(c, &format!("weight_grad/{tag}"), backend, || {
+        backend.gemm(weight_grad, &delta, &act, &mut grad_w, 1.0, 0.0);
     });
 }
 
-/// Times `step` with the device synchronised (`sync`) before each reading of the clock.
-fn synced(c: &mut Criterion, name: &str, sync: &impl Fn(), mut step: impl FnMut()) {
+/// Times `step` with `backend` synchronised before each reading of the clock.
+fn synced<B: Backend>(c: &mut Criterion, name: &str, backend: &B, mut step: impl FnMut()) {
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            sync();
+            backend.sync();
             let start = Instant::now();
             for _ in 0..iters {
                 step();
             }
-            sync();
+            backend.sync();
             start.elapsed()
         })
     });
 }
 
-fn all_steps<B: Backend>(c: &mut Criterion, backend: &B, tag: &str, sync: impl Fn()) {
+fn all_steps<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
     train_steps(c, backend, tag);
     dp_sgd_step(c, backend, tag);
     decode(c, backend, tag);
-    clip_step(c, backend, tag, &sync);
-    gemm(c, backend, tag, 1024, sync);
+    clip_step(c, backend, tag);
+    gemm(c, backend, tag, 1024);
 }
 
 fn cpu(c: &mut Criterion) {
-    all_steps(c, &Cpu::new(), "cpu", || ());
+    all_steps(c, &Cpu::new(), "cpu");
 }
 
 /// `gemm_{n}/{tag}/{kernel}` for every GEMM kernel of the CubeCL backend, side by side.
@@ -123,7 +125,7 @@ fn gemm_kernels<R: tensor_kernels::cube::Runtime>(
     use tensor_kernels::cube::{GemmKernel, KernelChoice};
     for &(name, kernel) in GemmKernel::ALL {
         let gpu = device.clone().with_kernels(tensor_kernels::cube::Kernels { gemm: kernel, ..device.kernels() });
-        gemm(c, &gpu, &format!("{tag}/{name}"), n, || gpu.sync());
+        gemm(c, &gpu, &format!("{tag}/{name}"), n);
     }
 }
 
@@ -137,7 +139,7 @@ fn gpu(c: &mut Criterion) {
     #[cfg(feature = "wgpu")]
     {
         let gpu = tensor_kernels::cube::Wgpu::default_device().with_kernels(kernels);
-        all_steps(c, &gpu, "wgpu", || gpu.sync());
+        all_steps(c, &gpu, "wgpu");
         gemm_kernels(c, &gpu, "wgpu", 256);
     }
     #[cfg(feature = "cuda")]
@@ -145,8 +147,8 @@ fn gpu(c: &mut Criterion) {
         Some(reason) => println!("cuda benches skipped: {reason}"),
         None => {
             let gpu = tensor_kernels::cube::Cuda::default_device().with_kernels(kernels);
-            all_steps(c, &gpu, "cuda", || gpu.sync());
-            gemm(c, &gpu, "cuda", 4096, || gpu.sync());
+            all_steps(c, &gpu, "cuda");
+            gemm(c, &gpu, "cuda", 4096);
             gemm_kernels(c, &gpu, "cuda", 1024);
             gemm_kernels(c, &gpu, "cuda", 4096);
         }

@@ -2,7 +2,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tensor_kernels::Backend;
+use tensor_kernels::TrainingOps;
 use vae::{Adam, Vae, VaeConfig};
 
 /// The authors' SimpleVAE: 784-512-256-128-2.
@@ -17,7 +17,7 @@ pub fn uniform(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
 }
 
 /// The paper's VAE on `backend` with fresh Adam state (learning rate 1e-3).
-pub fn paper_model<B: Backend>(backend: &B) -> (Vae<B>, Adam<B>) {
+pub fn paper_model<B: TrainingOps>(backend: &B) -> (Vae<B>, Adam<B>) {
     let mut model = Vae::new(backend, &paper_config(), 0).expect("valid config");
     let adam = Adam::new(&mut model, 1e-3);
     (model, adam)

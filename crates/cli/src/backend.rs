@@ -2,7 +2,7 @@
 //! with the crate features `wgpu` / `cuda`; asking for one a build lacks is a clear error.
 
 use anyhow::Result;
-use tensor_kernels::Backend;
+use tensor_kernels::{ImageOps, TrainingOps};
 
 /// The numeric backend of a command.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -21,7 +21,7 @@ pub trait OnBackend {
     /// What the work returns.
     type Output;
     /// Runs the work on `backend`.
-    fn run<B: Backend>(self, backend: &B) -> Result<Self::Output>;
+    fn run<B: TrainingOps + ImageOps>(self, backend: &B) -> Result<Self::Output>;
 }
 
 /// The GPU kernels chosen by `ALIGN_FL_GEMM` / `ALIGN_FL_CONV` (defaults when unset).

@@ -16,7 +16,7 @@ use pipeline::reproduce::Experiment;
 use pipeline::{ExperimentConfig, Overrides};
 use privacy::AccountantKind;
 use progress::Terminal;
-use tensor_kernels::Backend;
+use tensor_kernels::{ImageOps, TrainingOps};
 
 #[derive(Parser)]
 #[command(
@@ -96,7 +96,7 @@ struct RunJob {
 impl OnBackend for RunJob {
     type Output = pipeline::Report;
 
-    fn run<B: Backend>(self, backend: &B) -> Result<pipeline::Report> {
+    fn run<B: TrainingOps + ImageOps>(self, backend: &B) -> Result<pipeline::Report> {
         Ok(pipeline::run_experiment(backend, &self.cfg, &self.data_dir, &self.out, &Terminal::default())?)
     }
 }
@@ -172,7 +172,7 @@ struct ReproduceArgs {
 impl OnBackend for pipeline::reproduce::Settings {
     type Output = ();
 
-    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+    fn run<B: TrainingOps + ImageOps>(self, backend: &B) -> Result<()> {
         let result = pipeline::reproduce::reproduce(backend, &self, &Terminal::default());
         if self.out.join("table.md").is_file() {
             println!("table: {}", self.out.join("table.md").display());
@@ -247,7 +247,7 @@ enum WeightsAction {
 impl OnBackend for FidArgs {
     type Output = ();
 
-    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+    fn run<B: TrainingOps + ImageOps>(self, backend: &B) -> Result<()> {
         if let Some(FidAction::Weights(WeightsAction::Verify { inception_weights })) = self.action {
             let path = metrics::locate_inception_weights(inception_weights.as_deref())?;
             metrics::verify_inception_weights(backend, &path)?;

@@ -3,7 +3,7 @@
 use privacy::{AccountantKind, DpSgd};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use tensor_kernels::Backend;
+use tensor_kernels::TrainingOps;
 use vae::{Adam, DiagonalGmm, LatentPrior, Loss, ProximalAnchor, TrainOptions, Vae, VaeConfig};
 
 use crate::seeds::{derive_seed, Stream};
@@ -82,7 +82,7 @@ pub struct ClientPrivacy {
 }
 
 /// One client.
-pub struct Client<B: Backend> {
+pub struct Client<B: TrainingOps> {
     id: usize,
     data: Vec<f32>,
     model: Vae<B>,
@@ -90,7 +90,7 @@ pub struct Client<B: Backend> {
     privacy: Option<ClientPrivacy>,
 }
 
-impl<B: Backend> Client<B> {
+impl<B: TrainingOps> Client<B> {
     /// Client `id` holding `data` (n × input, values in [0, 1]) with a model of `config`
     /// initialised from the run seed.
     pub fn new(backend: &B, id: usize, data: Vec<f32>, config: &VaeConfig, seed: u64) -> Result<Self, FederationError> {

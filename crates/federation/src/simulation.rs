@@ -2,7 +2,7 @@
 //! validate it on the server side, aggregate.
 
 use rayon::prelude::*;
-use tensor_kernels::Backend;
+use tensor_kernels::TrainingOps;
 use vae::{Loss, Vae};
 
 use crate::{Client, ClientUpdate, FederationError, ServerStats, Strategy};
@@ -35,13 +35,13 @@ pub struct RoundOutcome {
 }
 
 /// A simulated federation: clients, a strategy, a round counter.
-pub struct Federation<B: Backend> {
+pub struct Federation<B: TrainingOps> {
     clients: Vec<Client<B>>,
     strategy: Box<dyn Strategy<B>>,
     round: usize,
 }
 
-impl<B: Backend> Federation<B> {
+impl<B: TrainingOps> Federation<B> {
     /// A federation of `clients` (ids must be 0..n in order) under `strategy`.
     pub fn new(clients: Vec<Client<B>>, strategy: Box<dyn Strategy<B>>) -> Result<Self, FederationError> {
         if clients.is_empty() {

@@ -3,7 +3,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use tensor_kernels::Backend;
+use tensor_kernels::TrainingOps;
 use vae::{Adam, Decoder, Loss, Vae, VaeWeights};
 
 use crate::client::{ClientStart, LocalTraining, PriorFit, RoundPlan, Upload};
@@ -20,7 +20,7 @@ pub struct ServerStats {
 }
 
 /// A federated-learning server strategy.
-pub trait Strategy<B: Backend>: Send {
+pub trait Strategy<B: TrainingOps>: Send {
     /// Name used in reports ("align-fl", "fedavg", "fedprox").
     fn name(&self) -> &'static str;
     /// The instructions for round `round` (1-based).
@@ -53,20 +53,20 @@ pub struct AlignFlSettings {
 
 /// ALIGN-FL (Gulati, Groß, Wunder 2025): stateful clients upload decoder + prior; the server
 /// decodes synthetic samples from every decoder, pools them and trains its global VAE on the pool.
-pub struct AlignFl<B: Backend> {
+pub struct AlignFl<B: TrainingOps> {
     global: Vae<B>,
     settings: AlignFlSettings,
     seed: u64,
 }
 
-impl<B: Backend> AlignFl<B> {
+impl<B: TrainingOps> AlignFl<B> {
     /// ALIGN-FL around an initial global model.
     pub fn new(global: Vae<B>, settings: AlignFlSettings, seed: u64) -> Self {
         AlignFl { global, settings, seed }
     }
 }
 
-impl<B: Backend> Strategy<B> for AlignFl<B> {
+impl<B: TrainingOps> Strategy<B> for AlignFl<B> {
     fn name(&self) -> &'static str {
         "align-fl"
     }
@@ -127,13 +127,13 @@ impl<B: Backend> Strategy<B> for AlignFl<B> {
 
 /// FedAvg (McMahan et al. 2017): clients start from the global model; the server averages every
 /// parameter weighted by sample count. With a proximal μ it is FedProx (Li et al. 2020).
-pub struct FedAvg<B: Backend> {
+pub struct FedAvg<B: TrainingOps> {
     global: Vae<B>,
     local: LocalTraining,
     proximal_mu: Option<f32>,
 }
 
-impl<B: Backend> FedAvg<B> {
+impl<B: TrainingOps> FedAvg<B> {
     /// FedAvg around an initial global model.
     pub fn new(global: Vae<B>, local: LocalTraining) -> Self {
         FedAvg { global, local, proximal_mu: None }
@@ -165,7 +165,7 @@ pub fn weighted_average(updates: &[(&VaeWeights, usize)]) -> VaeWeights {
     out
 }
 
-impl<B: Backend> Strategy<B> for FedAvg<B> {
+impl<B: TrainingOps> Strategy<B> for FedAvg<B> {
     fn name(&self) -> &'static str {
         if self.proximal_mu.is_some() {
             "fedprox"

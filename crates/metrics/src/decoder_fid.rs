@@ -5,7 +5,7 @@ use std::path::Path;
 
 use data::ImageSet;
 use rand::SeedableRng;
-use tensor_kernels::{Backend, ImageShape};
+use tensor_kernels::{ImageOps, ImageShape};
 use vae::{Decoder, LatentPrior};
 
 use crate::{frechet_distance, FeatureStats, Inception, MetricsError, INCEPTION_SHA256};
@@ -22,7 +22,7 @@ impl FeatureProgress for Unobserved {
     fn images_done(&self, _what: &str, _done: usize, _total: usize) {}
 }
 
-impl<B: Backend> Inception<B> {
+impl<B: ImageOps> Inception<B> {
     /// Feature statistics of an image set, `batch` images at a time; `what` names the set to
     /// `progress` and in errors.
     pub fn image_set_stats(
@@ -51,7 +51,7 @@ impl FeatureStats {
 }
 
 /// Checks a weights file: its SHA-256, then every tensor's name and shape.
-pub fn verify_inception_weights<B: Backend>(backend: &B, path: &Path) -> Result<(), MetricsError> {
+pub fn verify_inception_weights<B: ImageOps>(backend: &B, path: &Path) -> Result<(), MetricsError> {
     let bytes = std::fs::read(path)
         .map_err(|e| MetricsError::Io { path: path.display().to_string(), reason: e.to_string() })?;
     let digest = data::sha256_hex(&bytes);
@@ -67,7 +67,7 @@ pub fn verify_inception_weights<B: Backend>(backend: &B, path: &Path) -> Result<
 
 /// FID of decoders against one set of real images: Inception loaded once and the real images'
 /// statistics computed once, then reused for every decoder scored.
-pub struct FidScorer<B: Backend> {
+pub struct FidScorer<B: ImageOps> {
     model: Inception<B>,
     real: FeatureStats,
     side: usize,
@@ -75,7 +75,7 @@ pub struct FidScorer<B: Backend> {
     batch: usize,
 }
 
-impl<B: Backend> FidScorer<B> {
+impl<B: ImageOps> FidScorer<B> {
     /// Loads the weights at `weights` and scores `real`, square gray images; each later score
     /// decodes `samples` images, `batch` at a time through Inception.
     pub fn new(

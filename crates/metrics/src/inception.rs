@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors};
-use tensor_kernels::{Activation, Backend, ChannelSlot, Conv2d, ImageShape, Pool2d, PoolKind};
+use tensor_kernels::{Activation, Backend, ChannelSlot, Conv2d, ConvLayer, ImageOps, ImageShape, Pool2d, PoolKind};
 
 use crate::{FeatureStats, MetricsError};
 
@@ -135,7 +135,7 @@ fn tensor(file: &SafeTensors<'_>, path: &Path, name: &str, shape: &[usize]) -> R
 }
 
 /// A convolution with its batch normalisation folded in, ready for [`Backend::conv2d`].
-struct FoldedConv<B: Backend> {
+struct FoldedConv<B: ImageOps> {
     conv: Conv2d,
     /// [kh, kw, in, out].
     weight: B::Buffer,
@@ -143,7 +143,7 @@ struct FoldedConv<B: Backend> {
 }
 
 /// Inception v3 (FID graph) on a backend.
-pub struct Inception<B: Backend> {
+pub struct Inception<B: ImageOps> {
     backend: B,
     layers: HashMap<String, FoldedConv<B>>,
 }
@@ -151,7 +151,7 @@ pub struct Inception<B: Backend> {
 /// A callback that sees named intermediate activations (NHWC) during a forward pass.
 pub type Tap<'a, B> = dyn FnMut(&str, ImageShape, &<B as Backend>::Buffer) + 'a;
 
-impl<B: Backend> Inception<B> {
+impl<B: ImageOps> Inception<B> {
     /// Loads `path`, checking every tensor's name and shape, and folds each batch normalisation
     /// into its convolution: w′ = w / √(var + 10⁻³), b′ = β − mean / √(var + 10⁻³).
     pub fn load(backend: &B, path: &Path) -> Result<Self, MetricsError> {
@@ -315,7 +315,7 @@ impl<B: Backend> Inception<B> {
     /// Layer `name` into channels `slot` of `out`.
     fn conv_into(&self, name: &str, x: &B::Buffer, s: ImageShape, out: &mut B::Buffer, slot: ChannelSlot) {
         let l = self.layer(name);
-        self.backend.conv2d(x, s, l.conv, &l.weight, &l.bias, Activation::Relu, out, slot);
+        self.backend.conv2d(x, s, l.conv, ConvLayer { weight: &l.weight, bias: &l.bias, act: Activation::Relu }, out, slot);
     }
 
     /// Layers `names` in sequence, the last into channels `slot` of `out`.

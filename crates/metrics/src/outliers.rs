@@ -5,7 +5,7 @@
 //! in-domain image than to the outlier itself.
 
 use serde::Serialize;
-use tensor_kernels::{Backend, Transpose};
+use tensor_kernels::{Backend, GemmShape, Transpose};
 
 use crate::MetricsError;
 
@@ -38,7 +38,7 @@ pub fn nearest_squared_distances<B: Backend>(backend: &B, queries: &[f32], refer
             block.chunks(dim).map(|r| r.iter().map(|&v| f64::from(v) * f64::from(v)).sum()).collect();
         let r = backend.upload(block);
         let mut cross = backend.zeros(n * m);
-        backend.gemm(n, m, dim, &q, Transpose::No, &r, Transpose::Yes, &mut cross, 1.0, 0.0);
+        backend.gemm(GemmShape::new(n, m, dim).transposed(Transpose::No, Transpose::Yes), &q, &r, &mut cross, 1.0, 0.0);
         let mut host = vec![0.0f32; n * m];
         backend.read(&cross, &mut host);
         for (i, row) in host.chunks(m).enumerate() {

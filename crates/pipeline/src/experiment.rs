@@ -12,7 +12,7 @@ use metrics::FidScorer;
 use privacy::DpSgd;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use tensor_kernels::Backend;
+use tensor_kernels::{ImageOps, TrainingOps};
 use vae::{LatentPrior, TrainOptions, Vae};
 
 use crate::config::{ExperimentConfig, Mechanism, StrategyKind};
@@ -38,7 +38,7 @@ pub fn load_partition(cfg: &ExperimentConfig, data_dir: &Path) -> Result<Partiti
     Ok(cfg.partition_spec().cut(&train, &test, &other)?)
 }
 
-fn build_federation<B: Backend>(
+fn build_federation<B: TrainingOps + ImageOps>(
     backend: &B,
     cfg: &ExperimentConfig,
     partition: &Partition,
@@ -157,7 +157,7 @@ struct Evaluation {
 }
 
 /// Probe accuracy / F1 and the decoder's three Lipschitz numbers on the evaluation set.
-fn evaluate<B: Backend>(global: &mut Vae<B>, eval: &Samples, seed: u64) -> Result<Evaluation> {
+fn evaluate<B: TrainingOps + ImageOps>(global: &mut Vae<B>, eval: &Samples, seed: u64) -> Result<Evaluation> {
     let mu = global.encode_mean(&eval.pixels);
     let score = metrics::linear_probe(&mu, global.config().latent, &eval.labels, seed)?;
     let gradient = metrics::decoder_lipschitz(global.decoder(), &mu);
@@ -169,7 +169,7 @@ fn evaluate<B: Backend>(global: &mut Vae<B>, eval: &Samples, seed: u64) -> Resul
 /// Client 0's outliers through its own final VAE and through the global VAE, measured against
 /// every client's in-domain training images; writes `outliers-<strategy>.png` (rows: outliers,
 /// client reconstructions, global reconstructions).
-fn outlier_analysis<B: Backend>(
+fn outlier_analysis<B: TrainingOps + ImageOps>(
     fed: &mut Federation<B>,
     partition: &Partition,
     strategy: StrategyKind,
@@ -210,7 +210,7 @@ fn outlier_analysis<B: Backend>(
 }
 
 /// What every strategy of one experiment shares.
-struct Shared<'a, B: Backend> {
+struct Shared<'a, B: TrainingOps + ImageOps> {
     backend: &'a B,
     cfg: &'a ExperimentConfig,
     partition: &'a Partition,
@@ -222,7 +222,7 @@ struct Shared<'a, B: Backend> {
 }
 
 /// Runs one strategy for all rounds, writing its checkpoint and figures into `out`.
-fn run_strategy<B: Backend>(shared: &Shared<'_, B>, strategy: StrategyKind) -> Result<StrategyRun> {
+fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: StrategyKind) -> Result<StrategyRun> {
     let Shared { backend, cfg, partition, out, ref sigmas, fid, observer } = *shared;
     let name = strategy.as_str();
     let start = Instant::now();
@@ -300,7 +300,7 @@ fn run_strategy<B: Backend>(shared: &Shared<'_, B>, strategy: StrategyKind) -> R
     })
 }
 
-fn write_figures<B: Backend>(
+fn write_figures<B: TrainingOps + ImageOps>(
     global: &mut Vae<B>,
     eval: &Samples,
     mu: &[f32],
@@ -320,7 +320,7 @@ fn write_figures<B: Backend>(
 }
 
 /// Runs the experiment on `backend` and writes everything into `out`; returns the report.
-pub fn run_experiment<B: Backend>(
+pub fn run_experiment<B: TrainingOps + ImageOps>(
     backend: &B,
     cfg: &ExperimentConfig,
     data_dir: &Path,
@@ -334,14 +334,14 @@ pub fn run_experiment<B: Backend>(
 }
 
 /// FID of a run's global decoder against its evaluation images, or why it is not computed.
-pub enum Fid<B: Backend> {
+pub enum Fid<B: TrainingOps + ImageOps> {
     /// Inception loaded, the evaluation images' statistics computed.
     Ready(FidScorer<B>),
     /// Not computed: disabled, or the Inception weights were not found.
     Skipped(String),
 }
 
-impl<B: Backend> Fid<B> {
+impl<B: TrainingOps + ImageOps> Fid<B> {
     /// The scorer for `partition`'s evaluation images, or why there is none: FID disabled, or
     /// the Inception weights missing (a note, not an error: the rest of the run does not need
     /// them). Damaged weights are an error.
@@ -388,7 +388,7 @@ impl<B: Backend> Fid<B> {
 
 /// What an experiment needs besides its config, loaded once and shared by experiments on the
 /// same data (as a reproduction does).
-pub struct Prepared<'a, B: Backend> {
+pub struct Prepared<'a, B: TrainingOps + ImageOps> {
     /// Where the data came from (for the report).
     pub data_dir: &'a Path,
     /// The partition the config asks for.
@@ -398,7 +398,7 @@ pub struct Prepared<'a, B: Backend> {
 }
 
 /// Runs the experiment on an already loaded partition and writes everything into `out`.
-pub fn run_on_partition<B: Backend>(
+pub fn run_on_partition<B: TrainingOps + ImageOps>(
     backend: &B,
     cfg: &ExperimentConfig,
     prepared: &Prepared<'_, B>,

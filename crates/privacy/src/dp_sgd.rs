@@ -12,8 +12,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
-use tensor_kernels::{Backend, NoiseKey};
-use vae::{Adam, GradientScope, Loss, TrainOptions, Vae, VaeError};
+use tensor_kernels::{NoiseKey, TrainingOps};
+use vae::{run_epoch, Adam, GradientScope, Loss, TrainOptions, Vae, VaeError};
 
 use crate::{AccountantKind, DpEvent, PrivacyError};
 
@@ -285,7 +285,7 @@ impl DpSgd {
 
     /// One epoch: ⌈N / batch⌉ steps on Poisson-sampled (or shuffled) batches. Returns the
     /// sample-weighted mean loss of the non-empty batches.
-    pub fn train_epoch<B: Backend>(
+    pub fn train_epoch<B: TrainingOps>(
         &mut self,
         vae: &mut Vae<B>,
         data: &[f32],
@@ -306,24 +306,13 @@ impl DpSgd {
                 order.chunks(options.batch_size).map(<[usize]>::to_vec).collect()
             }
         };
-        let mut sum = Loss::default();
-        let mut seen = 0usize;
-        let mut batch = Vec::with_capacity(options.batch_size * 2 * input);
-        for rows in &batches {
-            batch.clear();
-            rows.iter().for_each(|&i| batch.extend_from_slice(&data[i * input..(i + 1) * input]));
-            if let Some(loss) = self.step(vae, &batch, options, adam, latents.as_deref_mut())? {
-                let w = rows.len() as f64;
-                sum.add_weighted(&loss, w);
-                seen += rows.len();
-            }
-        }
-        let w = seen.max(1) as f64;
-        Ok(sum.divided(w))
+        run_epoch(data, input, batches.iter().map(Vec::as_slice), |batch| {
+            self.step(vae, batch, options, adam, latents.as_deref_mut())
+        })
     }
 
     /// One DP-SGD step on `x` (rows × input, possibly empty); None for an empty batch.
-    fn step<B: Backend>(
+    fn step<B: TrainingOps>(
         &mut self,
         vae: &mut Vae<B>,
         x: &[f32],

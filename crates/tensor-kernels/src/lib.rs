@@ -1,33 +1,34 @@
 //! Numeric backends for align-fl.
 //!
-//! [`Backend`] is the small set of f32 operations the rest of the workspace needs: GEMM with
-//! transposes, fused bias + activation, activation backward, row/column reductions, the
-//! reparameterisation of a diagonal Gaussian, counter-based Gaussian noise and the Adam update;
-//! and for Inception features, NHWC image ops: convolution, pooling and bilinear resize.
-//! Everything above this crate (`vae`, `federation`, `metrics`) is generic over `B: Backend`, so a
-//! new backend is a new module here and nothing else changes.
+//! Three traits say who needs what. [`Backend`]: buffers, GEMM with transposes, fused bias +
+//! activation and their backward, column sums, counter-based Gaussian noise and the Adam
+//! update. [`TrainingOps`]: the VAE's losses and reparameterisation, and DP-SGD's ghost norms,
+//! clip factors and fused clipped gradients (`vae`, `privacy`, `federation` bound on it).
+//! [`ImageOps`]: NHWC convolution, pooling and bilinear resize for the Inception network of
+//! FID (`metrics`). Dimensions travel as small shape structs ([`GemmShape`], [`LinearShape`],
+//! [`LatentShape`], [`ImageShape`] with [`Conv2d`] / [`Pool2d`]). A new backend is a new module
+//! here and nothing else changes.
 //!
 //! ```
-//! use tensor_kernels::{Backend, Cpu, Transpose};
+//! use tensor_kernels::{Backend, Cpu, GemmShape};
 //! let cpu = Cpu::new();
 //! let a = cpu.upload(&[1.0, 2.0, 3.0, 4.0]); // 2×2, row-major
 //! let b = cpu.upload(&[1.0, 0.0, 0.0, 1.0]);
 //! let mut c = cpu.zeros(4);
-//! cpu.gemm(2, 2, 2, &a, Transpose::No, &b, Transpose::No, &mut c, 1.0, 0.0);
+//! cpu.gemm(GemmShape::new(2, 2, 2), &a, &b, &mut c, 1.0, 0.0);
 //! assert_eq!(cpu.download(&c), vec![1.0, 2.0, 3.0, 4.0]);
 //! ```
 
-mod chacha;
 mod cpu;
-mod cpu_image;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod cube;
 mod image;
-mod noise;
+#[cfg(test)]
+mod testing;
 
+pub use cpu::noise::standard_normal_at;
 pub use cpu::Cpu;
 pub use image::{ChannelSlot, Conv2d, ImageShape, Pool2d, PoolKind};
-pub use noise::standard_normal_at;
 
 /// Whether a GEMM operand is used as stored or transposed. Operands are row-major.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,10 +104,84 @@ impl NoiseKey {
     }
 }
 
-/// Buffers on a device plus the f32 operations the project needs.
+/// Dimensions of C = α·op(A)·op(B) + β·C: op(A) is m × k, op(B) k × n, C m × n, all row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Rows of op(A) and C.
+    pub m: usize,
+    /// Columns of op(B) and C.
+    pub n: usize,
+    /// Columns of op(A), rows of op(B).
+    pub k: usize,
+    /// Whether A is stored transposed (k × m).
+    pub trans_a: Transpose,
+    /// Whether B is stored transposed (n × k).
+    pub trans_b: Transpose,
+}
+
+impl GemmShape {
+    /// m × k times k × n, neither operand transposed.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        GemmShape { m, n, k, trans_a: Transpose::No, trans_b: Transpose::No }
+    }
+
+    /// The same product with the operands' storage given.
+    pub fn transposed(self, trans_a: Transpose, trans_b: Transpose) -> Self {
+        GemmShape { trans_a, trans_b, ..self }
+    }
+}
+
+/// A batch through a linear layer: `rows` inputs of `in_dim` values, outputs (and output
+/// gradients δ) of `out_dim`, weight out_dim × in_dim (PyTorch's layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    /// Samples in the batch.
+    pub rows: usize,
+    /// Input width.
+    pub in_dim: usize,
+    /// Output width.
+    pub out_dim: usize,
+}
+
+/// A batch of diagonal-Gaussian latents: `rows` samples of `latent` dimensions; the encoder head
+/// holding [μ | log σ²] is rows × 2·latent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatentShape {
+    /// Samples in the batch.
+    pub rows: usize,
+    /// Latent dimensions.
+    pub latent: usize,
+}
+
+/// A convolution layer's parameters and fused activation: `weight` is [kh, kw, in, out], `bias`
+/// one value per output channel.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvLayer<'a, T> {
+    /// The kernel.
+    pub weight: &'a T,
+    /// The bias.
+    pub bias: &'a T,
+    /// Applied after the bias.
+    pub act: Activation,
+}
+
+/// Refuses a buffer shorter than an op's shape needs, before any kernel could read or write past
+/// it: a panic naming the op, the operand and both lengths (a caller's bug, as an out-of-range
+/// slice index is).
+#[track_caller]
+pub(crate) fn check_len(op: &str, operand: &str, held: usize, needed: usize) {
+    assert!(
+        held >= needed,
+        "{op}: buffer `{operand}` holds {held} values but the shape needs {needed}; the buffer is too short"
+    );
+}
+
+/// Buffers on a device plus the element-wise, GEMM, noise and optimiser operations every model
+/// needs.
 ///
 /// Matrices are row-major. Operations take their dimensions explicitly and act on the prefix of
-/// the buffers they are given, so a buffer sized for the largest batch serves smaller ones too.
+/// the buffers they are given, so a buffer sized for the largest batch serves smaller ones too;
+/// a buffer shorter than the dimensions need is refused (see each backend).
 pub trait Backend: Clone + Send + Sync + 'static {
     /// A device buffer of f32 values.
     type Buffer: Send + Sync;
@@ -127,37 +202,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn len(&self, buf: &Self::Buffer) -> usize;
     /// Copies the first `len` values of `src` into `dst`.
     fn copy(&self, src: &Self::Buffer, dst: &mut Self::Buffer, len: usize);
+    /// Waits until every operation issued so far has finished (for timing; the CPU's ops finish
+    /// before they return).
+    fn sync(&self);
 
-    /// C = α·op(A)·op(B) + β·C with op(A) m×k, op(B) k×n, C m×n. With β = 0, C is not read.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &Self::Buffer,
-        trans_a: Transpose,
-        b: &Self::Buffer,
-        trans_b: Transpose,
-        c: &mut Self::Buffer,
-        alpha: f32,
-        beta: f32,
-    );
+    /// C = α·op(A)·op(B) + β·C. With β = 0, C is not read.
+    fn gemm(&self, shape: GemmShape, a: &Self::Buffer, b: &Self::Buffer, c: &mut Self::Buffer, alpha: f32, beta: f32);
     /// A linear layer with fused activation: out = act(a · wᵀ + bias), with `a` rows × in_dim,
-    /// `w` out_dim × in_dim (PyTorch's layout) and `out` rows × out_dim.
-    #[allow(clippy::too_many_arguments)]
+    /// `w` out_dim × in_dim and `out` rows × out_dim.
     fn linear(
         &self,
         a: &Self::Buffer,
         w: &Self::Buffer,
         bias: &Self::Buffer,
         out: &mut Self::Buffer,
-        rows: usize,
-        in_dim: usize,
-        out_dim: usize,
+        shape: LinearShape,
         act: Activation,
     ) {
-        self.gemm(rows, out_dim, in_dim, a, Transpose::No, w, Transpose::Yes, out, 1.0, 0.0);
+        let LinearShape { rows, in_dim, out_dim } = shape;
+        self.gemm(GemmShape::new(rows, out_dim, in_dim).transposed(Transpose::No, Transpose::Yes), a, w, out, 1.0, 0.0);
         self.bias_activation(out, bias, rows, out_dim, act);
     }
     /// x\[i, j\] ← act(x\[i, j\] + bias\[j\]) for a rows×cols matrix.
@@ -170,21 +233,30 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn activation_curvature(&self, grad: &mut Self::Buffer, y: &Self::Buffer, len: usize, act: Activation);
     /// out\[j\] = α·Σᵢ x\[i, j\] + β·out\[j\] (the bias gradient of a linear layer).
     fn column_sums(&self, x: &Self::Buffer, rows: usize, cols: usize, out: &mut Self::Buffer, alpha: f32, beta: f32);
-    /// acc\[i\] += ‖δᵢ‖² (‖aᵢ‖² + 1) for the rows of δ (rows × delta_cols) and a (rows × act_cols):
-    /// the squared norm of sample i's gradient of a linear layer (weight δᵢaᵢᵀ, bias δᵢ), summed
-    /// over layers without leaving the device (ghost clipping: Goodfellow 2015).
-    #[allow(clippy::too_many_arguments)]
-    fn add_ghost_norms(
-        &self,
-        delta: &Self::Buffer,
-        delta_cols: usize,
-        act: &Self::Buffer,
-        act_cols: usize,
-        rows: usize,
-        acc: &mut Self::Buffer,
-    );
     /// y ← y + α·x over the first `len` values.
     fn axpy(&self, alpha: f32, x: &Self::Buffer, y: &mut Self::Buffer, len: usize);
+    /// Fills the first `len` values of `out` with N(0, 1) samples of the counter-based stream
+    /// `key` (see [`standard_normal_at`]).
+    fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
+    /// One Adam update of the first `len` values of `param` from `grad`, with the first and
+    /// second moment buffers `moments`. With `noise`, the gradient used is
+    /// scale · (grad + std · zᵢ), zᵢ the noise stream's values: the noising of a summed DP-SGD
+    /// gradient fused into the update (`grad` itself is left unchanged).
+    fn adam(
+        &self,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        moments: &mut (Self::Buffer, Self::Buffer),
+        len: usize,
+        step: AdamStep,
+        noise: Option<GradientNoise>,
+    );
+    /// Whether every one of the first `len` values is finite.
+    fn all_finite(&self, x: &Self::Buffer, len: usize) -> bool;
+}
+
+/// The ops of VAE training: losses, the reparameterisation, and DP-SGD's per-sample clipping.
+pub trait TrainingOps: Backend {
     /// Squared error Σ (pred − target)² over the first `len` values, returned to the host, and
     /// grad = scale · 2 (pred − target).
     fn squared_error(
@@ -195,75 +267,55 @@ pub trait Backend: Clone + Send + Sync + 'static {
         len: usize,
         scale: f32,
     ) -> f64;
-    /// Fills the first `len` values of `out` with N(0, 1) samples of the counter-based stream
-    /// `key` (see [`standard_normal_at`]).
-    fn fill_standard_normal(&self, out: &mut Self::Buffer, len: usize, key: NoiseKey);
-    /// Per-sample clip factors fᵢ = min(1, C / (‖gᵢ‖ + 10⁻⁶)) from the squared gradient norms
-    /// ‖gᵢ‖² of `rows` samples (DP-SGD's clipping, Abadi et al. 2016, Alg. 1).
-    fn clip_factors(&self, squared_norms: &Self::Buffer, rows: usize, clip_norm: f64, factors: &mut Self::Buffer);
-    /// The clipped per-sample gradient sum of a linear layer, overwriting its gradients:
-    /// grad_weight = Σᵢ fᵢ δᵢ aᵢᵀ (out_dim × in_dim) and grad_bias = Σᵢ fᵢ δᵢ, for δ: rows × out_dim,
-    /// a: rows × in_dim and f = `factors`. One product of (diag(f) δ)ᵀ with [a | 1].
-    #[allow(clippy::too_many_arguments)]
-    fn clipped_linear_grads(
-        &self,
-        delta: &Self::Buffer,
-        out_dim: usize,
-        act: &Self::Buffer,
-        in_dim: usize,
-        rows: usize,
-        factors: &Self::Buffer,
-        grad_weight: &mut Self::Buffer,
-        grad_bias: &mut Self::Buffer,
-    );
-    /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014):
-    /// `head` is rows×2d holding [μ | log σ²] per row; z = μ + exp(½ log σ²) ⊙ ε.
-    fn reparameterize(&self, head: &Self::Buffer, eps: &Self::Buffer, z: &mut Self::Buffer, rows: usize, latent: usize);
-    /// Backward of [`Backend::reparameterize`] plus `kl_weight` times the KL divergence to
+    /// Reparameterisation of a diagonal Gaussian (Kingma & Welling 2014): `head` holds
+    /// [μ | log σ²] per row; z = μ + exp(½ log σ²) ⊙ ε.
+    fn reparameterize(&self, head: &Self::Buffer, eps: &Self::Buffer, z: &mut Self::Buffer, shape: LatentShape);
+    /// Backward of [`TrainingOps::reparameterize`] plus `kl_weight` times the KL divergence to
     /// N(0, I) summed over every element, KL = −½ Σ (1 + log σ² − μ² − σ²).
     /// Writes d(head) from d(z) and returns the summed KL (unweighted) to the host.
-    #[allow(clippy::too_many_arguments)]
     fn reparameterize_backward(
         &self,
         head: &Self::Buffer,
         eps: &Self::Buffer,
         grad_z: &Self::Buffer,
         grad_head: &mut Self::Buffer,
-        rows: usize,
-        latent: usize,
+        shape: LatentShape,
         kl_weight: f32,
     ) -> f64;
-    /// One Adam update of `param` from `grad`, with moment buffers `m` and `v`. With `noise`,
-    /// the gradient used is scale · (grad + std · zᵢ), zᵢ the noise stream's values: the noising
-    /// of a summed DP-SGD gradient fused into the update (`grad` itself is left unchanged).
-    #[allow(clippy::too_many_arguments)]
-    fn adam(
+    /// acc\[i\] += ‖δᵢ‖² (‖aᵢ‖² + 1) for the rows of δ (rows × out_dim) and a (rows × in_dim):
+    /// the squared norm of sample i's gradient of a linear layer (weight δᵢaᵢᵀ, bias δᵢ), summed
+    /// over layers without leaving the device (ghost clipping: Goodfellow 2015).
+    fn add_ghost_norms(&self, delta: &Self::Buffer, act: &Self::Buffer, shape: LinearShape, acc: &mut Self::Buffer);
+    /// Per-sample clip factors fᵢ = min(1, C / (‖gᵢ‖ + 10⁻⁶)) from the squared gradient norms
+    /// ‖gᵢ‖² of `rows` samples (DP-SGD's clipping, Abadi et al. 2016, Alg. 1).
+    fn clip_factors(&self, squared_norms: &Self::Buffer, rows: usize, clip_norm: f64, factors: &mut Self::Buffer);
+    /// The clipped per-sample gradient sum of a linear layer, overwriting its gradients:
+    /// grad_weight = Σᵢ fᵢ δᵢ aᵢᵀ (out_dim × in_dim) and grad_bias = Σᵢ fᵢ δᵢ, for δ: rows × out_dim,
+    /// a: rows × in_dim and f = `factors`. One product of (diag(f) δ)ᵀ with [a | 1].
+    fn clipped_linear_grads(
         &self,
-        param: &mut Self::Buffer,
-        grad: &Self::Buffer,
-        m: &mut Self::Buffer,
-        v: &mut Self::Buffer,
-        len: usize,
-        step: AdamStep,
-        noise: Option<GradientNoise>,
+        delta: &Self::Buffer,
+        act: &Self::Buffer,
+        shape: LinearShape,
+        factors: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        grad_bias: &mut Self::Buffer,
     );
-    /// Whether every one of the first `len` values is finite.
-    fn all_finite(&self, x: &Self::Buffer, len: usize) -> bool;
+}
 
+/// NHWC image ops, for the Inception network behind FID.
+pub trait ImageOps: Backend {
     /// 2-D convolution of NHWC images with fused bias and activation:
     /// out\[n, y, x, slot.offset + o\] = act(bias\[o\] + Σ weight\[ky, kx, i, o\] · x\[n, y·s + ky − ph, x·s + kx − pw, i\]),
-    /// zero padding. `weight` is [kh, kw, in, out]; `out` has `slot.channels` channels per pixel,
-    /// of which this op writes `conv.out_channels` from `slot.offset` (a channel concatenation is
-    /// one op per branch into its slot).
-    #[allow(clippy::too_many_arguments)]
+    /// zero padding. `out` has `slot.channels` channels per pixel, of which this op writes
+    /// `conv.out_channels` from `slot.offset` (a channel concatenation is one op per branch into
+    /// its slot).
     fn conv2d(
         &self,
         x: &Self::Buffer,
         shape: ImageShape,
         conv: Conv2d,
-        weight: &Self::Buffer,
-        bias: &Self::Buffer,
-        act: Activation,
+        layer: ConvLayer<'_, Self::Buffer>,
         out: &mut Self::Buffer,
         slot: ChannelSlot,
     );

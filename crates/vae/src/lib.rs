@@ -1,5 +1,6 @@
 //! The MLP VAE of ALIGN-FL: configurable architecture, hand-written backward pass, the reference
-//! loss, Adam, latent priors (standard normal, diagonal GMM) and safetensors checkpoints.
+//! loss, Adam and FedProx's proximal term over the parameter list, training epochs, LCD-VAE's
+//! gradient penalty, latent priors (standard normal, diagonal GMM) and safetensors checkpoints.
 //!
 //! ```
 //! use tensor_kernels::Cpu;
@@ -18,15 +19,23 @@
 mod checkpoint;
 mod config;
 mod error;
+mod loss;
 mod mlp;
 mod model;
+mod optim;
+mod penalty;
 mod prior;
+mod train;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use config::{DecoderSpec, VaeConfig};
 pub use error::VaeError;
 pub use mlp::LayerWeights;
-pub use model::{Adam, Decoder, GradientScope, Loss, PenaltyTarget, ProximalAnchor, TrainOptions, Vae, VaeWeights};
+pub use loss::Loss;
+pub use model::{Decoder, GradientScope, Vae, VaeWeights};
+pub use optim::{Adam, Param, ProximalAnchor};
+pub use penalty::PenaltyTarget;
+pub use train::{run_epoch, TrainOptions};
 pub use prior::{DiagonalGmm, LatentPrior};
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tensor_kernels::{Activation, Backend, Transpose};
+use tensor_kernels::{Activation, Backend, GemmShape, LinearShape, TrainingOps, Transpose};
 
-use crate::VaeError;
+use crate::{Param, VaeError};
 
 /// Host copy of one linear layer y = W a + b, W stored out × in (PyTorch's layout).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,20 +66,14 @@ struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
+    /// This layer on a batch of `rows`.
+    fn shape(&self, rows: usize) -> LinearShape {
+        LinearShape { rows, in_dim: self.in_dim, out_dim: self.out_dim }
+    }
+
     /// ∂W ← δᵀ a + β·∂W from a pre-activation gradient δ (rows × out) and an input a (rows × in).
     fn weight_grad(&mut self, b: &B, delta: &B::Buffer, a: &B::Buffer, rows: usize, beta: f32) {
-        b.gemm(
-            self.out_dim,
-            self.in_dim,
-            rows,
-            delta,
-            Transpose::Yes,
-            a,
-            Transpose::No,
-            &mut self.grad_weight,
-            1.0,
-            beta,
-        );
+        b.gemm(GemmShape::new(self.out_dim, self.in_dim, rows).transposed(Transpose::Yes, Transpose::No), delta, a, &mut self.grad_weight, 1.0, beta);
     }
 
     /// ∂W and ∂b = Σ_rows δ, overwritten (`accumulate` false) or added to.
@@ -159,7 +153,7 @@ impl<B: Backend> Mlp<B> {
             let a = if l == 0 { input } else { &before[l - 1] };
             let layer = &self.layers[l];
             let out = &mut after[0];
-            self.backend.linear(a, &layer.weight, &layer.bias, out, rows, layer.in_dim, layer.out_dim, self.acts[l]);
+            self.backend.linear(a, &layer.weight, &layer.bias, out, layer.shape(rows), self.acts[l]);
         }
     }
 
@@ -198,18 +192,7 @@ impl<B: Backend> Mlp<B> {
             // ∂a = δ W, into the previous layer's delta or the caller's input gradient.
             let target = if l > 0 { Some(&mut d_before[l - 1]) } else { input_grad.as_deref_mut() };
             if let Some(target) = target {
-                b.gemm(
-                    rows,
-                    layer.in_dim,
-                    layer.out_dim,
-                    delta,
-                    Transpose::No,
-                    &layer.weight,
-                    Transpose::No,
-                    target,
-                    1.0,
-                    0.0,
-                );
+                b.gemm(GemmShape::new(rows, layer.in_dim, layer.out_dim), delta, &layer.weight, target, 1.0, 0.0);
             }
         }
     }
@@ -250,18 +233,7 @@ impl<B: Backend> Mlp<B> {
             let layer = &mut self.layers[l];
             layer.weight_grad(&b, &self.deltas[l], &a, rows, 1.0);
             let mut next = b.zeros(rows * layer.out_dim);
-            b.gemm(
-                rows,
-                layer.out_dim,
-                layer.in_dim,
-                &a,
-                Transpose::No,
-                &layer.weight,
-                Transpose::Yes,
-                &mut next,
-                1.0,
-                0.0,
-            );
+            b.gemm(GemmShape::new(rows, layer.out_dim, layer.in_dim).transposed(Transpose::No, Transpose::Yes), &a, &layer.weight, &mut next, 1.0, 0.0);
             if l + 1 < n {
                 b.activation_backward(&mut next, &self.outputs[l], rows * layer.out_dim, self.acts[l]);
             } else {
@@ -286,30 +258,37 @@ impl<B: Backend> Mlp<B> {
             layer.write_grads(&b, &self.deltas[l], prev, rows, true);
             if l > 0 {
                 let (before, after) = self.deltas.split_at_mut(l);
-                b.gemm(
-                    rows,
-                    layer.in_dim,
-                    layer.out_dim,
-                    &after[0],
-                    Transpose::No,
-                    &layer.weight,
-                    Transpose::No,
-                    &mut before[l - 1],
-                    1.0,
-                    0.0,
-                );
+                b.gemm(GemmShape::new(rows, layer.in_dim, layer.out_dim), &after[0], &layer.weight, &mut before[l - 1], 1.0, 0.0);
             }
         }
         penalty / rows as f64
     }
 
+    /// Every weight and bias with its gradient, layer by layer, weight before bias.
+    pub fn params(&mut self) -> impl Iterator<Item = Param<'_, B>> {
+        self.layers.iter_mut().flat_map(|l| {
+            let Linear { in_dim, out_dim, weight, bias, grad_weight, grad_bias } = l;
+            [
+                Param { value: weight, grad: grad_weight, len: *in_dim * *out_dim },
+                Param { value: bias, grad: grad_bias, len: *out_dim },
+            ]
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+}
+
+impl<B: TrainingOps> Mlp<B> {
     /// After a backward pass without parameter gradients: adds each row's squared gradient norm
     /// over this MLP's parameters, Σ_layers ‖δᵢ‖² (‖aᵢ‖² + 1), to `acc`. The weight gradient of
     /// sample i is the rank-one δᵢ aᵢᵀ, whose Frobenius norm is ‖δᵢ‖‖aᵢ‖; the bias adds ‖δᵢ‖².
     pub fn add_per_sample_squared_norms(&self, input: &B::Buffer, rows: usize, acc: &mut B::Buffer) {
         for (l, layer) in self.layers.iter().enumerate() {
             let a = if l == 0 { input } else { &self.outputs[l - 1] };
-            self.backend.add_ghost_norms(&self.deltas[l], layer.out_dim, a, layer.in_dim, rows, acc);
+            self.backend.add_ghost_norms(&self.deltas[l], a, layer.shape(rows), acc);
         }
     }
 
@@ -320,31 +299,8 @@ impl<B: Backend> Mlp<B> {
         for l in 0..self.layers.len() {
             let a = if l == 0 { input } else { &self.outputs[l - 1] };
             let layer = &mut self.layers[l];
-            b.clipped_linear_grads(
-                &self.deltas[l],
-                layer.out_dim,
-                a,
-                layer.in_dim,
-                rows,
-                factors,
-                &mut layer.grad_weight,
-                &mut layer.grad_bias,
-            );
+            b.clipped_linear_grads(&self.deltas[l], a, layer.shape(rows), factors, &mut layer.grad_weight, &mut layer.grad_bias);
         }
-    }
-
-    /// Visits (parameter, gradient, length) of every weight and bias in a fixed order.
-    pub fn for_each_param(&mut self, mut f: impl FnMut(&mut B::Buffer, &mut B::Buffer, usize)) {
-        for l in &mut self.layers {
-            let (wl, bl) = (l.in_dim * l.out_dim, l.out_dim);
-            f(&mut l.weight, &mut l.grad_weight, wl);
-            f(&mut l.bias, &mut l.grad_bias, bl);
-        }
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> &B {
-        &self.backend
     }
 }
 

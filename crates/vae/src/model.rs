@@ -1,15 +1,15 @@
-//! The VAE (Kingma & Welling 2014) with the ALIGN-FL reference loss: Σ_pixels (x̂ − x)² averaged
-//! over the batch, plus β · KL where KL = −½ · mean over batch and latent dims of
-//! (1 + log σ² − μ² − σ²).
+//! The VAE (Kingma & Welling 2014) and its decoder, with the ALIGN-FL reference loss:
+//! Σ_pixels (x̂ − x)² averaged over the batch, plus β · KL where KL = −½ · mean over batch and
+//! latent dims of (1 + log σ² − μ² − σ²); and the per-sample gradient norms and clipped sums of
+//! DP-SGD.
 
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use tensor_kernels::{Activation, AdamStep, Backend, GradientNoise, NoiseKey};
+use tensor_kernels::{Activation, Backend, LatentShape, NoiseKey, TrainingOps};
 
 use crate::mlp::{check_layers, LayerWeights, Mlp};
-use crate::{DecoderSpec, VaeConfig, VaeError};
+use crate::{DecoderSpec, Loss, Param, VaeConfig, VaeError};
 
 /// Rows processed at once when encoding or decoding many samples.
 const CHUNK_ROWS: usize = 5000;
@@ -22,8 +22,8 @@ fn activations(layers: usize, last: Activation) -> Vec<Activation> {
 
 /// A decoder z → image (ReLU hidden layers, sigmoid output).
 pub struct Decoder<B: Backend> {
-    spec: DecoderSpec,
-    mlp: Mlp<B>,
+    pub(crate) spec: DecoderSpec,
+    pub(crate) mlp: Mlp<B>,
     latents: B::Buffer,
 }
 
@@ -87,24 +87,15 @@ impl<B: Backend> Decoder<B> {
 }
 
 impl<B: Backend> Decoder<B> {
-    /// LCD-VAE's penalty P at latents `z` (n × latent) with g = ∂(Σⱼ decoder(z)ⱼ)/∂z; adds
-    /// λ·∂P/∂θ to the decoder's parameter gradients and returns P (see
-    /// `Mlp::gradient_penalty`).
-    pub fn penalty_at(&mut self, z: &[f32], lambda: f32) -> f64 {
-        let rows = z.len() / self.spec.latent;
-        let ones = vec![1.0f32; rows * self.spec.output];
-        self.mlp.gradient_penalty(z, rows, &ones, lambda)
-    }
-
     /// Sets the decoder's parameter gradients to zero.
     pub fn zero_gradients(&mut self) {
         let b = self.mlp.backend().clone();
-        self.mlp.for_each_param(|_, g, len| b.write(g, &vec![0.0; len]));
+        self.params().for_each(|p| b.write(p.grad, &vec![0.0; p.len]));
     }
 
-    /// Visits (parameter, gradient, length) of every decoder parameter.
-    pub fn for_each_param(&mut self, f: impl FnMut(&mut B::Buffer, &mut B::Buffer, usize)) {
-        self.mlp.for_each_param(f);
+    /// Every decoder parameter with its gradient.
+    pub fn params(&mut self) -> impl Iterator<Item = Param<'_, B>> {
+        self.mlp.params()
     }
 }
 
@@ -143,45 +134,6 @@ impl VaeWeights {
     }
 }
 
-/// Optimiser settings of local training.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TrainOptions {
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Adam learning rate.
-    pub learning_rate: f32,
-    /// β, the weight of the KL term.
-    pub kl_weight: f32,
-    /// λ_lip, the weight of LCD-VAE's gradient penalty (0: off).
-    pub lipschitz_penalty: f32,
-    /// Which network the penalty constrains.
-    pub penalty_on: PenaltyTarget,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        TrainOptions {
-            batch_size: 128,
-            learning_rate: 1e-3,
-            kl_weight: 0.1,
-            lipschitz_penalty: 0.0,
-            penalty_on: PenaltyTarget::Decoder,
-        }
-    }
-}
-
-/// Where LCD-VAE's gradient penalty acts (the authors' `penalty_at`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum PenaltyTarget {
-    /// On the decoder at interpolated latents (the paper's LCD-VAE).
-    #[default]
-    Decoder,
-    /// On the encoder's (μ, log σ²) head at interpolated inputs.
-    Encoder,
-}
-
 /// Which parameters get per-sample clipped gradients and noise (DP-SGD's scope).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -195,131 +147,6 @@ pub enum GradientScope {
     DecoderOnly,
 }
 
-/// Loss of one step (or the sample-weighted mean over an epoch).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Loss {
-    /// Σ_pixels squared error, averaged over the batch.
-    pub reconstruction: f64,
-    /// KL averaged over batch and latent dims.
-    pub kl: f64,
-    /// LCD-VAE's gradient penalty P (0 when off).
-    pub penalty: f64,
-    /// reconstruction + β · kl + λ_lip · penalty.
-    pub total: f64,
-}
-
-impl Loss {
-    /// Adds `weight` times `other`, term by term (for sample-weighted epoch means).
-    pub fn add_weighted(&mut self, other: &Loss, weight: f64) {
-        self.reconstruction += weight * other.reconstruction;
-        self.kl += weight * other.kl;
-        self.penalty += weight * other.penalty;
-        self.total += weight * other.total;
-    }
-
-    /// Every term divided by `n`.
-    pub fn divided(self, n: f64) -> Loss {
-        Loss {
-            reconstruction: self.reconstruction / n,
-            kl: self.kl / n,
-            penalty: self.penalty / n,
-            total: self.total / n,
-        }
-    }
-}
-
-/// Adam state for one model (moments per parameter, step count).
-pub struct Adam<B: Backend> {
-    learning_rate: f32,
-    m: Vec<B::Buffer>,
-    v: Vec<B::Buffer>,
-    t: u64,
-    /// Parameter tensors of the encoder (they come first in [`Vae::for_each_param`] order).
-    encoder_tensors: usize,
-}
-
-impl<B: Backend> Adam<B> {
-    /// Fresh state (zero moments) for `vae`.
-    pub fn new(vae: &mut Vae<B>, learning_rate: f32) -> Self {
-        let b = vae.backend.clone();
-        let (mut m, mut v) = (Vec::new(), Vec::new());
-        vae.for_each_param(|_, _, len| {
-            m.push(b.zeros(len));
-            v.push(b.zeros(len));
-        });
-        let mut encoder_tensors = 0;
-        vae.encoder.for_each_param(|_, _, _| encoder_tensors += 1);
-        Adam { learning_rate, m, v, t: 0, encoder_tensors }
-    }
-
-    /// Applies one update from the gradients currently held by `vae`.
-    pub fn step(&mut self, vae: &mut Vae<B>) {
-        self.update(vae, None, 0);
-    }
-
-    /// Applies one update from scale · (gradient + std · z) on the parameters in `scope`, z the
-    /// noise stream `key` laid over them in [`Vae::for_each_param`] order (DP-SGD's noised mean
-    /// gradient); parameters outside the scope step on their gradient as it is. Returns the
-    /// stream position after the last noised parameter.
-    pub fn noisy_step(&mut self, vae: &mut Vae<B>, std: f32, scale: f32, key: NoiseKey, scope: GradientScope) -> NoiseKey {
-        let first_noised = match scope {
-            GradientScope::WholeModel => 0,
-            GradientScope::DecoderOnly => self.encoder_tensors,
-        };
-        self.update(vae, Some(GradientNoise { std, scale, key }), first_noised).expect("noise was given")
-    }
-
-    /// The update, noising tensors from `first_noised` on; returns the noise stream's position
-    /// after the last parameter, if noised.
-    fn update(&mut self, vae: &mut Vae<B>, mut noise: Option<GradientNoise>, first_noised: usize) -> Option<NoiseKey> {
-        self.t += 1;
-        let b = vae.backend.clone();
-        let step = AdamStep::new(self.learning_rate, self.t);
-        let (m, v) = (&mut self.m, &mut self.v);
-        let mut i = 0;
-        vae.for_each_param(|p, g, len| {
-            let noised = noise.filter(|_| i >= first_noised);
-            b.adam(p, g, &mut m[i], &mut v[i], len, step, noised);
-            if let (Some(n), true) = (&mut noise, noised.is_some()) {
-                n.key.offset += len as u64;
-            }
-            i += 1;
-        });
-        noise.map(|n| n.key)
-    }
-}
-
-/// A copy of reference parameters for FedProx's proximal term μ/2 ‖w − w_ref‖² (Li et al. 2020).
-pub struct ProximalAnchor<B: Backend> {
-    params: Vec<B::Buffer>,
-    mu: f32,
-}
-
-impl<B: Backend> ProximalAnchor<B> {
-    /// Anchors at the current parameters of `vae`.
-    pub fn new(vae: &mut Vae<B>, mu: f32) -> Self {
-        let b = vae.backend.clone();
-        let mut params = Vec::new();
-        vae.for_each_param(|p, _, len| {
-            let mut copy = b.zeros(len);
-            b.copy(p, &mut copy, len);
-            params.push(copy);
-        });
-        ProximalAnchor { params, mu }
-    }
-
-    /// grad += μ (w − w_ref) for every parameter.
-    fn apply(&self, vae: &mut Vae<B>) {
-        let b = vae.backend.clone();
-        let mut i = 0;
-        vae.for_each_param(|p, g, len| {
-            b.axpy(self.mu, p, g, len);
-            b.axpy(-self.mu, &self.params[i], g, len);
-            i += 1;
-        });
-    }
-}
-
 /// How a batch's loss gradient is reduced.
 #[derive(Clone, Copy)]
 enum Reduction {
@@ -330,11 +157,11 @@ enum Reduction {
 }
 
 /// An MLP VAE on backend `B`.
-pub struct Vae<B: Backend> {
+pub struct Vae<B: TrainingOps> {
     backend: B,
-    config: VaeConfig,
-    encoder: Mlp<B>,
-    decoder: Decoder<B>,
+    pub(crate) config: VaeConfig,
+    pub(crate) encoder: Mlp<B>,
+    pub(crate) decoder: Decoder<B>,
     input: B::Buffer,
     eps: B::Buffer,
     z: B::Buffer,
@@ -343,12 +170,12 @@ pub struct Vae<B: Backend> {
     squared_norms: B::Buffer,
     capacity: usize,
     pub(crate) noise: NoiseKey,
-    penalty_rng: ChaCha20Rng,
+    pub(crate) penalty_rng: ChaCha20Rng,
     last_rows: usize,
     steps: u64,
 }
 
-impl<B: Backend> Vae<B> {
+impl<B: TrainingOps> Vae<B> {
     /// A freshly initialised VAE; `seed` fixes the initial weights and the reparameterisation
     /// noise stream.
     pub fn new(backend: &B, config: &VaeConfig, seed: u64) -> Result<Self, VaeError> {
@@ -425,10 +252,27 @@ impl<B: Backend> Vae<B> {
         Ok(())
     }
 
-    /// Visits (parameter, gradient, length) of every parameter, encoder first.
-    pub fn for_each_param(&mut self, mut f: impl FnMut(&mut B::Buffer, &mut B::Buffer, usize)) {
-        self.encoder.for_each_param(&mut f);
-        self.decoder.mlp.for_each_param(&mut f);
+    /// Every parameter with its gradient, encoder first.
+    pub fn params(&mut self) -> impl Iterator<Item = Param<'_, B>> {
+        self.encoder.params().chain(self.decoder.mlp.params())
+    }
+
+    /// Number of the encoder's parameter tensors (the first of [`Vae::params`]).
+    pub(crate) fn encoder_tensors(&mut self) -> usize {
+        self.encoder.params().count()
+    }
+
+    /// Counts one optimiser step; returns the new count.
+    pub(crate) fn count_step(&mut self) -> u64 {
+        self.steps += 1;
+        self.steps
+    }
+
+    /// The latents z sampled for the last batch (rows × latent), on the host.
+    pub(crate) fn last_latents(&self) -> Vec<f32> {
+        let mut z = vec![0.0f32; self.last_rows * self.config.latent];
+        self.backend.read(&self.z, &mut z);
+        z
     }
 
     fn ensure_capacity(&mut self, rows: usize) {
@@ -502,7 +346,7 @@ impl<B: Backend> Vae<B> {
         self.encoder.forward(&self.input, rows);
         b.fill_standard_normal(&mut self.eps, rows * d, self.noise);
         self.noise.offset += (rows * d) as u64;
-        b.reparameterize(self.encoder.output(), &self.eps, &mut self.z, rows, d);
+        b.reparameterize(self.encoder.output(), &self.eps, &mut self.z, LatentShape { rows, latent: d });
         if let Some(l) = latents {
             let start = l.len();
             l.resize(start + rows * d, 0.0);
@@ -523,8 +367,7 @@ impl<B: Backend> Vae<B> {
             &self.eps,
             &self.grad_z,
             grad_head,
-            rows,
-            d,
+            LatentShape { rows, latent: d },
             per_row * kl_weight / d as f32,
         );
         self.encoder.backward(&self.input, rows, param_grads, None);
@@ -534,112 +377,10 @@ impl<B: Backend> Vae<B> {
         Loss { reconstruction, kl, penalty: 0.0, total: reconstruction + f64::from(kl_weight) * kl }
     }
 
-    /// LCD-VAE's penalty on the latents of the last batch (Gulati et al. 2025, after Gulrajani et
-    /// al. 2017): z̃ = α·z + (1 − α)·z[perm] with α ~ U(0, 1) per sample and a random permutation
-    /// of the batch; g = ∂(Σⱼ decoder(z̃)ⱼ)/∂z̃; P = mean((√(‖g‖² + 1e-7) − 1)²). Adds λ·∂P/∂θ to
-    /// the decoder's gradients (z̃ is treated as data: no gradient reaches the encoder) and
-    /// returns P.
-    fn decoder_penalty(&mut self, lambda: f32) -> f64 {
-        let d = self.config.latent;
-        let rows = self.last_rows;
-        let mut z = vec![0.0f32; rows * d];
-        self.backend.read(&self.z, &mut z);
-        let mut perm: Vec<usize> = (0..rows).collect();
-        perm.shuffle(&mut self.penalty_rng);
-        let mut z_tilde = vec![0.0f32; rows * d];
-        for i in 0..rows {
-            let alpha: f32 = self.penalty_rng.gen();
-            for j in 0..d {
-                z_tilde[i * d + j] = alpha * z[i * d + j] + (1.0 - alpha) * z[perm[i] * d + j];
-            }
-        }
-        self.decoder.penalty_at(&z_tilde, lambda)
-    }
-
-    /// The encoder-side penalty of the authors' code (`compute_lipschitz_penalty_encoder`):
-    /// x̃ = α·x + (1 − α)·x[perm] over the batch `x`, g = ∂(Σⱼ μⱼ + Σⱼ log σ²ⱼ)/∂x̃,
-    /// P = mean((√(‖g‖² + 1e-7) − 1)²). Adds λ·∂P/∂θ to the encoder's gradients and returns P.
-    pub(crate) fn encoder_penalty(&mut self, x: &[f32], lambda: f32) -> f64 {
-        let n = self.config.input;
-        let rows = x.len() / n;
-        let mut perm: Vec<usize> = (0..rows).collect();
-        perm.shuffle(&mut self.penalty_rng);
-        let mut x_tilde = vec![0.0f32; rows * n];
-        for (i, row) in x_tilde.chunks_mut(n).enumerate() {
-            let alpha: f32 = self.penalty_rng.gen();
-            let (a, b) = (&x[i * n..(i + 1) * n], &x[perm[i] * n..(perm[i] + 1) * n]);
-            row.iter_mut().zip(a.iter().zip(b)).for_each(|(t, (u, v))| *t = alpha * u + (1.0 - alpha) * v);
-        }
-        let ones = vec![1.0f32; rows * 2 * self.config.latent];
-        self.encoder.gradient_penalty(&x_tilde, rows, &ones, lambda)
-    }
-
     /// Sets every parameter gradient to zero (a DP-SGD step on an empty Poisson batch).
     pub fn zero_gradients(&mut self) {
         let b = self.backend.clone();
-        self.for_each_param(|_, g, len| b.write(g, &vec![0.0; len]));
-    }
-
-    /// One optimiser step on one batch; errors if the loss is not finite.
-    pub fn train_step(
-        &mut self,
-        x: &[f32],
-        options: &TrainOptions,
-        adam: &mut Adam<B>,
-        proximal: Option<&ProximalAnchor<B>>,
-        latents: Option<&mut Vec<f32>>,
-    ) -> Result<Loss, VaeError> {
-        let mut loss = self.forward_backward(x, options.kl_weight, latents);
-        if options.lipschitz_penalty > 0.0 {
-            loss.penalty = match options.penalty_on {
-                PenaltyTarget::Decoder => self.decoder_penalty(options.lipschitz_penalty),
-                PenaltyTarget::Encoder => self.encoder_penalty(x, options.lipschitz_penalty),
-            };
-            loss.total += f64::from(options.lipschitz_penalty) * loss.penalty;
-        }
-        self.steps += 1;
-        if !loss.total.is_finite() {
-            return Err(VaeError::NonFinite { what: "loss", step: self.steps });
-        }
-        if let Some(anchor) = proximal {
-            anchor.apply(self);
-        }
-        adam.step(self);
-        Ok(loss)
-    }
-
-    /// One epoch over `data` (n × input, host memory) in shuffled mini-batches; returns the
-    /// sample-weighted mean loss. Errors if the loss or any parameter becomes non-finite.
-    pub fn train_epoch(
-        &mut self,
-        data: &[f32],
-        options: &TrainOptions,
-        adam: &mut Adam<B>,
-        rng: &mut impl Rng,
-        proximal: Option<&ProximalAnchor<B>>,
-        mut latents: Option<&mut Vec<f32>>,
-    ) -> Result<Loss, VaeError> {
-        let input = self.config.input;
-        let n = data.len() / input;
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(rng);
-        let mut batch = Vec::with_capacity(options.batch_size * input);
-        let mut sum = Loss::default();
-        for rows in order.chunks(options.batch_size.max(1)) {
-            batch.clear();
-            rows.iter().for_each(|&i| batch.extend_from_slice(&data[i * input..(i + 1) * input]));
-            let loss = self.train_step(&batch, options, adam, proximal, latents.as_deref_mut())?;
-            let w = rows.len() as f64;
-            sum.add_weighted(&loss, w);
-        }
-        let mut finite = true;
-        let b = self.backend.clone();
-        self.for_each_param(|p, _, len| finite &= b.all_finite(p, len));
-        if !finite {
-            return Err(VaeError::NonFinite { what: "a parameter", step: self.steps });
-        }
-        let n = n.max(1) as f64;
-        Ok(sum.divided(n))
+        self.params().for_each(|p| b.write(p.grad, &vec![0.0; p.len]));
     }
 
     /// The encoder's mean μ for each row of `x` (n × input): n × latent values.

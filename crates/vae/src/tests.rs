@@ -28,7 +28,7 @@ fn analytic_grads(config: &VaeConfig, w: &VaeWeights, x: &[f32], beta: f32) -> V
     let mut m = Vae::from_weights(&Cpu::new(), config, w, 9).unwrap();
     m.forward_backward(x, beta, None);
     let mut grads = Vec::new();
-    m.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
+    m.params().for_each(|p| grads.push(p.grad[..p.len].to_vec()));
     grads
 }
 
@@ -197,7 +197,7 @@ fn check_clipping_against_explicit_gradients(scope: GradientScope) {
     model.clipped_gradient_sum(clip, scope);
     let mut clipped = Vec::new();
     let encoder_len: usize = w.encoder.iter().map(|l| l.weight.len() + l.bias.len()).sum();
-    model.for_each_param(|_, g, len| clipped.extend_from_slice(&g[..len]));
+    model.params().for_each(|p| clipped.extend_from_slice(&p.grad[..p.len]));
     let in_scope = |k: usize| scope == GradientScope::WholeModel || k >= encoder_len;
 
     // Explicit: sample i alone, with the same reparameterisation noise, in a batch of one
@@ -208,7 +208,7 @@ fn check_clipping_against_explicit_gradients(scope: GradientScope) {
         single.noise.offset = (i * config.latent) as u64;
         single.forward_backward(&x[i * 7..(i + 1) * 7], beta, None);
         let mut g = Vec::new();
-        single.for_each_param(|_, gr, len| g.extend_from_slice(&gr[..len]));
+        single.params().for_each(|p| g.extend_from_slice(&p.grad[..p.len]));
         let norm_sq: f64 =
             g.iter().enumerate().filter(|&(k, _)| in_scope(k)).map(|(_, &v)| f64::from(v) * f64::from(v)).sum();
         assert!((norms[i] - norm_sq).abs() <= 1e-4 * norm_sq, "sample {i}: ghost {} vs explicit {norm_sq}", norms[i]);
@@ -302,7 +302,7 @@ fn gradient_penalty_and_its_parameter_gradients_match_finite_differences() {
     dec.zero_gradients();
     dec.penalty_at(&z, 1.0);
     let mut grads = Vec::new();
-    dec.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
+    dec.params().for_each(|p| grads.push(p.grad[..p.len].to_vec()));
     assert_gradients_match_central_differences(&weights, &grads, penalty);
 }
 
@@ -380,7 +380,7 @@ fn encoder_shaped_penalty_matches_finite_differences() {
     let mut mlp = Mlp::from_weights(&Cpu::new(), &weights, acts.clone());
     mlp.gradient_penalty(&x, 3, &ones, 1.0);
     let mut grads = Vec::new();
-    mlp.for_each_param(|_, g, len| grads.push(g[..len].to_vec()));
+    mlp.params().for_each(|p| grads.push(p.grad[..p.len].to_vec()));
     assert_gradients_match_central_differences(&weights, &grads, penalty);
 }
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use data::DatasetKind;
-use tensor_kernels::Backend;
+use tensor_kernels::{ImageOps, TrainingOps};
 
 pub use catalogue::{Curve, Experiment, PaperNumbers, Row, PAPER_ALIGN_FID};
 use cells::{Cell, CellResult};
@@ -166,7 +166,7 @@ fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, V
 /// Runs (or reuses) every cell, then writes `table.md`, `table.json` and `figures/` into
 /// `s.out`. Failed experiments are named in the table and in the error returned after it is
 /// written; running again retries only them.
-pub fn reproduce<B: Backend>(backend: &B, s: &Settings, observer: &dyn Observer) -> Result<()> {
+pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer: &dyn Observer) -> Result<()> {
     if s.seeds == 0 {
         return Err(PipelineError::Config("--seeds 0: run at least one seed".into()));
     }

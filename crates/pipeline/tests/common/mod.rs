@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use pipeline::{ExperimentConfig, Quiet, Report};
-use tensor_kernels::Backend;
+use tensor_kernels::{ImageOps, TrainingOps};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -39,7 +39,7 @@ pub fn tiny() -> ExperimentConfig {
 }
 
 /// Runs `cfg` on `backend` into `out` on the config's data.
-pub fn run_on<B: Backend>(backend: &B, cfg: &ExperimentConfig, out: &Path) -> pipeline::Result<Report> {
+pub fn run_on<B: TrainingOps + ImageOps>(backend: &B, cfg: &ExperimentConfig, out: &Path) -> pipeline::Result<Report> {
     pipeline::run_experiment(backend, cfg, &cfg.data_dir(None), out, &Quiet)
 }
 

@@ -3,25 +3,13 @@
 //! modules at the bottom run them on each runtime compiled in.
 
 use cubecl::prelude::*;
-use rand::{Rng, SeedableRng};
 
 use super::{ConvKernel, Cube, CubeBuffer, GemmKernel, KernelChoice, Kernels};
+use crate::testing::{assert_close, assert_refused, random};
 use crate::{
-    Activation, AdamStep, Backend, ChannelSlot, Conv2d, Cpu, GradientNoise, ImageShape, NoiseKey, Pool2d, PoolKind,
-    Transpose,
+    Activation, AdamStep, Backend, ChannelSlot, Conv2d, ConvLayer, Cpu, GemmShape, GradientNoise, ImageOps, ImageShape,
+    LatentShape, LinearShape, NoiseKey, Pool2d, PoolKind, TrainingOps, Transpose,
 };
-
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()
-}
-
-fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
-    }
-}
 
 fn up<R: Runtime>(gpu: &Cube<R>, v: &[f32]) -> CubeBuffer {
     gpu.upload(v)
@@ -62,9 +50,9 @@ fn check_gemm_kernel<R: Runtime>(gpu: &Cube<R>, name: &str) {
                 (random(m * k, case as u64), random(k * n, 10 + case as u64), random(m * n, 20 + case as u64));
             for (alpha, beta) in [(1.0, 0.0), (0.5, 2.0)] {
                 let mut want = c0.clone();
-                cpu.gemm(m, n, k, &a, ta, &b, tb, &mut want, alpha, beta);
+                cpu.gemm(GemmShape::new(m, n, k).transposed(ta, tb), &a, &b, &mut want, alpha, beta);
                 let mut c = up(gpu, &c0);
-                gpu.gemm(m, n, k, &up(gpu, &a), ta, &up(gpu, &b), tb, &mut c, alpha, beta);
+                gpu.gemm(GemmShape::new(m, n, k).transposed(ta, tb), &up(gpu, &a), &up(gpu, &b), &mut c, alpha, beta);
                 assert_close(
                     &gpu.download(&c),
                     &want,
@@ -99,8 +87,9 @@ fn check_elementwise<R: Runtime>(gpu: &Cube<R>) {
         let (x, act, acc0) = (random(len, 4), random(rows * (cols + 300), 14), random(rows, 15));
         let mut want = acc0.iter().map(|v| v.abs()).collect::<Vec<_>>();
         let mut got = up(gpu, &want);
-        cpu.add_ghost_norms(&x, cols, &act, cols + 300, rows, &mut want);
-        gpu.add_ghost_norms(&up(gpu, &x), cols, &up(gpu, &act), cols + 300, rows, &mut got);
+        let layer = LinearShape { rows, in_dim: cols + 300, out_dim: cols };
+        cpu.add_ghost_norms(&x, &act, layer, &mut want);
+        gpu.add_ghost_norms(&up(gpu, &x), &up(gpu, &act), layer, &mut got);
         assert_close(&gpu.download(&got), &want, 1e-4, &format!("add_ghost_norms {rows}×{cols}"));
 
         let out0 = random(cols, 5);
@@ -138,10 +127,10 @@ fn check_clipping<R: Runtime>(gpu: &Cube<R>) {
         let (delta, act) = (random(rows * out_dim, 21), random(rows * in_dim, 22));
         let (w0, b0) = (random(out_dim * in_dim, 23), random(out_dim, 24));
         let (mut want_w, mut want_b) = (w0.clone(), b0.clone());
-        cpu.clipped_linear_grads(&delta, out_dim, &act, in_dim, rows, &want, &mut want_w, &mut want_b);
+        cpu.clipped_linear_grads(&delta, &act, LinearShape { rows, in_dim, out_dim }, &want, &mut want_w, &mut want_b);
         let (mut got_w, mut got_b) = (up(gpu, &w0), up(gpu, &b0));
         let (d, a) = (up(gpu, &delta), up(gpu, &act));
-        gpu.clipped_linear_grads(&d, out_dim, &a, in_dim, rows, &factors, &mut got_w, &mut got_b);
+        gpu.clipped_linear_grads(&d, &a, LinearShape { rows, in_dim, out_dim }, &factors, &mut got_w, &mut got_b);
         let shape = format!("{rows}×{out_dim}×{in_dim}");
         assert_close(&gpu.download(&got_w), &want_w, 1e-4, &format!("clipped weight gradient {shape}"));
         assert_close(&gpu.download(&got_b), &want_b, 1e-4, &format!("clipped bias gradient {shape}"));
@@ -156,13 +145,13 @@ fn check_adam<R: Runtime>(gpu: &Cube<R>) {
         let step = AdamStep::new(1e-3, 7);
         let key = NoiseKey { offset: 5, ..NoiseKey::from_u64(3, 1) };
         for noise in [None, Some(GradientNoise { std: 0.7, scale: 0.25, key })] {
-            let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
-            cpu.adam(&mut p, &g, &mut m, &mut v, len, step, noise);
-            let (mut gp, mut gm, mut gv) = (up(gpu, &p0), up(gpu, &m0), up(gpu, &v0));
-            gpu.adam(&mut gp, &up(gpu, &g), &mut gm, &mut gv, len, step, noise);
+            let (mut p, mut mv) = (p0.clone(), (m0.clone(), v0.clone()));
+            cpu.adam(&mut p, &g, &mut mv, len, step, noise);
+            let (mut gp, mut gmv) = (up(gpu, &p0), (up(gpu, &m0), up(gpu, &v0)));
+            gpu.adam(&mut gp, &up(gpu, &g), &mut gmv, len, step, noise);
             assert_close(&gpu.download(&gp), &p, 1e-5, "adam p");
-            assert_close(&gpu.download(&gm), &m, 1e-5, "adam m");
-            assert_close(&gpu.download(&gv), &v, 1e-5, "adam v");
+            assert_close(&gpu.download(&gmv.0), &mv.0, 1e-5, "adam m");
+            assert_close(&gpu.download(&gmv.1), &mv.1, 1e-5, "adam v");
         }
     }
 }
@@ -206,15 +195,15 @@ fn check_buffers_and_losses<R: Runtime>(gpu: &Cube<R>) {
     for (rows, latent) in [(0usize, 2usize), (1, 2), (37, 3)] {
         let (head, eps, gz) = (random(rows * 2 * latent, 16), random(rows * latent, 17), random(rows * latent, 18));
         let mut want_z = vec![0.0; rows * latent];
-        cpu.reparameterize(&head, &eps, &mut want_z, rows, latent);
+        cpu.reparameterize(&head, &eps, &mut want_z, LatentShape { rows, latent });
         let mut got_z = gpu.zeros(rows * latent);
-        gpu.reparameterize(&up(gpu, &head), &up(gpu, &eps), &mut got_z, rows, latent);
+        gpu.reparameterize(&up(gpu, &head), &up(gpu, &eps), &mut got_z, LatentShape { rows, latent });
         assert_close(&gpu.download(&got_z), &want_z, 1e-5, "reparameterize");
         let mut want_h = vec![0.0; rows * 2 * latent];
-        let want_kl = cpu.reparameterize_backward(&head, &eps, &gz, &mut want_h, rows, latent, 0.1);
+        let want_kl = cpu.reparameterize_backward(&head, &eps, &gz, &mut want_h, LatentShape { rows, latent }, 0.1);
         let mut got_h = gpu.zeros(rows * 2 * latent);
         let got_kl =
-            gpu.reparameterize_backward(&up(gpu, &head), &up(gpu, &eps), &up(gpu, &gz), &mut got_h, rows, latent, 0.1);
+            gpu.reparameterize_backward(&up(gpu, &head), &up(gpu, &eps), &up(gpu, &gz), &mut got_h, LatentShape { rows, latent }, 0.1);
         assert!((got_kl - want_kl).abs() <= 1e-5 * want_kl.abs().max(1.0), "KL {got_kl} vs {want_kl}");
         assert_close(&gpu.download(&got_h), &want_h, 1e-5, "reparameterize_backward");
     }
@@ -272,9 +261,10 @@ fn check_conv<R: Runtime>(gpu: &Cube<R>, name: &str) {
         let init = random(n * oh * ow * slot.channels, 70);
         for act in [Activation::Relu, Activation::Identity] {
             let mut want = init.clone();
-            cpu.conv2d(&x, s, conv, &weight, &bias, act, &mut want, slot);
+            cpu.conv2d(&x, s, conv, ConvLayer { weight: &weight, bias: &bias, act }, &mut want, slot);
             let mut got = up(gpu, &init);
-            gpu.conv2d(&up(gpu, &x), s, conv, &up(gpu, &weight), &up(gpu, &bias), act, &mut got, slot);
+            let (gw, gb) = (up(gpu, &weight), up(gpu, &bias));
+            gpu.conv2d(&up(gpu, &x), s, conv, ConvLayer { weight: &gw, bias: &gb, act }, &mut got, slot);
             assert_close(&gpu.download(&got), &want, 1e-4, &format!("{name} conv2d case {case} {act:?}"));
         }
     }
@@ -310,6 +300,43 @@ fn check_pool_and_resize<R: Runtime>(gpu: &Cube<R>) {
     }
 }
 
+/// Every launcher refuses a buffer shorter than its shape needs, naming the op and the operand,
+/// before a kernel could write past it; the device stays usable afterwards.
+fn check_short_buffers_refused<R: Runtime>(gpu: &Cube<R>) {
+    let short = |len| gpu.zeros(len);
+    type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        ("axpy", Box::new(|| gpu.axpy(1.0, &short(8), &mut short(7), 8))),
+        ("gemm", Box::new(|| gpu.gemm(GemmShape::new(4, 4, 4), &short(16), &short(15), &mut short(16), 1.0, 0.0))),
+        ("gemm", Box::new(|| gpu.gemm(GemmShape::new(4, 4, 4), &short(16), &short(16), &mut short(15), 1.0, 0.0))),
+        ("copy", Box::new(|| gpu.copy(&short(10), &mut short(9), 10))),
+        ("write", Box::new(|| gpu.write(&mut short(2), &[1.0; 3]))),
+        ("adam", Box::new(|| gpu.adam(&mut short(5), &short(5), &mut (short(5), short(4)), 5, AdamStep::new(0.1, 1), None))),
+        ("fill_standard_normal", Box::new(|| gpu.fill_standard_normal(&mut short(63), 64, NoiseKey::from_u64(1, 0)))),
+        ("reparameterize", Box::new(|| gpu.reparameterize(&short(7), &short(4), &mut short(4), LatentShape { rows: 2, latent: 2 }))),
+        ("clipped_linear_grads", Box::new(|| {
+            let layer = LinearShape { rows: 3, in_dim: 5, out_dim: 4 };
+            gpu.clipped_linear_grads(&short(12), &short(15), layer, &short(3), &mut short(19), &mut short(4))
+        })),
+        ("conv2d", Box::new(|| {
+            let (s, conv) = (ImageShape { n: 1, h: 4, w: 4, c: 2 }, Conv2d { kh: 3, kw: 3, stride: 1, pad_h: 1, pad_w: 1, out_channels: 3 });
+            let (w, b) = (short(conv.weight_len(2)), short(3));
+            gpu.conv2d(&short(32), s, conv, ConvLayer { weight: &w, bias: &b, act: Activation::Relu }, &mut short(47), ChannelSlot::whole(3))
+        })),
+    ];
+    for (name, case) in cases {
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(case));
+        let message = refused.expect_err(&format!("{name}: a too-short buffer was accepted"));
+        let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains(name) && message.contains("too short"), "{name}: {message}");
+    }
+    assert_refused(|| Cpu::new().axpy(1.0, &vec![1.0; 8], &mut vec![0.0; 7], 8), "cpu axpy");
+    // The device still works after the refusals.
+    let mut y = gpu.upload(&[1.0, 2.0]);
+    gpu.axpy(2.0, &gpu.upload(&[1.0, 1.0]), &mut y, 2);
+    assert_eq!(gpu.download(&y), [3.0, 4.0]);
+}
+
 /// Stamps out one `#[test]` per check for a runtime on its default device; `$unavailable` says
 /// why the runtime cannot start here (the tests then print it and pass without running).
 #[test]
@@ -319,6 +346,8 @@ fn kernels_are_chosen_by_name() {
         assert_eq!(kernel.name(), name);
     }
     let e = GemmKernel::from_name("cublas").unwrap_err();
+    assert_eq!((e.variable, e.name.as_str()), ("ALIGN_FL_GEMM", "cublas"));
+    let e = e.to_string();
     assert!(e.contains("ALIGN_FL_GEMM") && e.contains("naive, tiled, register-blocked"), "{e}");
     assert_eq!(Kernels::default().gemm, GemmKernel::RegisterBlocked);
 }
@@ -360,6 +389,11 @@ macro_rules! runtime_tests {
         #[test]
         fn image_ops_match_cpu() {
             run(check_image_ops);
+        }
+
+        #[test]
+        fn short_buffers_are_refused_before_launch() {
+            run(check_short_buffers_refused);
         }
     };
 }

@@ -5,8 +5,32 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::apply_bias_activation;
-use crate::{Activation, ChannelSlot, Conv2d, ImageShape, Pool2d, PoolKind};
+use super::elementwise::apply_bias_activation;
+use super::gemm::gemm_strided;
+use super::Cpu;
+use crate::{Activation, ChannelSlot, Conv2d, ConvLayer, ImageOps, ImageShape, Pool2d, PoolKind};
+
+impl ImageOps for Cpu {
+    fn conv2d(
+        &self,
+        x: &Vec<f32>,
+        shape: ImageShape,
+        conv: Conv2d,
+        layer: ConvLayer<'_, Vec<f32>>,
+        out: &mut Vec<f32>,
+        slot: ChannelSlot,
+    ) {
+        conv2d(x, shape, conv, layer.weight, layer.bias, layer.act, out, slot);
+    }
+
+    fn pool2d(&self, x: &Vec<f32>, shape: ImageShape, pool: Pool2d, out: &mut Vec<f32>, slot: ChannelSlot) {
+        pool2d(x, shape, pool, out, slot);
+    }
+
+    fn resize_bilinear(&self, x: &Vec<f32>, shape: ImageShape, out_h: usize, out_w: usize, out: &mut Vec<f32>) {
+        resize_bilinear(x, shape, out_h, out_w, out);
+    }
+}
 
 /// Patch-matrix rows per tile: about 256 KiB of patches, so the GEMM packs them from cache.
 fn tile_rows(k: usize) -> usize {
@@ -31,55 +55,6 @@ fn for_each_image(
     } else {
         let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
         out.chunks_mut(out_image).enumerate().for_each(|(i, o)| f(i, o, parallelism));
-    }
-}
-
-/// dst = a · b with a m × k (row stride `a_stride`), b k × n row-major and dst m × n (row stride
-/// `dst_stride`); dst is not read.
-#[allow(clippy::too_many_arguments)]
-fn gemm_strided(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    a_stride: usize,
-    b: &[f32],
-    dst: &mut [f32],
-    dst_stride: usize,
-    parallelism: gemm::Parallelism,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(a_stride >= k && dst_stride >= n, "gemm strides shorter than rows");
-    assert!(
-        a.len() >= (m - 1) * a_stride + k && b.len() >= k * n && dst.len() >= (m - 1) * dst_stride + n,
-        "gemm operand too short"
-    );
-    // SAFETY: the asserts bound every index the strides reach inside `a`, `b` and `dst`; `dst` is
-    // uniquely borrowed, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            false,
-            a.as_ptr(),
-            1,
-            a_stride as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 
@@ -109,9 +84,9 @@ fn im2col(x: &[f32], s: ImageShape, conv: Conv2d, out_w: usize, first: usize, pa
     }
 }
 
-/// See [`crate::Backend::conv2d`].
+/// See [`crate::ImageOps::conv2d`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv2d(
+fn conv2d(
     x: &[f32],
     s: ImageShape,
     conv: Conv2d,
@@ -155,8 +130,8 @@ pub(crate) fn conv2d(
     });
 }
 
-/// See [`crate::Backend::pool2d`].
-pub(crate) fn pool2d(x: &[f32], s: ImageShape, pool: Pool2d, out: &mut [f32], slot: ChannelSlot) {
+/// See [`crate::ImageOps::pool2d`].
+fn pool2d(x: &[f32], s: ImageShape, pool: Pool2d, out: &mut [f32], slot: ChannelSlot) {
     let (out_h, out_w) = pool.output_hw(s.h, s.w);
     let c = s.c;
     assert!(
@@ -219,8 +194,8 @@ fn bilinear_taps(in_size: usize, out_size: usize) -> Vec<(usize, usize, f32, f32
         .collect()
 }
 
-/// See [`crate::Backend::resize_bilinear`].
-pub(crate) fn resize_bilinear(x: &[f32], s: ImageShape, out_h: usize, out_w: usize, out: &mut [f32]) {
+/// See [`crate::ImageOps::resize_bilinear`].
+fn resize_bilinear(x: &[f32], s: ImageShape, out_h: usize, out_w: usize, out: &mut [f32]) {
     let c = s.c;
     let row_len = out_w * c;
     if s.n * out_h == 0 || row_len == 0 {
@@ -246,12 +221,7 @@ pub(crate) fn resize_bilinear(x: &[f32], s: ImageShape, out_h: usize, out_w: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()
-    }
+    use crate::testing::random;
 
     /// Direct convolution in f64, one output value at a time.
     fn conv_reference(x: &[f32], s: ImageShape, conv: Conv2d, weight: &[f32], bias: &[f32]) -> Vec<f64> {

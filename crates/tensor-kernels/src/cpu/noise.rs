@@ -6,12 +6,12 @@
 //!
 //! The transform runs in f32 with polynomial logarithm, sine and cosine (Cephes `logf`, `sinf`,
 //! `cosf` coefficients), branch-free so the loops vectorise. Rust never fuses a·b + c, so every
-//! operation rounds once, in this order; the GPU kernel `cube::kernels::gaussian_noise` repeats
+//! operation rounds once, in this order; the GPU kernel `cube::noise::gaussian_noise` repeats
 //! them with rounding barriers that keep its compiler from fusing them either, and gives the
 //! same values bit for bit. Uniforms take the top 24 bits of a
 //! word: u₁ ∈ (2⁻²⁴, 1], so |z| ≤ √(48 ln 2) ≈ 5.77 (the tail beyond has probability 8·10⁻⁹).
 
-use crate::chacha::Keystream;
+use super::chacha::Keystream;
 use crate::NoiseKey;
 
 /// Word groups (3 words, 4 values each) transformed per block of ChaCha20 output.
