@@ -1,4 +1,4 @@
-//! `--backend cpu|wgpu|cuda`: runs a job on the chosen [`Backend`]. GPU backends exist in builds
+//! `--backend cpu|wgpu|cuda`: runs a job on the chosen `tensor_kernels` backend. GPU backends exist in builds
 //! with the crate features `wgpu` / `cuda`; asking for one a build lacks is a clear error.
 
 use anyhow::Result;

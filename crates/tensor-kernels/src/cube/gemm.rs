@@ -356,63 +356,25 @@ impl<R: Runtime> Cube<R> {
         let (a, b, c) = (self.arg("gemm", "a", a, m * k), self.arg("gemm", "b", b, k * n), self.arg("gemm", "c", c, m * n));
         let (m, n, k) = (u32_of(m), u32_of(n), u32_of(k));
         let (a_rs, a_cs, b_rs, b_cs) = (u32_of(a_rs), u32_of(a_cs), u32_of(b_rs), u32_of(b_cs));
-        let client = &self.client;
+        // The strided kernels share their arguments; only the kernel, its grid and the tiled
+        // kernel's tile size differ.
+        macro_rules! launch_strided {
+            ($kernel:ident, $side:expr, $units:expr $(, $tile:expr)?) => {
+                $kernel::launch_unchecked::<f32, R>(
+                    &self.client,
+                    CubeCount::Static(n.div_ceil($side), m.div_ceil($side), 1),
+                    CubeDim::new_2d($units, $units),
+                    a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, alpha, beta $(, $tile)?
+                )
+            };
+        }
         // SAFETY: every index the kernels form is bounds-checked against m, n and k, which the
         // buffers were checked above to cover.
         unsafe {
             match self.kernels.gemm {
-                GemmKernel::Naive => gemm_naive::launch_unchecked::<f32, R>(
-                    client,
-                    CubeCount::Static(n.div_ceil(TILE), m.div_ceil(TILE), 1),
-                    CubeDim::new_2d(TILE, TILE),
-                    a,
-                    b,
-                    c,
-                    m,
-                    n,
-                    k,
-                    a_rs,
-                    a_cs,
-                    b_rs,
-                    b_cs,
-                    alpha,
-                    beta,
-                ),
-                GemmKernel::Tiled => gemm_tiled::launch_unchecked::<f32, R>(
-                    client,
-                    CubeCount::Static(n.div_ceil(TILE), m.div_ceil(TILE), 1),
-                    CubeDim::new_2d(TILE, TILE),
-                    a,
-                    b,
-                    c,
-                    m,
-                    n,
-                    k,
-                    a_rs,
-                    a_cs,
-                    b_rs,
-                    b_cs,
-                    alpha,
-                    beta,
-                    TILE,
-                ),
-                GemmKernel::RegisterBlocked => gemm_register_blocked::launch_unchecked::<f32, R>(
-                    client,
-                    CubeCount::Static(n.div_ceil(64), m.div_ceil(64), 1),
-                    CubeDim::new_2d(16, 16),
-                    a,
-                    b,
-                    c,
-                    m,
-                    n,
-                    k,
-                    a_rs,
-                    a_cs,
-                    b_rs,
-                    b_cs,
-                    alpha,
-                    beta,
-                ),
+                GemmKernel::Naive => launch_strided!(gemm_naive, TILE, TILE),
+                GemmKernel::Tiled => launch_strided!(gemm_tiled, TILE, TILE, TILE),
+                GemmKernel::RegisterBlocked => launch_strided!(gemm_register_blocked, 64, 16),
             }
         }
     }
