@@ -13,7 +13,7 @@ use backend::{dispatch, BackendName, OnBackend};
 use clap::{Args, Parser, Subcommand};
 use data::{DatasetKind, ImageSet};
 use pipeline::reproduce::Experiment;
-use pipeline::{ExperimentConfig, Overrides};
+use pipeline::{ExperimentConfig, OutDir, Overrides};
 use privacy::AccountantKind;
 use progress::Terminal;
 use tensor_kernels::{ImageOps, TrainingOps};
@@ -77,9 +77,13 @@ struct RunArgs {
     /// Data directory (default: config's data_dir, then $ALIGN_FL_DATA, then ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Output directory for report.json, report.md, figures and checkpoints.
-    #[arg(long, default_value = "runs/latest")]
-    out: PathBuf,
+    /// Output directory for report.json, report.md, figures and checkpoints [default: a new
+    /// folder runs/YYYY-MM-DD_HH-MM-SS (UTC), with runs/latest pointing to it].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace the run files an existing --out holds (without it, such an --out is refused).
+    #[arg(long, requires = "out")]
+    overwrite: bool,
     #[command(flatten)]
     machine: Machine,
     #[command(flatten)]
@@ -107,8 +111,14 @@ fn run_command(a: RunArgs) -> Result<()> {
         None => ExperimentConfig::default(),
     };
     a.overrides.apply(&mut cfg)?;
+    cfg.validate()?;
     a.machine.set_threads()?;
-    let job = RunJob { data_dir: cfg.data_dir(a.data_dir.as_deref()), cfg, out: a.out.clone() };
+    let out = match a.out {
+        Some(path) => OutDir::Given { path, overwrite: a.overwrite },
+        None => OutDir::Fresh { parent: PathBuf::from("runs") },
+    }
+    .prepare()?;
+    let job = RunJob { data_dir: cfg.data_dir(a.data_dir.as_deref()), cfg, out: out.clone() };
     let report = dispatch(a.machine.backend, job)?;
     for run in std::iter::once(&report.main).chain(report.baselines.values()) {
         let f = &run.final_metrics;
@@ -125,7 +135,7 @@ fn run_command(a: RunArgs) -> Result<()> {
     if let Some(note) = &report.fid_note {
         println!("FID not computed: {note}");
     }
-    println!("report: {}", a.out.join("report.md").display());
+    println!("report: {}", out.join("report.md").display());
     Ok(())
 }
 
@@ -335,7 +345,10 @@ enum PrivacyCommand {
 fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
     use privacy::{Accountant, DpEvent};
     match cmd {
-        PrivacyCommand::Epsilon { noise_multiplier, schedule: Schedule { sampling_rate, steps, delta, accountant, json } } => {
+        PrivacyCommand::Epsilon {
+            noise_multiplier,
+            schedule: Schedule { sampling_rate, steps, delta, accountant, json },
+        } => {
             let mut acc = accountant.make();
             acc.compose(DpEvent::PoissonSampledGaussian { sampling_rate, noise_multiplier, steps })?;
             let eps = acc.epsilon(delta)?;
@@ -349,9 +362,15 @@ fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
                 println!("ε = {:.6} at δ = {delta:e}{order}, {} accountant", eps.epsilon, accountant.name());
             }
         }
-        PrivacyCommand::Calibrate { target_epsilon, schedule: Schedule { sampling_rate, steps, delta, accountant, json } } => {
+        PrivacyCommand::Calibrate {
+            target_epsilon,
+            schedule: Schedule { sampling_rate, steps, delta, accountant, json },
+        } => {
             let (sigma, eps) =
                 privacy::calibrate_noise_multiplier(accountant, target_epsilon, delta, sampling_rate, steps)?;
+            if let Some(warning) = privacy::implausible_noise(sigma, target_epsilon, delta) {
+                eprintln!("{warning}");
+            }
             if json {
                 println!("{}", serde_json::json!({"noise_multiplier": sigma, "epsilon": eps}));
             } else {

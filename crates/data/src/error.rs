@@ -58,6 +58,18 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A data directory's own checksum list lacks a file.
+    #[error(
+        "{list} has no line for {key}: every file of a data directory with its own list needs one \
+         (`align-fl data subset` writes it), so the file cannot be checked. Add `<sha256>  {key}`, or \
+         delete the list to check the files against the registry's digests"
+    )]
+    ChecksumMissing {
+        /// The list.
+        list: PathBuf,
+        /// The `<dataset>/<file>` it lacks.
+        key: String,
+    },
     /// Images and labels disagree.
     #[error("{images} holds {n_images} images but {labels} holds {n_labels} labels")]
     CountMismatch {

@@ -18,19 +18,60 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a file's bytes, decompressing gzip when the file starts with the gzip magic.
+/// The largest IDX file read (header and data): 512 MiB, ten times the largest file of the
+/// registry (MNIST's 47 MB training images).
+pub const MAX_IDX_BYTES: usize = 512 << 20;
+
+/// The length of the IDX file whose first bytes are `start` (header plus the data its sizes
+/// promise), or None when `start` does not yet hold the whole header. Errors when the sizes
+/// overflow or exceed [`MAX_IDX_BYTES`].
+fn declared_len(start: &[u8], path: &Path) -> Result<Option<usize>, DataError> {
+    let Some(&ndim) = start.get(3) else { return Ok(None) };
+    let header = 4 + 4 * usize::from(ndim);
+    if start.len() < header {
+        return Ok(None);
+    }
+    let data = (0..usize::from(ndim)).try_fold(1usize, |acc, d| {
+        acc.checked_mul(u32::from_be_bytes(start[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
+    });
+    match data.and_then(|n| n.checked_add(header)) {
+        Some(total) if total <= MAX_IDX_BYTES => Ok(Some(total)),
+        _ => Err(DataError::CorruptIdx {
+            path: path.to_owned(),
+            reason: format!("its header declares more than the {} MiB limit of an IDX file", MAX_IDX_BYTES >> 20),
+        }),
+    }
+}
+
+/// Reads a file's bytes, decompressing gzip when the file starts with the gzip magic. The
+/// decompressed stream is read no further than the length its IDX header declares (plus one byte,
+/// to tell a longer stream), so a gzip bomb is refused after a few bytes, not gigabytes.
 pub fn read_decompressed(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| DataError::CorruptIdx {
-            path: path.to_owned(),
-            reason: format!("gzip stream is damaged or truncated ({e})"),
-        })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let damaged = |e: std::io::Error| DataError::CorruptIdx {
+        path: path.to_owned(),
+        reason: format!("gzip stream is damaged or truncated ({e})"),
+    };
+    let mut stream = GzDecoder::new(&raw[..]);
+    // The magic and the number of dimensions, then the sizes: at most 4 + 4·255 bytes.
+    let mut out = Vec::new();
+    (&mut stream).take(4).read_to_end(&mut out).map_err(damaged)?;
+    if let Some(&ndim) = out.get(3) {
+        (&mut stream).take(4 * u64::from(ndim)).read_to_end(&mut out).map_err(damaged)?;
+    }
+    let Some(total) = declared_len(&out, path)? else { return Ok(out) };
+    let remaining = (total - out.len()) as u64;
+    (&mut stream).take(remaining + 1).read_to_end(&mut out).map_err(damaged)?;
+    if out.len() > total {
+        return Err(DataError::CorruptIdx {
+            path: path.to_owned(),
+            reason: format!("it decompresses to more than the {total} bytes its IDX header declares"),
+        });
+    }
+    Ok(out)
 }
 
 /// Parses IDX bytes, checking the magic, the number of dimensions and that the payload length
@@ -99,6 +140,32 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         encode(&IdxArray { dims: vec![2, 2, 3], data: (0..12).collect() })
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        crate::registry::gzip(bytes)
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_after_its_header() {
+        let dir = std::env::temp_dir().join(format!("idx-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A header for 2 × 2 × 3 bytes, then 64 MiB of zeros: 64 KiB compressed.
+        let mut bomb = sample();
+        bomb.resize(bomb.len() + (64 << 20), 0);
+        let path = dir.join("bomb.gz");
+        std::fs::write(&path, gzip(&bomb)).unwrap();
+        let e = read_decompressed(&path).unwrap_err().to_string();
+        assert!(e.contains("bomb.gz") && e.contains("more than the 28 bytes its IDX header declares"), "{e}");
+        // A header that declares more than the limit is refused before any data is read.
+        let huge = encode(&IdxArray { dims: vec![1 << 20, 1 << 10], data: Vec::new() });
+        std::fs::write(&path, gzip(&huge)).unwrap();
+        let e = read_decompressed(&path).unwrap_err().to_string();
+        assert!(e.contains("512 MiB limit"), "{e}");
+        // A well-formed file reads back whole.
+        std::fs::write(&path, gzip(&sample())).unwrap();
+        assert_eq!(read_decompressed(&path).unwrap(), sample());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl ImageSet {
 
 /// One decoded PNG: (height, width, channels (1 or 3), values in [0, 1]).
 fn read_png(path: &Path) -> Result<(usize, usize, usize, Vec<f32>), DataError> {
-    let unreadable = |e: png::DecodingError| DataError::Images { path: path.into(), reason: format!("not a readable PNG ({e})") };
+    let unreadable =
+        |e: png::DecodingError| DataError::Images { path: path.into(), reason: format!("not a readable PNG ({e})") };
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     // Palette and low-bit images expand to 8 bits; 16-bit samples stay 16-bit.

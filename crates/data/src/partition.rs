@@ -134,6 +134,15 @@ impl PartitionSpec {
     ) -> Result<Partition, DataError> {
         self.validate()?;
         let mut rng = ChaCha20Rng::seed_from_u64(self.seed);
+        let largest =
+            self.client_classes.iter().flatten().map(|&c| train.labels.iter().filter(|&&l| l == c).count()).max();
+        if let Some(largest) = largest.filter(|&m| m < self.samples_per_class) {
+            return Err(DataError::Partition(format!(
+                "samples_per_class is {} but no client class has more than {largest} training images: lower \
+                 partition.samples_per_class (the paper takes up to 6000 per class, all a class has when fewer)",
+                self.samples_per_class
+            )));
+        }
         let mut clients = Vec::with_capacity(self.client_classes.len());
         for (k, classes) in self.client_classes.iter().enumerate() {
             let mut samples = Samples::empty();
@@ -190,6 +199,16 @@ impl PartitionSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_samples_per_class_than_any_class_holds_is_refused() {
+        let spec = PartitionSpec { samples_per_class: 1_000_000, outliers: 0, ..PartitionSpec::paper(1) };
+        let e = spec.cut(&fake(30, 1), &fake(10, 2), &fake(10, 3)).unwrap_err().to_string();
+        assert!(e.contains("samples_per_class is 1000000") && e.contains("more than 30"), "{e}");
+        // Up to what a class holds is the protocol: 6000 asked, 30 given, no error.
+        let spec = PartitionSpec { samples_per_class: 30, outliers: 0, ..PartitionSpec::paper(1) };
+        assert_eq!(spec.cut(&fake(30, 1), &fake(10, 2), &fake(10, 3)).unwrap().clients[0].samples.len(), 60);
+    }
 
     /// Synthetic split with `per_class` images of each class; pixel 0 encodes the index.
     fn fake(per_class: usize, tag: u8) -> LabelledImages {

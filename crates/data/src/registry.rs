@@ -154,19 +154,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Expected digests for a data directory: its own `SHA256SUMS` when present, else the registry.
-fn expected_digest(dir: &Path, kind: DatasetKind, file: &str) -> Result<Option<String>, DataError> {
+/// The expected digest of `file`: from the data directory's own `SHA256SUMS` when present (which
+/// must then have a line for every file: a missing line is an error, never a skipped check), else
+/// from the registry.
+fn expected_digest(dir: &Path, kind: DatasetKind, file: &str) -> Result<String, DataError> {
     let list = dir.join(CHECKSUM_LIST);
+    let key = format!("{}/{}", kind.dir_name(), file);
     if list.is_file() {
         let text = std::fs::read_to_string(&list).map_err(|e| DataError::io(&list, e))?;
-        let key = format!("{}/{}", kind.dir_name(), file);
-        return Ok(text.lines().find_map(|l| {
-            let mut parts = l.split_whitespace();
-            let digest = parts.next()?;
-            (parts.next()? == key).then(|| digest.to_owned())
-        }));
+        return text
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.split_whitespace();
+                let digest = parts.next()?;
+                (parts.next()? == key).then(|| digest.to_owned())
+            })
+            .ok_or(DataError::ChecksumMissing { list, key });
     }
-    Ok(kind.files().find(|(f, _)| *f == file).map(|(_, h)| h.to_owned()))
+    Ok(kind.files().find(|(f, _)| *f == file).map(|(_, h)| h.to_owned()).expect("a file of the registry"))
 }
 
 /// Reads one file, checks its checksum and parses it.
@@ -179,11 +184,10 @@ fn load_file(dir: &Path, kind: DatasetKind, file: &str, ndim: usize) -> Result<(
         dir: dir.to_owned(),
     })?;
     let bytes = idx::read_decompressed(&path)?;
-    if let Some(expected) = expected_digest(dir, kind, file)? {
-        let actual = sha256_hex(&bytes);
-        if actual != expected {
-            return Err(DataError::Checksum { path, expected, actual });
-        }
+    let expected = expected_digest(dir, kind, file)?;
+    let actual = sha256_hex(&bytes);
+    if actual != expected {
+        return Err(DataError::Checksum { path, expected, actual });
     }
     let array = idx::parse(&bytes, &path, ndim)?;
     Ok((path, array))
@@ -194,6 +198,13 @@ pub fn load_split(dir: &Path, kind: DatasetKind, split: Split) -> Result<Labelle
     let (img_name, lbl_name) = kind.file_names(split);
     let (img_path, images) = load_file(dir, kind, img_name, 3)?;
     let (lbl_path, labels) = load_file(dir, kind, lbl_name, 1)?;
+    check_split(&img_path, &images, &lbl_path, &labels)?;
+    Ok(LabelledImages { pixels: images.data, labels: labels.data })
+}
+
+/// A split's images are 28 × 28, as many as its labels, and every label lies in 0–9.
+fn check_split(img_path: &Path, images: &IdxArray, lbl_path: &Path, labels: &IdxArray) -> Result<(), DataError> {
+    let (img_path, lbl_path) = (img_path.to_owned(), lbl_path.to_owned());
     if images.dims[1] != IMAGE_SIDE || images.dims[2] != IMAGE_SIDE {
         return Err(DataError::CorruptIdx {
             path: img_path,
@@ -211,7 +222,7 @@ pub fn load_split(dir: &Path, kind: DatasetKind, split: Split) -> Result<Labelle
     if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
         return Err(DataError::CorruptIdx { path: lbl_path, reason: format!("label {bad} outside 0–9") });
     }
-    Ok(LabelledImages { pixels: images.data, labels: labels.data })
+    Ok(())
 }
 
 /// Outcome of verifying one file.
@@ -223,17 +234,36 @@ pub struct FileCheck {
     pub result: Result<PathBuf, String>,
 }
 
-/// Verifies every file of `kind` in `dir` (presence, checksum, IDX header).
+/// Verifies every file of `kind` in `dir` with the checks a run makes: presence, checksum, IDX
+/// header, and for each split that its images are 28 × 28, that it holds as many labels as
+/// images, and that every label lies in 0–9 (a failure of these is reported on the labels file).
 pub fn verify(dir: &Path, kind: DatasetKind) -> Vec<FileCheck> {
-    kind.files()
-        .map(|(file, _)| {
-            let ndim = if file.contains("idx3") { 3 } else { 1 };
-            FileCheck {
-                name: format!("{}/{}", kind.dir_name(), file),
-                result: load_file(dir, kind, file, ndim).map(|(p, _)| p).map_err(|e| e.to_string()),
+    let mut checks = Vec::new();
+    for split in [Split::Train, Split::Test] {
+        let (img_name, lbl_name) = kind.file_names(split);
+        let name = |file: &str| format!("{}/{}", kind.dir_name(), file);
+        let images = load_file(dir, kind, img_name, 3);
+        let labels = load_file(dir, kind, lbl_name, 1);
+        match (images, labels) {
+            (Ok((img_path, images)), Ok((lbl_path, labels))) => {
+                let pair = check_split(&img_path, &images, &lbl_path, &labels);
+                checks.push(FileCheck { name: name(img_name), result: Ok(img_path) });
+                checks.push(FileCheck {
+                    name: name(lbl_name),
+                    result: pair.map(|()| lbl_path).map_err(|e| e.to_string()),
+                });
             }
-        })
-        .collect()
+            (images, labels) => {
+                for (file, result) in [(img_name, images), (lbl_name, labels)] {
+                    checks.push(FileCheck {
+                        name: name(file),
+                        result: result.map(|(p, _)| p).map_err(|e| e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+    checks
 }
 
 /// Fills `dir/<dataset>/` with the dataset's `.gz` files, copied from `from` (a directory that
@@ -332,10 +362,48 @@ mod tests {
             sha256_hex(&imgs),
             sha256_hex(&lbls)
         );
-        std::fs::write(dir.join(CHECKSUM_LIST), list).unwrap();
+        std::fs::write(dir.join(CHECKSUM_LIST), &list).unwrap();
         let split = load_split(&dir, DatasetKind::Mnist, Split::Test).unwrap();
         assert_eq!(split.labels, vec![3, 4]);
         assert_eq!(split.image(1)[0], 7);
+        // A list without a line for a file does not switch that file's check off.
+        let without_labels: String = list.lines().take(1).map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.join(CHECKSUM_LIST), without_labels).unwrap();
+        let e = load_split(&dir, DatasetKind::Mnist, Split::Test).unwrap_err();
+        assert!(e.to_string().contains("no line for mnist/t10k-labels-idx1-ubyte"), "{e}");
+        let checks = verify(&dir, DatasetKind::Mnist);
+        let labels = checks.iter().find(|c| c.name == "mnist/t10k-labels-idx1-ubyte").unwrap();
+        assert!(labels.result.as_ref().unwrap_err().contains("no line"), "{labels:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn verify_runs_the_checks_a_run_makes() {
+        let dir = std::env::temp_dir().join(format!("registry-verify-{}", std::process::id()));
+        let ds = dir.join("mnist");
+        std::fs::create_dir_all(&ds).unwrap();
+        let imgs = idx::encode(&IdxArray { dims: vec![2, 28, 28], data: vec![7; 2 * 784] });
+        let write = |labels: Vec<u8>| {
+            let lbls = idx::encode(&IdxArray { dims: vec![labels.len()], data: labels });
+            std::fs::write(ds.join("t10k-images-idx3-ubyte"), &imgs).unwrap();
+            std::fs::write(ds.join("t10k-labels-idx1-ubyte"), &lbls).unwrap();
+            let list = format!(
+                "{}  mnist/t10k-images-idx3-ubyte\n{}  mnist/t10k-labels-idx1-ubyte\n",
+                sha256_hex(&imgs),
+                sha256_hex(&lbls)
+            );
+            std::fs::write(dir.join(CHECKSUM_LIST), list).unwrap();
+        };
+        let labels_check = || {
+            let checks = verify(&dir, DatasetKind::Mnist);
+            checks.into_iter().find(|c| c.name == "mnist/t10k-labels-idx1-ubyte").unwrap().result
+        };
+        write(vec![3, 200]);
+        assert!(labels_check().unwrap_err().contains("label 200 outside 0–9"));
+        write(vec![3, 4, 5]);
+        assert!(labels_check().unwrap_err().contains("holds 2 images but"));
+        write(vec![3, 4]);
+        assert!(labels_check().is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -203,7 +203,7 @@ impl<B: TrainingOps> Client<B> {
             round,
             num_samples: self.num_samples(),
             payload,
-            train_loss: loss,
+            train_loss: privacy.is_none().then_some(loss),
             privacy,
         })
     }

@@ -27,12 +27,14 @@ pub struct ClientUpdate {
     pub client_id: usize,
     /// 1-based round.
     pub round: usize,
-    /// Training samples the client holds (FedAvg's weight).
+    /// Training samples the client holds (FedAvg's weight). Under DP-SGD the accountant treats
+    /// it as public, as its sampling rate q = batch / N does.
     pub num_samples: usize,
     /// The model part being shared.
     pub payload: UpdatePayload,
-    /// Local training loss of the round's last epoch.
-    pub train_loss: Loss,
+    /// Local training loss of the round's last epoch; None under DP-SGD, where an un-noised loss
+    /// of the private data is no part of what the accountant covers.
+    pub train_loss: Option<Loss>,
     /// Privacy spent so far, for clients trained with DP-SGD.
     pub privacy: Option<privacy::PrivacySpent>,
 }

@@ -26,8 +26,8 @@ pub struct RoundOutcome {
     pub round: usize,
     /// Bytes of all encoded client updates.
     pub uplink_bytes: usize,
-    /// Each client's last-epoch training loss.
-    pub client_losses: Vec<Loss>,
+    /// Each client's last-epoch training loss, as its update reports it (None under DP-SGD).
+    pub client_losses: Vec<Option<Loss>>,
     /// What the server did.
     pub server: ServerStats,
     /// Each client's privacy report (DP-SGD clients only).

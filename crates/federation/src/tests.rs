@@ -37,7 +37,7 @@ fn decoder_update() -> ClientUpdate {
             weights: vae.decoder().weights(),
             prior: LatentPrior::StandardNormal { dim: 2 },
         },
-        train_loss: Loss::default(),
+        train_loss: Some(Loss::default()),
         privacy: None,
     }
 }

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use tensor_kernels::{ImageOps, ImageShape};
 use vae::{Decoder, LatentPrior};
 
-use crate::{frechet_distance, FeatureStats, Inception, MetricsError, INCEPTION_SHA256};
+use crate::{frechet_distance, FeatureStats, Inception, MetricsError};
 
 /// Hears how many images of a set have passed through Inception.
 pub trait FeatureProgress {
@@ -50,19 +50,10 @@ impl FeatureStats {
     }
 }
 
-/// Checks a weights file: its SHA-256, then every tensor's name and shape.
+/// Checks a weights file: its SHA-256, then every tensor's name, shape and finiteness (as
+/// every [`Inception::load`] does).
 pub fn verify_inception_weights<B: ImageOps>(backend: &B, path: &Path) -> Result<(), MetricsError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| MetricsError::Io { path: path.display().to_string(), reason: e.to_string() })?;
-    let digest = data::sha256_hex(&bytes);
-    if digest != INCEPTION_SHA256 {
-        return Err(MetricsError::Weights(format!(
-            "{}: sha256 {digest}, expected {INCEPTION_SHA256}: the file is damaged or holds different weights, \
-             and FIDs computed with it would not be comparable; replace it",
-            path.display()
-        )));
-    }
-    Inception::from_bytes(backend, &bytes, path).map(drop)
+    Inception::load(backend, path).map(drop)
 }
 
 /// FID of decoders against one set of real images: Inception loaded once and the real images'

@@ -152,14 +152,24 @@ pub struct Inception<B: ImageOps> {
 pub type Tap<'a, B> = dyn FnMut(&str, ImageShape, &<B as Backend>::Buffer) + 'a;
 
 impl<B: ImageOps> Inception<B> {
-    /// Loads `path`, checking every tensor's name and shape, and folds each batch normalisation
-    /// into its convolution: w′ = w / √(var + 10⁻³), b′ = β − mean / √(var + 10⁻³).
+    /// Loads `path`: its SHA-256 must be the published [`INCEPTION_SHA256`] (so every FID is
+    /// computed with the same network), then [`Inception::from_bytes`].
     pub fn load(backend: &B, path: &Path) -> Result<Self, MetricsError> {
         let bytes = std::fs::read(path).map_err(|e| MetricsError::Weights(format!("{}: {e}", path.display())))?;
+        let digest = data::sha256_hex(&bytes);
+        if digest != INCEPTION_SHA256 {
+            return Err(MetricsError::Weights(format!(
+                "{}: sha256 {digest}, expected {INCEPTION_SHA256}: the file is damaged or holds different weights, \
+                 and FIDs computed with it would not be comparable; replace it",
+                path.display()
+            )));
+        }
         Self::from_bytes(backend, &bytes, path)
     }
 
-    /// [`Inception::load`] from the file's bytes, already read from `path` (named in errors).
+    /// The network from a weights file's bytes (read from `path`, named in errors), checking every
+    /// tensor's name and shape and that every value is finite, and folding each batch
+    /// normalisation into its convolution: w′ = w / √(var + 10⁻³), b′ = β − mean / √(var + 10⁻³).
     pub fn from_bytes(backend: &B, bytes: &[u8], path: &Path) -> Result<Self, MetricsError> {
         let file = SafeTensors::deserialize(bytes)
             .map_err(|e| MetricsError::Weights(format!("{}: not a safetensors file ({e})", path.display())))?;
@@ -180,6 +190,22 @@ impl<B: ImageOps> Inception<B> {
             let beta = tensor(&file, path, &format!("{}.beta", spec.name), &[out])?;
             let mean = tensor(&file, path, &format!("{}.mean", spec.name), &[out])?;
             let var = tensor(&file, path, &format!("{}.var", spec.name), &[out])?;
+            for (what, values) in [("weight", &weight), ("beta", &beta), ("mean", &mean), ("var", &var)] {
+                if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+                    return Err(MetricsError::Weights(format!(
+                        "{}: {}.{what} holds {v}: the weights are damaged; replace the file",
+                        path.display(),
+                        spec.name
+                    )));
+                }
+            }
+            if let Some(v) = var.iter().find(|&&v| v + BN_EPSILON <= 0.0) {
+                return Err(MetricsError::Weights(format!(
+                    "{}: {}.var holds {v}, a negative variance: the weights are damaged; replace the file",
+                    path.display(),
+                    spec.name
+                )));
+            }
             let scale: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPSILON).sqrt()).collect();
             let bias: Vec<f32> = (0..out).map(|o| beta[o] - mean[o] * scale[o]).collect();
             // [out, in, kh, kw] → [kh, kw, in, out], scaled per output channel.
@@ -315,7 +341,14 @@ impl<B: ImageOps> Inception<B> {
     /// Layer `name` into channels `slot` of `out`.
     fn conv_into(&self, name: &str, x: &B::Buffer, s: ImageShape, out: &mut B::Buffer, slot: ChannelSlot) {
         let l = self.layer(name);
-        self.backend.conv2d(x, s, l.conv, ConvLayer { weight: &l.weight, bias: &l.bias, act: Activation::Relu }, out, slot);
+        self.backend.conv2d(
+            x,
+            s,
+            l.conv,
+            ConvLayer { weight: &l.weight, bias: &l.bias, act: Activation::Relu },
+            out,
+            slot,
+        );
     }
 
     /// Layers `names` in sequence, the last into channels `slot` of `out`.
@@ -493,9 +526,11 @@ mod tests {
         let path = dir.join(INCEPTION_FILE);
         std::fs::write(&path, bytes).unwrap();
         let wrong = Inception::load(&Cpu::new(), &path).err().expect("refused").to_string();
+        assert!(wrong.contains("expected 94ca3ab5"), "loading checks the digest first: {wrong}");
+        let bytes = std::fs::read(&path).unwrap();
+        let wrong = Inception::from_bytes(&Cpu::new(), &bytes, &path).err().expect("refused").to_string();
         assert!(wrong.contains("1 tensors, expected 376"), "{wrong}");
-        std::fs::write(&path, b"not safetensors").unwrap();
-        let corrupt = Inception::load(&Cpu::new(), &path).err().expect("refused").to_string();
+        let corrupt = Inception::from_bytes(&Cpu::new(), b"not safetensors", &path).err().expect("refused").to_string();
         assert!(corrupt.contains("not a safetensors file"), "{corrupt}");
         // A folder holding the file is accepted.
         assert_eq!(locate_inception_weights(Some(&dir)).unwrap(), path);

@@ -99,3 +99,27 @@ fn activations_and_features_match_the_reference() {
         assert!(err < 1e-4, "features[{i}]: relative L2 error {err}");
     }
 }
+
+/// Weights holding a NaN are refused on every load: by their digest through `load`, and by the
+/// finiteness check through `from_bytes` (which gave FID 0.0 for MNIST against Fashion-MNIST
+/// before the check).
+#[test]
+fn weights_holding_nan_are_refused() {
+    let Some(dir) = shared() else { return };
+    let path = dir.join("models").join(INCEPTION_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let offset = {
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let t = file.tensor("mixed_9.tower_mixed_conv_1.weight").unwrap();
+        t.data().as_ptr() as usize - bytes.as_ptr() as usize
+    };
+    bytes[offset..offset + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let damaged = std::env::temp_dir().join(format!("align-fl-nan-weights-{}.safetensors", std::process::id()));
+    std::fs::write(&damaged, &bytes).unwrap();
+    let cpu = Cpu::new();
+    let e = Inception::load(&cpu, &damaged).err().expect("refused by the digest").to_string();
+    assert!(e.contains("sha256") && e.contains("replace it"), "{e}");
+    let e = Inception::from_bytes(&cpu, &bytes, &damaged).err().expect("refused as non-finite").to_string();
+    assert!(e.contains("mixed_9.tower_mixed_conv_1.weight holds NaN"), "{e}");
+    std::fs::remove_file(&damaged).unwrap();
+}

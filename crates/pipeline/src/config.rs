@@ -282,6 +282,9 @@ pub struct PrivacyConfig {
     pub lambda_lip: f32,
     /// LCD-VAE: the network the penalty constrains ("decoder", the paper's; or "encoder").
     pub lipschitz_at: PenaltyTarget,
+    /// DP-SGD: still write the outlier figure, which shows client 0's raw training images (the
+    /// report then says so).
+    pub show_training_images: bool,
 }
 
 impl PrivacyConfig {
@@ -332,6 +335,7 @@ impl Default for PrivacyConfig {
             scope: GradientScope::WholeModel,
             lambda_lip: 0.1,
             lipschitz_at: PenaltyTarget::Decoder,
+            show_training_images: false,
         }
     }
 }
@@ -437,6 +441,12 @@ impl ExperimentConfig {
             self.client.prior
         };
         PriorFit { kind, gmm_components: self.client.gmm_components }
+    }
+
+    /// Whether a run writes the outlier figure, which shows client 0's raw training images: not
+    /// under DP-SGD unless `privacy.show_training_images` asks for it.
+    pub fn writes_outlier_figure(&self) -> bool {
+        self.partition.outliers > 0 && (self.privacy.mechanism != Mechanism::DpSgd || self.privacy.show_training_images)
     }
 
     /// The data directory: `flag`, else this config's `data_dir`, else `$ALIGN_FL_DATA`, else
@@ -596,7 +606,10 @@ mod tests {
         check(&|c| c.model.latent = 0, "latent size is 0");
         check(&|c| c.rounds = 0, "rounds is 0");
         check(&|c| c.client.learning_rate = f32::NAN, "client.learning_rate");
-        check(&|c| c.privacy = PrivacyConfig { mechanism: Mechanism::DpSgd, epsilon: 0.0, ..c.privacy.clone() }, "privacy.epsilon is 0");
+        check(
+            &|c| c.privacy = PrivacyConfig { mechanism: Mechanism::DpSgd, epsilon: 0.0, ..c.privacy.clone() },
+            "privacy.epsilon is 0",
+        );
         check(
             &|c| c.client_models = vec![ModelConfig { latent: 3, ..ModelConfig::default() }],
             "FedAvg/FedProx cannot average",

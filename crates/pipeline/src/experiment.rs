@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use data::{ImageSet, Partition, Samples};
-use federation::{derive_seed, AlignFl, AlignFlSettings, Client, ClientPrivacy, FedAvg, Federation, LocalTraining, Stream};
+use federation::{
+    derive_seed, AlignFl, AlignFlSettings, Client, ClientPrivacy, FedAvg, Federation, LocalTraining, Stream,
+};
 use metrics::FidScorer;
 use privacy::DpSgd;
 use rand::SeedableRng;
@@ -16,7 +18,7 @@ use tensor_kernels::{ImageOps, TrainingOps};
 use vae::{LatentPrior, TrainOptions, Vae};
 
 use crate::config::{ExperimentConfig, Mechanism, StrategyKind};
-use crate::error::create_dir;
+use crate::error::{create_dir, replace_with};
 use crate::figures::FigureKind;
 use crate::observer::Observer;
 use crate::report::{self, FinalMetrics, OutlierReport, PrivacyReport, Report, RoundRecord, StrategyRun};
@@ -120,7 +122,9 @@ fn calibrate_clients(cfg: &ExperimentConfig, partition: &Partition) -> Result<Ha
             let q = batch as f64 / n as f64;
             let steps = (n.div_ceil(batch) * cfg.client.local_epochs * cfg.rounds) as u64;
             let (sigma, _) = privacy::calibrate_noise_multiplier(dp.accountant, dp.epsilon, dp.delta, q, steps)
-                .map_err(|e| PipelineError::from(e).within(format!("calibrating the noise for a client with {n} samples")))?;
+                .map_err(|e| {
+                    PipelineError::from(e).within(format!("calibrating the noise for a client with {n} samples"))
+                })?;
             Ok((n, sigma))
         })
         .collect()
@@ -145,6 +149,21 @@ fn dp_sgd_for(
 
 /// Distance between the latent pairs of the pairwise Lipschitz estimate.
 const PAIRWISE_RADIUS: f32 = 0.05;
+
+/// A warning when the final global model scores near chance on the evaluation set (within 1.5×
+/// the share of its most common class): training collapsed, whatever the loss says.
+fn collapse_warning(strategy: StrategyKind, accuracy: f64, eval: &Samples) -> Option<String> {
+    let mut counts = [0usize; 256];
+    eval.labels.iter().for_each(|&l| counts[usize::from(l)] += 1);
+    let chance = counts.iter().copied().max().unwrap_or(0) as f64 / eval.labels.len().max(1) as f64;
+    (accuracy <= 1.5 * chance).then(|| {
+        format!(
+            "warning: {}'s global model collapsed: final accuracy {accuracy:.4} is near chance ({chance:.4}); \
+             check the learning rates (client.learning_rate, server.learning_rate) and β",
+            strategy.as_str()
+        )
+    })
+}
 
 /// What the global model scores on the evaluation set.
 struct Evaluation {
@@ -174,7 +193,8 @@ fn outlier_analysis<B: TrainingOps + ImageOps>(
     partition: &Partition,
     strategy: StrategyKind,
     out: &Path,
-) -> Result<Option<(OutlierReport, String)>> {
+    with_figure: bool,
+) -> Result<Option<(OutlierReport, Option<String>)>> {
     let c0 = &partition.clients[0];
     if c0.outliers == 0 {
         return Ok(None);
@@ -204,9 +224,12 @@ fn outlier_analysis<B: TrainingOps + ImageOps>(
     for source in [outliers, &client_recon[..], &global_recon[..]] {
         grid.extend_from_slice(&source[..shown * dim]);
     }
+    if !with_figure {
+        return Ok(Some((report, None)));
+    }
     let figure = FigureKind::Outliers.of_strategy(strategy);
     metrics::sample_grid(&out.join(&figure), &grid, data::IMAGE_SIDE, shown)?;
-    Ok(Some((report, figure)))
+    Ok(Some((report, Some(figure))))
 }
 
 /// What every strategy of one experiment shares.
@@ -245,7 +268,7 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
         })?;
         let global = fed.global_model();
         let e = evaluate(global, &partition.eval, cfg.seed)?;
-        vae::save_checkpoint(&checkpoint, global.config(), &global.weights())?;
+        replace_with(&checkpoint, |partial| Ok(vae::save_checkpoint(partial, global.config(), &global.weights())?))?;
         let wanted = outcome.round == cfg.rounds || (cfg.fid.every > 0 && outcome.round % cfg.fid.every == 0);
         let fid = match fid.filter(|_| wanted) {
             Some(scorer) => Some(scorer.score(
@@ -264,7 +287,7 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
             lipschitz_pairwise: e.pairwise,
             uplink_bytes: outcome.uplink_bytes,
             seconds: t0.elapsed().as_secs_f64(),
-            client_loss: outcome.client_losses.iter().map(|l| l.total).collect(),
+            client_loss: outcome.client_losses.iter().map(|l| l.map(|l| l.total)).collect(),
             server_loss: outcome.server.train_loss.map(|l| l.total),
             synthetic_samples: outcome.server.synthetic_samples,
             fid,
@@ -276,11 +299,14 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
     }
     bars.finished();
     let mut figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, strategy, out)?;
-    let outliers = outlier_analysis(&mut fed, partition, strategy, out)?.map(|(report, figure)| {
-        figures.push(figure);
-        report
-    });
+    let outliers =
+        outlier_analysis(&mut fed, partition, strategy, out, cfg.writes_outlier_figure())?.map(|(report, figure)| {
+            figures.extend(figure);
+            report
+        });
     let last = rounds.last().expect("at least one round");
+    let warnings: Vec<String> = collapse_warning(strategy, last.accuracy, &partition.eval).into_iter().collect();
+    warnings.iter().for_each(|w| observer.note(w));
     Ok(StrategyRun {
         strategy,
         final_metrics: FinalMetrics {
@@ -297,6 +323,7 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
         figures,
         client_privacy: last_privacy.into_iter().flatten().collect(),
         outliers,
+        warnings,
     })
 }
 
@@ -327,10 +354,19 @@ pub fn run_experiment<B: TrainingOps + ImageOps>(
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<Report> {
-    cfg.validate()?;
+    check_before_work(cfg)?;
     let partition = load_partition(cfg, data_dir)?;
     let fid = Fid::prepare(backend, cfg, &partition, observer)?;
     run_on_partition(backend, cfg, &Prepared { data_dir, partition: &partition, fid: &fid }, out, observer)
+}
+
+/// The checks that need no data: the configuration is valid and fits the machine's memory.
+fn check_before_work(cfg: &ExperimentConfig) -> Result<()> {
+    cfg.validate()?;
+    match crate::available_memory() {
+        Some(available) => cfg.check_memory(available),
+        None => Ok(()),
+    }
 }
 
 /// FID of a run's global decoder against its evaluation images, or why it is not computed.
@@ -405,7 +441,7 @@ pub fn run_on_partition<B: TrainingOps + ImageOps>(
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<Report> {
-    cfg.validate()?;
+    check_before_work(cfg)?;
     let total = Instant::now();
     create_dir(out)?;
     let partition = prepared.partition;
@@ -427,6 +463,11 @@ pub fn run_on_partition<B: TrainingOps + ImageOps>(
         fid: prepared.fid.scorer(),
         observer,
     };
+    for &sigma in shared.sigmas.values() {
+        if let Some(warning) = privacy::implausible_noise(sigma, cfg.privacy.epsilon, cfg.privacy.delta) {
+            observer.note(&warning);
+        }
+    }
     let main = run_strategy(&shared, cfg.strategy)?;
     let mut baselines = BTreeMap::new();
     for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
@@ -437,7 +478,7 @@ pub fn run_on_partition<B: TrainingOps + ImageOps>(
         backend: backend.name().to_string(),
         threads: rayon::current_num_threads(),
         data_dir: prepared.data_dir.display().to_string(),
-        privacy: privacy_report(cfg, &main),
+        privacy: privacy_report(cfg, &main, &baselines)?,
         main,
         baselines,
         total_wall_seconds: total.elapsed().as_secs_f64(),
@@ -447,22 +488,54 @@ pub fn run_on_partition<B: TrainingOps + ImageOps>(
     Ok(report)
 }
 
-/// The report's `privacy` object: None without a mechanism.
-fn privacy_report(cfg: &ExperimentConfig, main: &StrategyRun) -> Option<PrivacyReport> {
+/// The report's `privacy` object: None without a mechanism. Under DP-SGD every strategy's
+/// clients train on the same private data, so each client's release is composed over the main
+/// strategy and the baselines.
+fn privacy_report(
+    cfg: &ExperimentConfig,
+    main: &StrategyRun,
+    baselines: &BTreeMap<StrategyKind, StrategyRun>,
+) -> Result<Option<PrivacyReport>> {
     let dp = &cfg.privacy;
     let prior = cfg.prior().kind;
-    match dp.mechanism {
+    Ok(match dp.mechanism {
         Mechanism::None => None,
-        Mechanism::DpSgd => Some(PrivacyReport::DpSgd {
-            target_epsilon: dp.epsilon,
-            delta: dp.delta,
-            dp_scope: dp.scope,
-            prior,
-            guarantee_holds: main.client_privacy.iter().all(|c| c.guarantee_holds),
-            clients: main.client_privacy.clone(),
-        }),
+        Mechanism::DpSgd => {
+            let runs: Vec<&StrategyRun> = std::iter::once(main).chain(baselines.values()).collect();
+            let release = (0..main.client_privacy.len())
+                .map(|k| {
+                    let parts: Vec<privacy::PrivacySpent> = runs.iter().map(|r| r.client_privacy[k].clone()).collect();
+                    privacy::ComposedPrivacy::of(&parts)
+                        .map_err(|e| PipelineError::from(e).within(format!("composing client {k}'s release")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(PrivacyReport::DpSgd {
+                target_epsilon: dp.epsilon,
+                delta: dp.delta,
+                dp_scope: dp.scope,
+                prior,
+                guarantee_holds: release.iter().all(|c| c.guarantee_holds) && !cfg.writes_outlier_figure(),
+                release,
+                clients: main.client_privacy.clone(),
+                training_images_shown: cfg.writes_outlier_figure(),
+            })
+        }
         Mechanism::Lipschitz => {
             Some(PrivacyReport::Lipschitz { lambda_lip: dp.lambda_lip, lipschitz_at: dp.lipschitz_at, prior })
         }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_near_chance_is_called_collapsed() {
+        let labels: Vec<u8> = (0..100u8).map(|i| i % 10).collect();
+        let eval = Samples { pixels: vec![0.0; 100 * data::IMAGE_PIXELS], labels };
+        let w = collapse_warning(StrategyKind::AlignFl, 0.12, &eval).expect("12 % on ten balanced classes");
+        assert!(w.contains("align-fl's global model collapsed") && w.contains("0.1000"), "{w}");
+        assert!(collapse_warning(StrategyKind::AlignFl, 0.54, &eval).is_none());
     }
 }

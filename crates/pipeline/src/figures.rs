@@ -14,11 +14,11 @@ pub enum FigureKind {
 }
 
 impl FigureKind {
-    /// The figures a run of `strategy` writes: the outlier figure only when client 0 holds
-    /// outliers.
-    pub fn of_run(has_outliers: bool) -> Vec<FigureKind> {
+    /// The figures a run writes for each strategy; the outlier figure only where it is written
+    /// ([`crate::ExperimentConfig::writes_outlier_figure`]).
+    pub fn of_run(with_outliers: bool) -> Vec<FigureKind> {
         let mut kinds = vec![FigureKind::Samples, FigureKind::Latent];
-        if has_outliers {
+        if with_outliers {
             kinds.push(FigureKind::Outliers);
         }
         kinds

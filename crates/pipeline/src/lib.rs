@@ -22,14 +22,18 @@ mod error;
 mod experiment;
 mod figures;
 mod observer;
+mod out_dir;
 mod overrides;
 pub mod report;
 pub mod reproduce;
+mod resources;
 
 pub use config::{ExperimentConfig, Mechanism, StrategyKind};
 pub use error::{PipelineError, Result};
 pub use experiment::{load_partition, run_experiment, run_on_partition, Fid, Prepared};
 pub use figures::FigureKind;
 pub use observer::{Observer, Quiet, RoundProgress};
+pub use out_dir::OutDir;
 pub use overrides::Overrides;
 pub use report::Report;
+pub use resources::{available_memory, MemoryEstimate};

@@ -72,6 +72,10 @@ pub struct Overrides {
     /// DP-SGD: let clients fit the GMM prior on private latents (voids the guarantee).
     #[cfg_attr(feature = "clap", arg(long))]
     pub allow_non_private_prior: bool,
+    /// DP-SGD: still write the outlier figure, which shows client 0's raw training images (the
+    /// report then says the guarantee does not hold).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub show_training_images: bool,
     /// DP-SGD: clip and noise the whole VAE (the paper's) or the decoder only (the authors' dec_dp
     /// ablation, not covered by the guarantee).
     #[cfg_attr(feature = "clap", arg(long, value_enum))]
@@ -132,6 +136,7 @@ impl Overrides {
         set(&self.sampling, &mut dp.sampling);
         set(&self.noise, &mut dp.noise);
         dp.allow_non_private_prior |= self.allow_non_private_prior;
+        dp.show_training_images |= self.show_training_images;
         set(&self.dp_scope, &mut dp.scope);
         set(&self.lambda_lip, &mut dp.lambda_lip);
         set(&self.lipschitz_at, &mut dp.lipschitz_at);
@@ -140,6 +145,40 @@ impl Overrides {
         set(&self.fid_every, &mut cfg.fid.every);
         if let Some(w) = &self.inception_weights {
             cfg.fid.weights = Some(w.clone());
+        }
+        self.refuse_flags_without_effect(cfg)
+    }
+
+    /// A flag the chosen mode ignores is an error naming the mode it needs, not a silent no-op.
+    fn refuse_flags_without_effect(&self, cfg: &ExperimentConfig) -> Result<()> {
+        let dp_sgd = [
+            ("--epsilon", self.epsilon.is_some()),
+            ("--delta", self.delta.is_some()),
+            ("--accountant", self.accountant.is_some()),
+            ("--clipping", self.clipping.is_some()),
+            ("--max-grad-norm", self.max_grad_norm.is_some()),
+            ("--sampling", self.sampling.is_some()),
+            ("--noise", self.noise.is_some()),
+            ("--allow-non-private-prior", self.allow_non_private_prior),
+            ("--show-training-images", self.show_training_images),
+            ("--dp-scope", self.dp_scope.is_some()),
+        ];
+        let lipschitz = [("--lambda-lip", self.lambda_lip.is_some()), ("--lipschitz-at", self.lipschitz_at.is_some())];
+        let fid = [
+            ("--fid-samples", self.fid_samples.is_some()),
+            ("--fid-every", self.fid_every.is_some()),
+            ("--inception-weights", self.inception_weights.is_some()),
+        ];
+        let mechanism = cfg.privacy.mechanism;
+        let ignored = [
+            (&dp_sgd[..], mechanism != Mechanism::DpSgd, "it needs --privacy dp-sgd"),
+            (&lipschitz[..], mechanism != Mechanism::Lipschitz, "it needs --privacy lipschitz"),
+            (&fid[..], !cfg.fid.enabled, "FID is off (--no-fid or fid.enabled = false)"),
+        ];
+        for (flags, off, why) in ignored {
+            if let Some((flag, _)) = flags.iter().find(|(_, given)| *given).filter(|_| off) {
+                return Err(PipelineError::Config(format!("{flag} has no effect here: {why}")));
+            }
         }
         Ok(())
     }
@@ -169,5 +208,27 @@ mod tests {
         let bad = Overrides { compare: Some(vec!["fedsgd".into()]), ..Overrides::default() };
         let e = bad.apply(&mut cfg).unwrap_err().to_string();
         assert!(e.contains("--compare") && e.contains("fedsgd"), "{e}");
+    }
+
+    #[test]
+    fn flags_the_mode_ignores_are_refused() {
+        let refused = |o: Overrides, want: &str| {
+            let e = o.apply(&mut ExperimentConfig::default()).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should mention {want}");
+        };
+        refused(
+            Overrides { epsilon: Some(1.0), ..Overrides::default() },
+            "--epsilon has no effect here: it needs --privacy dp-sgd",
+        );
+        refused(
+            Overrides { privacy: Some(Mechanism::DpSgd), lambda_lip: Some(0.1), ..Overrides::default() },
+            "--lambda-lip has no effect here: it needs --privacy lipschitz",
+        );
+        refused(
+            Overrides { no_fid: true, fid_samples: Some(10), ..Overrides::default() },
+            "--fid-samples has no effect",
+        );
+        let fine = Overrides { privacy: Some(Mechanism::DpSgd), epsilon: Some(1.0), ..Overrides::default() };
+        fine.apply(&mut ExperimentConfig::default()).unwrap();
     }
 }

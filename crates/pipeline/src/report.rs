@@ -31,8 +31,8 @@ pub struct RoundRecord {
     pub uplink_bytes: usize,
     /// Wall time of the round including evaluation.
     pub seconds: f64,
-    /// Each client's last-epoch loss.
-    pub client_loss: Vec<f64>,
+    /// Each client's last-epoch loss (null under DP-SGD: clients do not release it).
+    pub client_loss: Vec<Option<f64>>,
     /// The server's last-epoch loss (ALIGN-FL).
     pub server_loss: Option<f64>,
     /// Synthetic images the server trained on (ALIGN-FL).
@@ -79,6 +79,8 @@ pub struct StrategyRun {
     pub client_privacy: Vec<privacy::PrivacySpent>,
     /// Outlier analysis after the last round (None without outliers).
     pub outliers: Option<OutlierReport>,
+    /// What looks wrong with the result (a collapsed model).
+    pub warnings: Vec<String>,
 }
 
 /// How client 0's cross-domain outliers come out of its final VAE and of the global VAE.
@@ -104,10 +106,17 @@ pub enum PrivacyReport {
         dp_scope: GradientScope,
         /// The latent prior uploaded with each decoder (a GMM is fitted on private latents).
         prior: PriorKind,
-        /// Whether every client's guarantee holds.
+        /// Whether every client's guarantee holds for everything released.
         guarantee_holds: bool,
-        /// Per client: ε spent, δ, σ, q, steps, accountant, clipping, noise, sampling, reasons.
+        /// Per client: the (ε, δ) of everything the run released that saw its data (the main
+        /// strategy's model and every baseline's), composed.
+        release: Vec<privacy::ComposedPrivacy>,
+        /// Per client, the main strategy's training: ε spent, δ, σ, q, steps, accountant,
+        /// clipping, noise, sampling, reasons.
         clients: Vec<privacy::PrivacySpent>,
+        /// Whether the output folder holds client 0's raw training images (the outlier figure,
+        /// written under DP-SGD only when `privacy.show_training_images` asks for it).
+        training_images_shown: bool,
     },
     /// LCD-VAE: empirical privacy, no (ε, δ) claimed.
     Lipschitz {
@@ -172,13 +181,12 @@ fn run_table(out: &mut String, run: &StrategyRun) {
 }
 
 fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
-    let (epsilon, delta, dp_scope, prior, guarantee_holds, clients) = match privacy {
+    match privacy {
         None => {
             let _ = writeln!(
                 md,
                 "**Privacy:** none. No DP-SGD and no Lipschitz penalty were applied, so no (ε, δ) guarantee is claimed.\n"
             );
-            return;
         }
         Some(PrivacyReport::Lipschitz { lambda_lip, lipschitz_at, .. }) => {
             let _ = writeln!(
@@ -187,14 +195,34 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
                  privacy only: no (ε, δ) guarantee is claimed.\n",
                 spelled(lipschitz_at)
             );
-            return;
         }
-        Some(PrivacyReport::DpSgd { target_epsilon, delta, dp_scope, prior, guarantee_holds, clients }) => {
-            (target_epsilon, delta, dp_scope, prior, guarantee_holds, clients)
-        }
+        Some(dp_sgd) => dp_sgd_section(md, dp_sgd),
+    }
+}
+
+/// The DP-SGD report: the verdict for everything released, the main training per client, the
+/// composed release per client, and what is not covered.
+fn dp_sgd_section(md: &mut String, report: &PrivacyReport) {
+    let PrivacyReport::DpSgd {
+        target_epsilon: epsilon,
+        delta,
+        dp_scope,
+        prior,
+        guarantee_holds,
+        release,
+        clients,
+        training_images_shown,
+    } = report
+    else {
+        return;
     };
+    let total = release.iter().map(|r| r.epsilon).fold(0.0, f64::max);
+    let trainings = release.first().map_or(1, |r| r.trainings);
     let verdict = if *guarantee_holds {
-        format!("every client's ({epsilon}, {delta:e})-DP guarantee holds")
+        format!(
+            "every client's guarantee holds: ({total:.4}, {delta:e})-DP for everything this run writes that saw its \
+             data ({trainings} model(s), each trained to ε = {epsilon})"
+        )
     } else {
         "the (ε, δ) guarantee does NOT hold for this run (reasons below)".to_string()
     };
@@ -232,11 +260,24 @@ fn privacy_section(md: &mut String, privacy: Option<&PrivacyReport>) {
             if c.guarantee_holds { "holds" } else { "does not hold" }
         );
     }
-    let mut reasons: Vec<&String> = clients.iter().flat_map(|c| &c.reasons).collect();
+    let _ =
+        writeln!(md, "\nEverything released per client (the main strategy's model and every baseline's, composed):\n");
+    let _ = writeln!(md, "| client | models | ε | δ |");
+    let _ = writeln!(md, "|---:|---:|---:|---:|");
+    for (k, r) in release.iter().enumerate() {
+        let _ = writeln!(md, "| {k} | {} | {:.4} | {:e} |", r.trainings, r.epsilon, r.delta);
+    }
+    let mut reasons: Vec<&String> = release.iter().flat_map(|c| &c.reasons).collect();
     reasons.sort();
     reasons.dedup();
     for r in reasons {
         let _ = writeln!(md, "\n* Not covered: {r}.");
+    }
+    if *training_images_shown {
+        let _ = writeln!(
+            md,
+            "\n* Not covered: the outlier figures show client 0's raw training images (privacy.show_training_images)."
+        );
     }
     let _ = writeln!(md);
 }
@@ -307,6 +348,9 @@ fn markdown(report: &Report) -> String {
     }
     for run in std::iter::once(main).chain(report.baselines.values()) {
         let _ = writeln!(md, "\n## {}\n", run.strategy.as_str());
+        for w in &run.warnings {
+            let _ = writeln!(md, "**{w}**\n");
+        }
         run_table(&mut md, run);
         if let Some(o) = &run.outliers {
             let _ = writeln!(

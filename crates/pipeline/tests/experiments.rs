@@ -45,8 +45,9 @@ fn results_do_not_depend_on_thread_count() {
 fn missing_data_says_how_to_fetch() {
     let out = temp_dir("missing");
     let cfg = tiny();
-    let e = pipeline::run_experiment(&tensor_kernels::Cpu::new(), &cfg, "/nonexistent".as_ref(), &out, &pipeline::Quiet)
-        .unwrap_err();
+    let e =
+        pipeline::run_experiment(&tensor_kernels::Cpu::new(), &cfg, "/nonexistent".as_ref(), &out, &pipeline::Quiet)
+            .unwrap_err();
     assert!(matches!(e, PipelineError::Data(_)), "{e:?}");
     assert!(e.to_string().contains("align-fl data fetch"), "{e}");
     std::fs::remove_dir_all(&out).unwrap();
@@ -122,10 +123,21 @@ fn dp_sgd_run_reports_each_clients_privacy() {
     let mut cfg = tiny();
     cfg.privacy.mechanism = Mechanism::DpSgd;
     let report = run(&cfg, &out).unwrap();
-    let Some(PrivacyReport::DpSgd { prior, guarantee_holds, clients, .. }) = &report.privacy else {
+    let Some(PrivacyReport::DpSgd { prior, guarantee_holds, clients, release, training_images_shown, .. }) =
+        &report.privacy
+    else {
         panic!("{:?}", report.privacy)
     };
     assert_eq!((*prior, *guarantee_holds, clients.len()), (PriorKind::StandardNormal, true, 5));
+    // One model saw each client's data: the release is that training.
+    for (r, c) in release.iter().zip(clients) {
+        assert_eq!((r.trainings, r.epsilon, r.delta), (1, c.epsilon, c.delta));
+    }
+    // Clients release no un-noised loss under DP-SGD.
+    assert!(report.main.rounds[0].client_loss.iter().all(Option::is_none));
+    // No raw training image is written under DP-SGD.
+    assert!(!training_images_shown && !out.join("outliers-align-fl.png").exists());
+    assert!(!report.main.figures.iter().any(|f| f.starts_with("outliers")), "{:?}", report.main.figures);
     for c in clients {
         // One round of one epoch is the whole budgeted schedule here, so ε is spent to the target.
         assert!(c.epsilon <= 10.0 && c.epsilon > 9.99, "{c:?}");
@@ -137,6 +149,45 @@ fn dp_sgd_run_reports_each_clients_privacy() {
     assert_eq!(json["privacy"]["clients"][0]["accountant"], "rdp");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("guarantee holds") && md.contains("| rdp | adaptive |"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_dp_run_with_a_baseline_states_the_composed_release_per_client() {
+    let out = temp_dir("dp-baseline");
+    let mut cfg = tiny();
+    cfg.privacy.mechanism = Mechanism::DpSgd;
+    cfg.privacy.epsilon = 1.0;
+    cfg.compare = vec![pipeline::StrategyKind::Fedavg];
+    let report = run(&cfg, &out).unwrap();
+    let Some(PrivacyReport::DpSgd { release, clients, guarantee_holds: true, .. }) = &report.privacy else {
+        panic!("{:?}", report.privacy)
+    };
+    for (r, c) in release.iter().zip(clients) {
+        // Two models trained on the same data: more than one model's ε, at most the sum.
+        assert_eq!(r.trainings, 2);
+        assert!(r.epsilon > c.epsilon + 0.1 && r.epsilon <= 2.0 * c.epsilon + 1e-9, "{r:?} vs {c:?}");
+    }
+    let total = release.iter().map(|r| r.epsilon).fold(0.0, f64::max);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let sentence = format!("every client's guarantee holds: ({total:.4}, 1e-5)-DP for everything this run writes");
+    assert!(md.contains(&sentence) && md.contains("2 model(s)"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn training_images_under_dp_only_when_asked_and_then_no_guarantee() {
+    let out = temp_dir("dp-images");
+    let mut cfg = tiny();
+    cfg.privacy.mechanism = Mechanism::DpSgd;
+    cfg.privacy.show_training_images = true;
+    let report = run(&cfg, &out).unwrap();
+    let Some(PrivacyReport::DpSgd { guarantee_holds: false, training_images_shown: true, .. }) = &report.privacy else {
+        panic!("{:?}", report.privacy)
+    };
+    assert!(out.join("outliers-align-fl.png").is_file());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("does NOT hold") && md.contains("raw training images"), "{md}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -230,7 +281,13 @@ fn assert_wgpu_agrees_with_cpu(name: &str, edit: fn(&mut ExperimentConfig)) -> (
     assert_ne!(g.backend, "cpu");
     let (rc, rg) = (&c.main.rounds[0], &g.main.rounds[0]);
     for (k, (a, b)) in rc.client_loss.iter().zip(&rg.client_loss).enumerate() {
-        assert!((a - b).abs() <= 1e-3 * a.abs(), "{name} client {k} loss: cpu {a} vs wgpu {b}");
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                assert!((a - b).abs() <= 1e-3 * a.abs(), "{name} client {k} loss: cpu {a} vs wgpu {b}")
+            }
+            (None, None) => {}
+            _ => panic!("{name} client {k}: one backend reported a loss, the other none"),
+        }
     }
     let (sc, sg) = (rc.server_loss.unwrap(), rg.server_loss.unwrap());
     assert!((sc - sg).abs() <= 1e-3 * sc.abs(), "server loss {sc} vs {sg}");
@@ -257,12 +314,20 @@ fn wgpu_dp_sgd_agrees_with_the_cpu_and_spends_the_same_epsilon() {
         cfg.privacy.mechanism = Mechanism::DpSgd;
         cfg.privacy.noise = NoiseSource::Reproducible;
     });
-    let spent = |r: &pipeline::Report| -> Vec<f64> {
+    let spent = |r: &pipeline::Report| -> Vec<privacy::PrivacySpent> {
         match &r.privacy {
-            Some(PrivacyReport::DpSgd { clients, .. }) => clients.iter().map(|c| c.epsilon).collect(),
+            Some(PrivacyReport::DpSgd { clients, .. }) => clients.clone(),
             other => panic!("{other:?}"),
         }
     };
-    assert_eq!(spent(&c).len(), 5);
-    assert_eq!(spent(&c), spent(&g), "ε per client, cpu vs wgpu");
+    let (sc, sg) = (spent(&c), spent(&g));
+    assert_eq!(sc.len(), 5);
+    for (k, (a, b)) in sc.iter().zip(&sg).enumerate() {
+        assert_eq!(a.epsilon, b.epsilon, "client {k}'s ε, cpu vs wgpu");
+        // Clients release no loss under DP-SGD; their adaptive clipping threshold follows their
+        // whole training, so it shows the two backends trained alike.
+        let (ca, cb) = (a.final_clip_norm, b.final_clip_norm);
+        assert!((ca - cb).abs() <= 1e-3 * ca, "client {k}'s final clip norm: cpu {ca} vs wgpu {cb}");
+    }
+    assert!(c.main.rounds[0].client_loss.iter().all(Option::is_none), "no client loss is released under DP-SGD");
 }

@@ -117,6 +117,59 @@ pub struct PrivacySpent {
     pub reasons: Vec<String>,
 }
 
+/// What one client's whole release costs: every DP-SGD training on its data in a run (the main
+/// strategy's model and each baseline's), composed by the accountant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComposedPrivacy {
+    /// ε of the composition at `delta`.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// Trainings composed (models released that saw the client's data).
+    pub trainings: usize,
+    /// Whether every training's guarantee holds (else the composition claims nothing).
+    pub guarantee_holds: bool,
+    /// Why not, one reason per line, without repeats.
+    pub reasons: Vec<String>,
+}
+
+impl ComposedPrivacy {
+    /// The composition of `parts`, which must share δ and the accountant (Mironov 2017: RDP
+    /// adds up over mechanisms; the PLD accountant composes the loss distributions).
+    pub fn of(parts: &[PrivacySpent]) -> Result<Self, PrivacyError> {
+        let first = parts.first().ok_or(PrivacyError::InvalidParameter {
+            name: "trainings",
+            value: 0.0,
+            expected: "at least one training to compose",
+        })?;
+        if let Some(p) = parts.iter().find(|p| p.delta != first.delta || p.accountant != first.accountant) {
+            return Err(PrivacyError::InvalidParameter {
+                name: "δ of a composed training",
+                value: p.delta,
+                expected: "every training composed must share δ and the accountant",
+            });
+        }
+        let mut acc = first.accountant.make();
+        for p in parts.iter().filter(|p| p.steps > 0) {
+            acc.compose(DpEvent::PoissonSampledGaussian {
+                sampling_rate: p.sampling_rate,
+                noise_multiplier: p.noise_multiplier,
+                steps: p.steps,
+            })?;
+        }
+        let mut reasons: Vec<String> = parts.iter().flat_map(|p| p.reasons.iter().cloned()).collect();
+        reasons.sort();
+        reasons.dedup();
+        Ok(ComposedPrivacy {
+            epsilon: acc.epsilon(first.delta)?.epsilon,
+            delta: first.delta,
+            trainings: parts.len(),
+            guarantee_holds: parts.iter().all(|p| p.guarantee_holds),
+            reasons,
+        })
+    }
+}
+
 /// DP-SGD state of one client: clipping threshold, noise stream, step count.
 pub struct DpSgd {
     settings: DpSgdSettings,

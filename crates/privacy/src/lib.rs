@@ -17,8 +17,10 @@ mod dp_sgd;
 mod pld;
 mod rdp;
 
-pub use calibrate::calibrate_noise_multiplier;
-pub use dp_sgd::{AdaptiveClipping, ClippingRule, DpSgd, DpSgdSettings, NoiseSource, PrivacySpent, Sampling};
+pub use calibrate::{calibrate_noise_multiplier, implausible_noise};
+pub use dp_sgd::{
+    AdaptiveClipping, ClippingRule, ComposedPrivacy, DpSgd, DpSgdSettings, NoiseSource, PrivacySpent, Sampling,
+};
 pub use pld::{PldAccountant, DEFAULT_INTERVAL};
 pub use rdp::{default_orders, rdp_to_epsilon, subsampled_gaussian_rdp, RdpAccountant};
 
@@ -42,6 +44,29 @@ pub enum PrivacyError {
         target: f64,
         /// Why.
         reason: String,
+    },
+    /// The PLD accountant's discretised loss distribution would exceed its memory bound even
+    /// on its coarsest grid.
+    #[error(
+        "the PLD accountant's grid would need more than {points} points even at width {interval}: this \
+         schedule's privacy loss is too spread out to account for in bounded memory; use --accountant rdp"
+    )]
+    GridTooLarge {
+        /// Points the grid is bounded to.
+        points: usize,
+        /// The coarsest grid width tried.
+        interval: f64,
+    },
+    /// δ lies below what the accountant resolves.
+    #[error(
+        "δ = {delta:e} is below the PLD accountant's resolution: {mass:e} of the privacy-loss probability sits at \
+         +∞ (the tails it truncates), so no finite ε has so small a δ; use δ ≥ {mass:e} or --accountant rdp"
+    )]
+    DeltaBelowResolution {
+        /// The δ asked for.
+        delta: f64,
+        /// The mass at +∞.
+        mass: f64,
     },
 }
 

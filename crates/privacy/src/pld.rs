@@ -20,6 +20,10 @@ pub const DEFAULT_INTERVAL: f64 = 1e-4;
 const TAIL_MASS: f64 = 1e-15;
 /// Standard-normal quantile beyond which the Gaussian tail is below [`TAIL_MASS`]-ish (Φc(8.3) ≈ 5e-17).
 const TAIL_Z: f64 = 8.3;
+/// Most points a discretised PLD may hold: 2²⁰ f64 values (8 MB), FFT buffers of 32 MB.
+const MAX_POINTS: usize = 1 << 20;
+/// The coarsest grid width tried (the grid widens by 4× while it is too large to hold).
+const MAX_INTERVAL: f64 = 0.0256;
 
 /// Φ(z), the standard normal CDF.
 fn normal_cdf(z: f64) -> f64 {
@@ -45,9 +49,10 @@ impl DiscretePld {
     /// points from `y_lo` (at or below the loss's essential infimum, where δ(ε) = 1 − e^ε) to
     /// `y_hi` (whose δ becomes the mass at +∞). With tᵢ = e^(εᵢ), chord slopes
     /// cᵢ = (δᵢ − δᵢ₋₁)/(tᵢ − tᵢ₋₁), c₀ = −1 and c_(n+1) = 0, the mass at εᵢ is e^(εᵢ)(cᵢ₊₁ − cᵢ).
-    fn connect_the_dots(interval: f64, y_lo: f64, y_hi: f64, delta: impl Fn(f64) -> f64) -> Self {
+    fn connect_the_dots(interval: f64, y_lo: f64, y_hi: f64, delta: impl Fn(f64) -> f64) -> Result<Self, PrivacyError> {
         let lower = (y_lo / interval).floor() as i64;
         let upper = ((y_hi / interval).ceil() as i64).max(lower + 1);
+        check_points((upper - lower + 1) as usize, interval)?;
         let eps: Vec<f64> = (lower..=upper).map(|k| k as f64 * interval).collect();
         let deltas: Vec<f64> = eps.iter().map(|&e| delta(e).clamp(0.0, 1.0)).collect();
         let n = eps.len();
@@ -58,7 +63,7 @@ impl DiscretePld {
         }
         slopes[n] = 0.0;
         let pmf = (0..n).map(|i| (eps[i].exp() * (slopes[i + 1] - slopes[i])).max(0.0)).collect();
-        DiscretePld { interval, lower, pmf, infinity: deltas[n - 1] }
+        Ok(DiscretePld { interval, lower, pmf, infinity: deltas[n - 1] })
     }
 
     /// Moves at most [`TAIL_MASS`] from each end: the left tail onto the first kept bucket
@@ -84,8 +89,9 @@ impl DiscretePld {
     }
 
     /// The distribution of the sum of independent losses from `self` and `other`.
-    fn compose(&self, other: &Self, planner: &mut FftPlanner<f64>) -> Self {
+    fn compose(&self, other: &Self, planner: &mut FftPlanner<f64>) -> Result<Self, PrivacyError> {
         let n = self.pmf.len() + other.pmf.len() - 1;
+        check_points(n, self.interval)?;
         let size = n.next_power_of_two();
         let fft = planner.plan_fft_forward(size);
         let ifft = planner.plan_fft_inverse(size);
@@ -107,24 +113,24 @@ impl DiscretePld {
             infinity: 1.0 - (1.0 - self.infinity) * (1.0 - other.infinity),
         };
         out.truncate();
-        out
+        Ok(out)
     }
 
     /// `self` composed with itself `times` times (repeated squaring).
-    fn self_compose(&self, times: u64, planner: &mut FftPlanner<f64>) -> Self {
+    fn self_compose(&self, times: u64, planner: &mut FftPlanner<f64>) -> Result<Self, PrivacyError> {
         let mut result = DiscretePld::identity(self.interval);
         let mut base = self.clone();
         let mut t = times;
         while t > 0 {
             if t & 1 == 1 {
-                result = result.compose(&base, planner);
+                result = result.compose(&base, planner)?;
             }
             t >>= 1;
             if t > 0 {
-                base = base.compose(&base, planner);
+                base = base.compose(&base, planner)?;
             }
         }
-        result
+        Ok(result)
     }
 
     /// δ(ε) = Σ p(y)·max(0, 1 − e^(ε − y)) + p(∞).
@@ -140,13 +146,14 @@ impl DiscretePld {
         sum + self.infinity
     }
 
-    /// The smallest ε ≥ 0 with δ(ε) ≤ δ (bisection; δ(ε) is non-increasing), or ∞.
-    fn epsilon(&self, delta: f64) -> f64 {
+    /// The smallest ε ≥ 0 with δ(ε) ≤ δ (bisection; δ(ε) is non-increasing); an error when the
+    /// mass at +∞ alone exceeds δ.
+    fn epsilon(&self, delta: f64) -> Result<f64, PrivacyError> {
         if self.infinity > delta {
-            return f64::INFINITY;
+            return Err(PrivacyError::DeltaBelowResolution { delta, mass: self.infinity });
         }
         if self.delta(0.0) <= delta {
-            return 0.0;
+            return Ok(0.0);
         }
         let mut hi = (self.lower + self.pmf.len() as i64) as f64 * self.interval;
         let mut lo = 0.0;
@@ -158,8 +165,16 @@ impl DiscretePld {
                 lo = mid;
             }
         }
-        hi
+        Ok(hi)
     }
+}
+
+/// Refuses a grid of `points` values beyond [`MAX_POINTS`].
+fn check_points(points: usize, interval: f64) -> Result<(), PrivacyError> {
+    if points > MAX_POINTS {
+        return Err(PrivacyError::GridTooLarge { points: MAX_POINTS, interval });
+    }
+    Ok(())
 }
 
 /// The two one-step PLDs (remove, add) of a Poisson-subsampled Gaussian with rate q and noise σ
@@ -167,7 +182,7 @@ impl DiscretePld {
 /// Q = N(0, σ²) and L(x) = ln(P(x)/Q(x)) = ln(1 − q + q·e^((2x − 1)/(2σ²))) (increasing):
 /// remove: δ(ε) = P(x > L⁻¹(ε)) − e^ε Q(x > L⁻¹(ε));
 /// add (roles swapped, loss −L): δ(ε) = Q(x < L⁻¹(−ε)) − e^ε P(x < L⁻¹(−ε)).
-fn subsampled_gaussian(q: f64, sigma: f64, interval: f64) -> (DiscretePld, DiscretePld) {
+fn subsampled_gaussian(q: f64, sigma: f64, interval: f64) -> Result<(DiscretePld, DiscretePld), PrivacyError> {
     let s2 = sigma * sigma;
     let loss = |x: f64| {
         let t = (2.0 * x - 1.0) / (2.0 * s2);
@@ -209,14 +224,21 @@ fn subsampled_gaussian(q: f64, sigma: f64, interval: f64) -> (DiscretePld, Discr
         }
     };
     let (x_lo, x_hi) = (-TAIL_Z * sigma, 1.0 + TAIL_Z * sigma);
-    let remove = DiscretePld::connect_the_dots(interval, loss(x_lo), loss(x_hi), remove_delta);
-    let add = DiscretePld::connect_the_dots(interval, -loss(x_hi), -loss(x_lo), add_delta);
-    (remove, add)
+    let remove = DiscretePld::connect_the_dots(interval, loss(x_lo), loss(x_hi), remove_delta)?;
+    let add = DiscretePld::connect_the_dots(interval, -loss(x_hi), -loss(x_lo), add_delta)?;
+    Ok((remove, add))
 }
 
-/// A PLD accountant for Poisson-subsampled Gaussian events (add-or-remove adjacency).
+/// A PLD accountant for Poisson-subsampled Gaussian events (add-or-remove adjacency), in
+/// bounded memory: when a schedule's loss distribution would exceed 2²⁰ points on the grid,
+/// the grid widens 4× (still an upper bound on ε, a looser one) up to a width of 0.0256, beyond
+/// which composing is refused.
 #[derive(Clone, Debug)]
 pub struct PldAccountant {
+    /// The grid width asked for.
+    interval: f64,
+    /// Every event composed so far: (q, σ, steps).
+    events: Vec<(f64, f64, u64)>,
     remove: DiscretePld,
     add: DiscretePld,
 }
@@ -235,7 +257,29 @@ impl PldAccountant {
 
     /// An accountant with grid width `interval`: smaller is tighter and slower.
     pub fn with_interval(interval: f64) -> Self {
-        PldAccountant { remove: DiscretePld::identity(interval), add: DiscretePld::identity(interval) }
+        PldAccountant {
+            interval,
+            events: Vec::new(),
+            remove: DiscretePld::identity(interval),
+            add: DiscretePld::identity(interval),
+        }
+    }
+
+    /// The grid width in use (wider than the one asked for when the loss was too spread out).
+    pub fn interval(&self) -> f64 {
+        self.remove.interval
+    }
+
+    /// Both directions' distributions of every event so far on a grid of width `interval`.
+    fn build(&self, interval: f64) -> Result<(DiscretePld, DiscretePld), PrivacyError> {
+        let mut planner = FftPlanner::new();
+        let (mut remove, mut add) = (DiscretePld::identity(interval), DiscretePld::identity(interval));
+        for &(q, sigma, steps) in &self.events {
+            let (r, a) = subsampled_gaussian(q, sigma, interval)?;
+            remove = remove.compose(&r.self_compose(steps, &mut planner)?, &mut planner)?;
+            add = add.compose(&a.self_compose(steps, &mut planner)?, &mut planner)?;
+        }
+        Ok((remove, add))
     }
 }
 
@@ -246,15 +290,25 @@ impl Accountant for PldAccountant {
         if steps == 0 {
             return Ok(());
         }
-        let mut planner = FftPlanner::new();
-        let (remove, add) = subsampled_gaussian(sampling_rate, noise_multiplier, self.remove.interval);
-        self.remove = self.remove.compose(&remove.self_compose(steps, &mut planner), &mut planner);
-        self.add = self.add.compose(&add.self_compose(steps, &mut planner), &mut planner);
-        Ok(())
+        self.events.push((sampling_rate, noise_multiplier, steps));
+        let mut interval = self.interval;
+        loop {
+            match self.build(interval) {
+                Ok((remove, add)) => {
+                    (self.remove, self.add) = (remove, add);
+                    return Ok(());
+                }
+                Err(PrivacyError::GridTooLarge { .. }) if interval * 4.0 <= MAX_INTERVAL => interval *= 4.0,
+                Err(e) => {
+                    self.events.pop();
+                    return Err(e);
+                }
+            }
+        }
     }
 
     fn epsilon(&self, delta: f64) -> Result<Epsilon, PrivacyError> {
         check_delta(delta)?;
-        Ok(Epsilon { epsilon: self.remove.epsilon(delta).max(self.add.epsilon(delta)), order: None })
+        Ok(Epsilon { epsilon: self.remove.epsilon(delta)?.max(self.add.epsilon(delta)?), order: None })
     }
 }

@@ -112,6 +112,47 @@ fn pld_is_never_looser_than_rdp_on_the_fixture() {
     }
 }
 
+/// The paper-protocol schedule (q = 128/12000, 4700 steps) at targets from 1 to 100: the PLD
+/// calibration finishes (in bounded memory: the grid holds at most 2²⁰ points) and never asks
+/// for more noise than RDP.
+#[test]
+fn pld_calibration_stays_bounded_and_below_rdp() {
+    let (q, steps, delta) = (0.0107, 4700, 1e-5);
+    for target in [1.0, 20.0, 100.0] {
+        let (rdp, _) = calibrate_noise_multiplier(AccountantKind::Rdp, target, delta, q, steps).unwrap();
+        let (pld, eps) = calibrate_noise_multiplier(AccountantKind::Pld, target, delta, q, steps).unwrap();
+        assert!(eps <= target, "ε = {target}: PLD σ {pld} gives ε {eps}");
+        assert!(pld <= rdp * (1.0 + 1e-9), "ε = {target}: PLD σ {pld} above RDP σ {rdp}");
+    }
+}
+
+#[test]
+fn extreme_requests_get_errors_or_warnings_not_null_or_crashes() {
+    // δ below what the PLD resolves: an error naming the mass at +∞, not ε = ∞ (printed as null).
+    let mut acc = PldAccountant::new();
+    let event = DpEvent::PoissonSampledGaussian { sampling_rate: 0.0107, noise_multiplier: 1.0, steps: 4700 };
+    acc.compose(event).unwrap();
+    let e = acc.epsilon(1e-16).unwrap_err();
+    assert!(matches!(e, PrivacyError::DeltaBelowResolution { .. }), "{e}");
+    assert!(e.to_string().contains("use δ ≥"), "{e}");
+    // A schedule too spread out for the bounded grid is refused with the fix.
+    let mut acc = PldAccountant::new();
+    let tiny = DpEvent::PoissonSampledGaussian { sampling_rate: 0.5, noise_multiplier: 0.01, steps: 1000 };
+    let e = acc.compose(tiny).unwrap_err().to_string();
+    assert!(e.contains("use --accountant rdp"), "{e}");
+    // An absurd target ε: an answer or a clear error, never a crash.
+    for accountant in [AccountantKind::Rdp, AccountantKind::Pld] {
+        if let Err(e) = calibrate_noise_multiplier(accountant, 1e300, 1e-5, 0.0107, 4700) {
+            assert!(e.to_string().contains("accountant"), "{e}");
+        }
+    }
+    // An implausible σ is named.
+    let (sigma, _) = calibrate_noise_multiplier(AccountantKind::Rdp, 1.0, 1e-14, 0.5, 10_000).unwrap();
+    let warning = implausible_noise(sigma, 1.0, 1e-14).expect("a warning");
+    assert!(warning.contains("drowns"), "{warning}");
+    assert!(implausible_noise(1.1, 10.0, 1e-5).is_none());
+}
+
 #[test]
 fn pld_of_the_plain_gaussian_matches_the_closed_form() {
     // q = 1: the Gaussian mechanism, δ(ε) = Φ(−ε σ + 1/(2σ)) − e^ε Φ(−ε σ − 1/(2σ)) (Balle & Wang 2018).
@@ -201,8 +242,10 @@ mod dp_sgd {
 
     #[test]
     fn adaptive_clipping_tracks_the_target_quantile() {
-        let start =
-            DpSgdSettings { max_grad_norm: 100.0, ..settings(ClippingRule::Adaptive, NoiseSource::Reproducible, 2, 1.0) };
+        let start = DpSgdSettings {
+            max_grad_norm: 100.0,
+            ..settings(ClippingRule::Adaptive, NoiseSource::Reproducible, 2, 1.0)
+        };
         let (_, _, _, dp) = train(start, 40);
         // Started at C = 100, far above every per-sample norm: C must fall to the norms' median.
         assert!(dp.clip_norm() < 10.0, "C = {}", dp.clip_norm());

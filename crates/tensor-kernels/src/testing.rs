@@ -21,8 +21,5 @@ pub(crate) fn assert_refused(op: impl FnOnce() + std::panic::UnwindSafe, what: &
     let err = std::panic::catch_unwind(op).expect_err(&format!("{what}: a too-short buffer was accepted"));
     let message = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
     let message = message.unwrap_or_default();
-    assert!(
-        message.contains("too short") || message.contains("out of range"),
-        "{what}: refused, but with {message:?}"
-    );
+    assert!(message.contains("too short") || message.contains("out of range"), "{what}: refused, but with {message:?}");
 }

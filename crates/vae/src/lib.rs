@@ -30,13 +30,13 @@ mod train;
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use config::{DecoderSpec, VaeConfig};
 pub use error::VaeError;
-pub use mlp::LayerWeights;
 pub use loss::Loss;
+pub use mlp::LayerWeights;
 pub use model::{Decoder, GradientScope, Vae, VaeWeights};
 pub use optim::{Adam, Param, ProximalAnchor};
 pub use penalty::PenaltyTarget;
-pub use train::{run_epoch, TrainOptions};
 pub use prior::{DiagonalGmm, LatentPrior};
+pub use train::{run_epoch, TrainOptions};
 
 #[cfg(test)]
 mod tests;

@@ -73,7 +73,14 @@ impl<B: Backend> Linear<B> {
 
     /// ∂W ← δᵀ a + β·∂W from a pre-activation gradient δ (rows × out) and an input a (rows × in).
     fn weight_grad(&mut self, b: &B, delta: &B::Buffer, a: &B::Buffer, rows: usize, beta: f32) {
-        b.gemm(GemmShape::new(self.out_dim, self.in_dim, rows).transposed(Transpose::Yes, Transpose::No), delta, a, &mut self.grad_weight, 1.0, beta);
+        b.gemm(
+            GemmShape::new(self.out_dim, self.in_dim, rows).transposed(Transpose::Yes, Transpose::No),
+            delta,
+            a,
+            &mut self.grad_weight,
+            1.0,
+            beta,
+        );
     }
 
     /// ∂W and ∂b = Σ_rows δ, overwritten (`accumulate` false) or added to.
@@ -233,7 +240,14 @@ impl<B: Backend> Mlp<B> {
             let layer = &mut self.layers[l];
             layer.weight_grad(&b, &self.deltas[l], &a, rows, 1.0);
             let mut next = b.zeros(rows * layer.out_dim);
-            b.gemm(GemmShape::new(rows, layer.out_dim, layer.in_dim).transposed(Transpose::No, Transpose::Yes), &a, &layer.weight, &mut next, 1.0, 0.0);
+            b.gemm(
+                GemmShape::new(rows, layer.out_dim, layer.in_dim).transposed(Transpose::No, Transpose::Yes),
+                &a,
+                &layer.weight,
+                &mut next,
+                1.0,
+                0.0,
+            );
             if l + 1 < n {
                 b.activation_backward(&mut next, &self.outputs[l], rows * layer.out_dim, self.acts[l]);
             } else {
@@ -258,7 +272,14 @@ impl<B: Backend> Mlp<B> {
             layer.write_grads(&b, &self.deltas[l], prev, rows, true);
             if l > 0 {
                 let (before, after) = self.deltas.split_at_mut(l);
-                b.gemm(GemmShape::new(rows, layer.in_dim, layer.out_dim), &after[0], &layer.weight, &mut before[l - 1], 1.0, 0.0);
+                b.gemm(
+                    GemmShape::new(rows, layer.in_dim, layer.out_dim),
+                    &after[0],
+                    &layer.weight,
+                    &mut before[l - 1],
+                    1.0,
+                    0.0,
+                );
             }
         }
         penalty / rows as f64
@@ -299,7 +320,14 @@ impl<B: TrainingOps> Mlp<B> {
         for l in 0..self.layers.len() {
             let a = if l == 0 { input } else { &self.outputs[l - 1] };
             let layer = &mut self.layers[l];
-            b.clipped_linear_grads(&self.deltas[l], a, layer.shape(rows), factors, &mut layer.grad_weight, &mut layer.grad_bias);
+            b.clipped_linear_grads(
+                &self.deltas[l],
+                a,
+                layer.shape(rows),
+                factors,
+                &mut layer.grad_weight,
+                &mut layer.grad_bias,
+            );
         }
     }
 }

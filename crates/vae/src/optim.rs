@@ -42,7 +42,14 @@ impl<B: TrainingOps> Adam<B> {
     /// noise stream `key` laid over them in [`Vae::params`] order (DP-SGD's noised mean
     /// gradient); parameters outside the scope step on their gradient as it is. Returns the
     /// stream position after the last noised parameter.
-    pub fn noisy_step(&mut self, vae: &mut Vae<B>, std: f32, scale: f32, key: NoiseKey, scope: GradientScope) -> NoiseKey {
+    pub fn noisy_step(
+        &mut self,
+        vae: &mut Vae<B>,
+        std: f32,
+        scale: f32,
+        key: NoiseKey,
+        scope: GradientScope,
+    ) -> NoiseKey {
         let first_noised = match scope {
             GradientScope::WholeModel => 0,
             GradientScope::DecoderOnly => self.encoder_tensors,

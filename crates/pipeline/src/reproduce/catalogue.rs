@@ -52,16 +52,8 @@ pub enum Row {
 
 impl Row {
     /// Every row, in table order.
-    pub const ALL: [Row; 8] = [
-        Row::AlignFl,
-        Row::DpRdp,
-        Row::DpPld,
-        Row::DpDecoder,
-        Row::Lcd,
-        Row::Fedavg,
-        Row::Fedprox,
-        Row::Heterogeneous,
-    ];
+    pub const ALL: [Row; 8] =
+        [Row::AlignFl, Row::DpRdp, Row::DpPld, Row::DpDecoder, Row::Lcd, Row::Fedavg, Row::Fedprox, Row::Heterogeneous];
 
     /// Key on the command line (`--only`), in `table.json` and in cell and figure names.
     pub fn key(self) -> &'static str {
@@ -299,8 +291,19 @@ mod tests {
         assert_eq!(
             names,
             [
-                "epsilon-1", "epsilon-2", "epsilon-5", "epsilon-10", "epsilon-20", "lambda-0", "lambda-0.01",
-                "lambda-0.1", "lambda-1", "samples-1000", "samples-2000", "samples-5000", "samples-10000"
+                "epsilon-1",
+                "epsilon-2",
+                "epsilon-5",
+                "epsilon-10",
+                "epsilon-20",
+                "lambda-0",
+                "lambda-0.01",
+                "lambda-0.1",
+                "lambda-1",
+                "samples-1000",
+                "samples-2000",
+                "samples-5000",
+                "samples-10000"
             ]
         );
         assert_eq!(Curve::Samples.point(&base, 2000.0).1.server.synthetic_samples, 2000);

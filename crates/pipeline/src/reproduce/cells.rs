@@ -60,8 +60,8 @@ impl CellResult {
         let main = &report.main;
         let f = &main.final_metrics;
         let (epsilon_spent, guarantee_holds) = match &report.privacy {
-            Some(PrivacyReport::DpSgd { clients, guarantee_holds, .. }) => {
-                (Some(clients.iter().map(|c| c.epsilon).fold(0.0, f64::max)), Some(*guarantee_holds))
+            Some(PrivacyReport::DpSgd { release, guarantee_holds, .. }) => {
+                (Some(release.iter().map(|c| c.epsilon).fold(0.0, f64::max)), Some(*guarantee_holds))
             }
             Some(PrivacyReport::Lipschitz { .. }) | None => (None, None),
         };

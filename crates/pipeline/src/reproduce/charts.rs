@@ -19,8 +19,13 @@ const SAMPLES: &str = "samples.png";
 pub(crate) const CHART_FILES: [&str; 2] = [PRIVACY_UTILITY, SAMPLES];
 
 /// Copies the figures of `cfg`'s run in `run_dir` into `figures`, renamed after `row_key`.
-pub(crate) fn copy_row_figures(cfg: &ExperimentConfig, run_dir: &Path, figures: &Path, row_key: &str) -> Result<Vec<String>> {
-    FigureKind::of_run(cfg.partition.outliers > 0)
+pub(crate) fn copy_row_figures(
+    cfg: &ExperimentConfig,
+    run_dir: &Path,
+    figures: &Path,
+    row_key: &str,
+) -> Result<Vec<String>> {
+    FigureKind::of_run(cfg.writes_outlier_figure())
         .into_iter()
         .map(|kind| {
             let (from, to) = (run_dir.join(kind.of_strategy(cfg.strategy)), kind.file_name(row_key));

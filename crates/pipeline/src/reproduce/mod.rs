@@ -319,7 +319,8 @@ mod tests {
         assert_eq!(dp.cfg.privacy.mechanism, crate::Mechanism::DpSgd);
         let het = cells.iter().find(|c| c.key == "heterogeneous").unwrap();
         assert_eq!(het.cfg.client_models.len(), 5);
-        let only = Settings { only: Some(vec![Experiment::Row(Row::Lcd), Experiment::Curve(Curve::Lambda)]), ..settings };
+        let only =
+            Settings { only: Some(vec![Experiment::Row(Row::Lcd), Experiment::Curve(Curve::Lambda)]), ..settings };
         let (cells, rows, curves) = plan(&only, &base).unwrap();
         assert_eq!((rows, curves), (vec![Row::Lcd], vec![Curve::Lambda]));
         // lcd × 2 seeds; λ ∈ {0, 0.01, 1} (0.1 at seed 0 is the lcd row).

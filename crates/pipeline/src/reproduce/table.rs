@@ -139,7 +139,11 @@ pub(crate) struct CurvePoint {
 }
 
 /// Each curve's finished points.
-pub(crate) fn build_curves(curves: &[Curve], base: &ExperimentConfig, lookup: &Lookup<'_>) -> Vec<(Curve, Vec<CurvePoint>)> {
+pub(crate) fn build_curves(
+    curves: &[Curve],
+    base: &ExperimentConfig,
+    lookup: &Lookup<'_>,
+) -> Vec<(Curve, Vec<CurvePoint>)> {
     curves
         .iter()
         .map(|&curve| {

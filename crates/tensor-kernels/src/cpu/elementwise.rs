@@ -126,7 +126,9 @@ pub(super) fn adam(
         *p -= step_size * *m / (v.sqrt() / bc2_sqrt + step.eps);
     };
     let kernel = |first: usize, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| match noise {
-        None => p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).for_each(|(((p, g), m), v)| update(p, *g, m, v)),
+        None => {
+            p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).for_each(|(((p, g), m), v)| update(p, *g, m, v))
+        }
         Some(n) => {
             // At most CHUNK values per call: the noise for them fits a stack buffer.
             let mut z = [0.0f32; CHUNK];

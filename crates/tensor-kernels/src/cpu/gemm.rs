@@ -75,7 +75,6 @@ fn gemm_slices(
     }
 }
 
-
 /// dst = a · b with a m × k (row stride `a_stride`), b k × n row-major and dst m × n (row stride
 /// `dst_stride`); dst is not read.
 #[allow(clippy::too_many_arguments)]

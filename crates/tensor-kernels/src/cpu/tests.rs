@@ -279,13 +279,38 @@ fn reparameterize_backward_matches_finite_differences() {
 fn short_buffers_are_refused_before_any_write() {
     let cpu = Cpu::new();
     let (a, b) = (vec![1.0; 6], vec![1.0; 6]);
-    assert_refused(|| Cpu::new().gemm(GemmShape::new(2, 3, 3), &vec![1.0; 5], &b, &mut vec![0.0; 6], 1.0, 0.0), "gemm a");
+    assert_refused(
+        || Cpu::new().gemm(GemmShape::new(2, 3, 3), &vec![1.0; 5], &b, &mut vec![0.0; 6], 1.0, 0.0),
+        "gemm a",
+    );
     assert_refused(|| Cpu::new().gemm(GemmShape::new(2, 3, 2), &a, &b, &mut vec![0.0; 5], 1.0, 0.0), "gemm c");
     assert_refused(|| Cpu::new().axpy(1.0, &vec![1.0; 4], &mut vec![0.0; 3], 4), "axpy y");
     assert_refused(|| Cpu::new().write(&mut vec![0.0; 2], &[1.0; 3]), "write");
     let shape = LinearShape { rows: 300, in_dim: 2, out_dim: 2 };
-    assert_refused(|| Cpu::new().linear(&vec![0.0; 600], &vec![0.0; 4], &vec![0.0; 2], &mut vec![0.0; 599], shape, Activation::Relu), "blocked linear out");
+    assert_refused(
+        || {
+            Cpu::new().linear(
+                &vec![0.0; 600],
+                &vec![0.0; 4],
+                &vec![0.0; 2],
+                &mut vec![0.0; 599],
+                shape,
+                Activation::Relu,
+            )
+        },
+        "blocked linear out",
+    );
     let mut acc = vec![0.0; 2];
     cpu.add_ghost_norms(&a, &b, LinearShape { rows: 2, in_dim: 3, out_dim: 3 }, &mut acc);
-    assert_refused(|| Cpu::new().add_ghost_norms(&vec![1.0; 5], &vec![1.0; 6], LinearShape { rows: 2, in_dim: 3, out_dim: 3 }, &mut vec![0.0; 2]), "ghost norms delta");
+    assert_refused(
+        || {
+            Cpu::new().add_ghost_norms(
+                &vec![1.0; 5],
+                &vec![1.0; 6],
+                LinearShape { rows: 2, in_dim: 3, out_dim: 3 },
+                &mut vec![0.0; 2],
+            )
+        },
+        "ghost norms delta",
+    );
 }

@@ -174,7 +174,14 @@ pub(super) fn adam<F: Float + CubeElement>(
 
 impl<R: Runtime> Cube<R> {
     /// x ← act(x + bias) row by row, as [`crate::Backend::bias_activation`].
-    pub(super) fn launch_bias_activation(&self, x: &mut CubeBuffer, bias: &CubeBuffer, rows: usize, cols: usize, act: Activation) {
+    pub(super) fn launch_bias_activation(
+        &self,
+        x: &mut CubeBuffer,
+        bias: &CubeBuffer,
+        rows: usize,
+        cols: usize,
+        act: Activation,
+    ) {
         let len = rows * cols;
         if len == 0 {
             return;
@@ -195,7 +202,13 @@ impl<R: Runtime> Cube<R> {
         }
     }
     /// grad ← grad ⊙ act′(y), as [`crate::Backend::activation_backward`].
-    pub(super) fn launch_activation_backward(&self, grad: &mut CubeBuffer, y: &CubeBuffer, len: usize, act: Activation) {
+    pub(super) fn launch_activation_backward(
+        &self,
+        grad: &mut CubeBuffer,
+        y: &CubeBuffer,
+        len: usize,
+        act: Activation,
+    ) {
         if len == 0 || act == Activation::Identity {
             return;
         }
@@ -213,7 +226,13 @@ impl<R: Runtime> Cube<R> {
             )
         }
     }
-    pub(super) fn launch_activation_curvature(&self, grad: &mut CubeBuffer, y: &CubeBuffer, len: usize, act: Activation) {
+    pub(super) fn launch_activation_curvature(
+        &self,
+        grad: &mut CubeBuffer,
+        y: &CubeBuffer,
+        len: usize,
+        act: Activation,
+    ) {
         if len == 0 {
             return;
         }
@@ -232,7 +251,15 @@ impl<R: Runtime> Cube<R> {
         }
     }
     /// out = α·Σᵢ x[i, ·] + β·out, as [`crate::Backend::column_sums`].
-    pub(super) fn launch_column_sums(&self, x: &CubeBuffer, rows: usize, cols: usize, out: &mut CubeBuffer, alpha: f32, beta: f32) {
+    pub(super) fn launch_column_sums(
+        &self,
+        x: &CubeBuffer,
+        rows: usize,
+        cols: usize,
+        out: &mut CubeBuffer,
+        alpha: f32,
+        beta: f32,
+    ) {
         if cols == 0 {
             return;
         }
@@ -278,7 +305,16 @@ impl<R: Runtime> Cube<R> {
         }
         let (count, dim) = elementwise_grid(len);
         // SAFETY: indices below `len` of a buffer checked to hold them.
-        unsafe { fill::launch_unchecked::<f32, R>(&self.client, count, dim, self.arg("zeros", "buf", buf, len), u32_of(len), value) }
+        unsafe {
+            fill::launch_unchecked::<f32, R>(
+                &self.client,
+                count,
+                dim,
+                self.arg("zeros", "buf", buf, len),
+                u32_of(len),
+                value,
+            )
+        }
     }
 
     pub(super) fn launch_copy(&self, src: &CubeBuffer, dst: &mut CubeBuffer, len: usize) {
@@ -358,4 +394,5 @@ impl<R: Runtime> Cube<R> {
                 bc2.sqrt(),
             )
         }
-    }}
+    }
+}

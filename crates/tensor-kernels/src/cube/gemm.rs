@@ -318,7 +318,15 @@ pub(super) fn gemm_register_blocked_vec4<F: Float + CubeElement>(
 impl<R: Runtime> Cube<R> {
     /// C = α·op(A)·op(B) + β·C, as [`crate::Backend::gemm`], with the kernel [`Kernels::gemm`]
     /// names (the register-blocked one with vector loads where the shapes allow).
-    pub(super) fn launch_gemm(&self, shape: GemmShape, a: &CubeBuffer, b: &CubeBuffer, c: &mut CubeBuffer, alpha: f32, beta: f32) {
+    pub(super) fn launch_gemm(
+        &self,
+        shape: GemmShape,
+        a: &CubeBuffer,
+        b: &CubeBuffer,
+        c: &mut CubeBuffer,
+        alpha: f32,
+        beta: f32,
+    ) {
         let GemmShape { m, n, k, trans_a, trans_b } = shape;
         if m == 0 || n == 0 {
             return;
@@ -353,7 +361,8 @@ impl<R: Runtime> Cube<R> {
             };
             return;
         }
-        let (a, b, c) = (self.arg("gemm", "a", a, m * k), self.arg("gemm", "b", b, k * n), self.arg("gemm", "c", c, m * n));
+        let (a, b, c) =
+            (self.arg("gemm", "a", a, m * k), self.arg("gemm", "b", b, k * n), self.arg("gemm", "c", c, m * n));
         let (m, n, k) = (u32_of(m), u32_of(n), u32_of(k));
         let (a_rs, a_cs, b_rs, b_cs) = (u32_of(a_rs), u32_of(a_cs), u32_of(b_rs), u32_of(b_cs));
         // The strided kernels share their arguments; only the kernel, its grid and the tiled

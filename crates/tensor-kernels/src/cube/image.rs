@@ -292,7 +292,8 @@ impl<R: Runtime> ImageOps for Cube<R> {
             self.arg("conv2d", "bias", layer.bias, conv.out_channels),
             self.arg("conv2d", "out", out, pixels * slot.channels),
         );
-        let (slot_channels, slot_offset, act) = (u32_of(slot.channels), u32_of(slot.offset), activation_code(layer.act));
+        let (slot_channels, slot_offset, act) =
+            (u32_of(slot.channels), u32_of(slot.offset), activation_code(layer.act));
         // SAFETY: every input tap is bounds-checked against the image, every weight index against
         // kh·kw·c × cout; outputs stay inside the n × out_h × out_w × slot.channels output.
         unsafe {

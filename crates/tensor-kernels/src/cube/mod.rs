@@ -7,7 +7,7 @@
 //! implicit GEMM) they are chosen by name through [`Kernels`] (`ALIGN_FL_GEMM`, `ALIGN_FL_CONV`).
 //! Each op group (gemm, elementwise, training, image, noise) is one file holding its kernels and
 //! their launchers; every launch first checks each buffer against the length its shape needs
-//! ([`Cube::arg`]), so no kernel can read or write past a buffer.
+//! (`Cube::arg`), so no kernel can read or write past a buffer.
 
 mod elementwise;
 mod gemm;

@@ -202,8 +202,14 @@ fn check_buffers_and_losses<R: Runtime>(gpu: &Cube<R>) {
         let mut want_h = vec![0.0; rows * 2 * latent];
         let want_kl = cpu.reparameterize_backward(&head, &eps, &gz, &mut want_h, LatentShape { rows, latent }, 0.1);
         let mut got_h = gpu.zeros(rows * 2 * latent);
-        let got_kl =
-            gpu.reparameterize_backward(&up(gpu, &head), &up(gpu, &eps), &up(gpu, &gz), &mut got_h, LatentShape { rows, latent }, 0.1);
+        let got_kl = gpu.reparameterize_backward(
+            &up(gpu, &head),
+            &up(gpu, &eps),
+            &up(gpu, &gz),
+            &mut got_h,
+            LatentShape { rows, latent },
+            0.1,
+        );
         assert!((got_kl - want_kl).abs() <= 1e-5 * want_kl.abs().max(1.0), "KL {got_kl} vs {want_kl}");
         assert_close(&gpu.download(&got_h), &want_h, 1e-5, "reparameterize_backward");
     }
@@ -311,18 +317,40 @@ fn check_short_buffers_refused<R: Runtime>(gpu: &Cube<R>) {
         ("gemm", Box::new(|| gpu.gemm(GemmShape::new(4, 4, 4), &short(16), &short(16), &mut short(15), 1.0, 0.0))),
         ("copy", Box::new(|| gpu.copy(&short(10), &mut short(9), 10))),
         ("write", Box::new(|| gpu.write(&mut short(2), &[1.0; 3]))),
-        ("adam", Box::new(|| gpu.adam(&mut short(5), &short(5), &mut (short(5), short(4)), 5, AdamStep::new(0.1, 1), None))),
+        (
+            "adam",
+            Box::new(|| gpu.adam(&mut short(5), &short(5), &mut (short(5), short(4)), 5, AdamStep::new(0.1, 1), None)),
+        ),
         ("fill_standard_normal", Box::new(|| gpu.fill_standard_normal(&mut short(63), 64, NoiseKey::from_u64(1, 0)))),
-        ("reparameterize", Box::new(|| gpu.reparameterize(&short(7), &short(4), &mut short(4), LatentShape { rows: 2, latent: 2 }))),
-        ("clipped_linear_grads", Box::new(|| {
-            let layer = LinearShape { rows: 3, in_dim: 5, out_dim: 4 };
-            gpu.clipped_linear_grads(&short(12), &short(15), layer, &short(3), &mut short(19), &mut short(4))
-        })),
-        ("conv2d", Box::new(|| {
-            let (s, conv) = (ImageShape { n: 1, h: 4, w: 4, c: 2 }, Conv2d { kh: 3, kw: 3, stride: 1, pad_h: 1, pad_w: 1, out_channels: 3 });
-            let (w, b) = (short(conv.weight_len(2)), short(3));
-            gpu.conv2d(&short(32), s, conv, ConvLayer { weight: &w, bias: &b, act: Activation::Relu }, &mut short(47), ChannelSlot::whole(3))
-        })),
+        (
+            "reparameterize",
+            Box::new(|| gpu.reparameterize(&short(7), &short(4), &mut short(4), LatentShape { rows: 2, latent: 2 })),
+        ),
+        (
+            "clipped_linear_grads",
+            Box::new(|| {
+                let layer = LinearShape { rows: 3, in_dim: 5, out_dim: 4 };
+                gpu.clipped_linear_grads(&short(12), &short(15), layer, &short(3), &mut short(19), &mut short(4))
+            }),
+        ),
+        (
+            "conv2d",
+            Box::new(|| {
+                let (s, conv) = (
+                    ImageShape { n: 1, h: 4, w: 4, c: 2 },
+                    Conv2d { kh: 3, kw: 3, stride: 1, pad_h: 1, pad_w: 1, out_channels: 3 },
+                );
+                let (w, b) = (short(conv.weight_len(2)), short(3));
+                gpu.conv2d(
+                    &short(32),
+                    s,
+                    conv,
+                    ConvLayer { weight: &w, bias: &b, act: Activation::Relu },
+                    &mut short(47),
+                    ChannelSlot::whole(3),
+                )
+            }),
+        ),
     ];
     for (name, case) in cases {
         let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(case));

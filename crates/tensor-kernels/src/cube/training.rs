@@ -324,7 +324,7 @@ impl<R: Runtime> TrainingOps for Cube<R> {
         };
         self.download(&partials).iter().map(|&v| f64::from(v)).sum()
     }
-    /// acc\[r\] += ‖δ_r‖² (‖a_r‖² + 1), as [`crate::Backend::add_ghost_norms`].
+    /// acc\[r\] += ‖δ_r‖² (‖a_r‖² + 1), as [`crate::TrainingOps::add_ghost_norms`].
     fn add_ghost_norms(&self, delta: &CubeBuffer, act: &CubeBuffer, shape: LinearShape, acc: &mut CubeBuffer) {
         let LinearShape { rows, in_dim, out_dim } = shape;
         if rows == 0 {
