@@ -183,24 +183,10 @@ impl<R: Runtime> Cube<R> {
         act: Activation,
     ) {
         let len = rows * cols;
-        if len == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: the kernel touches indices below `len` of x and below `cols` of bias.
-        unsafe {
-            bias_activation::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("bias_activation", "x", x, len),
-                self.arg("bias_activation", "bias", bias, cols),
-                u32_of(len),
-                u32_of(cols),
-                activation_code(act),
-            )
-        }
+        let (x, bias) = (self.arg("bias_activation", "x", x, len), self.arg("bias_activation", "bias", bias, cols));
+        launch_1d!(self, bias_activation, len, x, bias, u32_of(len), u32_of(cols), activation_code(act));
     }
+
     /// grad ← grad ⊙ act′(y), as [`crate::Backend::activation_backward`].
     pub(super) fn launch_activation_backward(
         &self,
@@ -209,23 +195,14 @@ impl<R: Runtime> Cube<R> {
         len: usize,
         act: Activation,
     ) {
-        if len == 0 || act == Activation::Identity {
-            return;
-        }
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: indices below `len` of both buffers.
-        unsafe {
-            activation_backward::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("activation_backward", "grad", grad, len),
-                self.arg("activation_backward", "y", y, len),
-                u32_of(len),
-                activation_code(act),
-            )
+        if act != Activation::Identity {
+            let (g, y) =
+                (self.arg("activation_backward", "grad", grad, len), self.arg("activation_backward", "y", y, len));
+            launch_1d!(self, activation_backward, len, g, y, u32_of(len), activation_code(act));
         }
     }
+
+    /// grad ← grad ⊙ act″(y), as [`crate::Backend::activation_curvature`].
     pub(super) fn launch_activation_curvature(
         &self,
         grad: &mut CubeBuffer,
@@ -233,24 +210,12 @@ impl<R: Runtime> Cube<R> {
         len: usize,
         act: Activation,
     ) {
-        if len == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: indices below `len` of both buffers.
-        unsafe {
-            activation_curvature::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("activation_curvature", "grad", grad, len),
-                self.arg("activation_curvature", "y", y, len),
-                u32_of(len),
-                activation_code(act),
-            )
-        }
+        let (g, y) =
+            (self.arg("activation_curvature", "grad", grad, len), self.arg("activation_curvature", "y", y, len));
+        launch_1d!(self, activation_curvature, len, g, y, u32_of(len), activation_code(act));
     }
-    /// out = α·Σᵢ x[i, ·] + β·out, as [`crate::Backend::column_sums`].
+
+    /// out = α·Σᵢ x[i, ·] + β·out, one unit per column, as [`crate::Backend::column_sums`].
     pub(super) fn launch_column_sums(
         &self,
         x: &CubeBuffer,
@@ -260,80 +225,30 @@ impl<R: Runtime> Cube<R> {
         alpha: f32,
         beta: f32,
     ) {
-        if cols == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(cols);
-        // SAFETY: unit j reads column j (< cols) of the rows × cols matrix and writes out[j].
-        unsafe {
-            column_sums::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("column_sums", "x", x, rows * cols),
-                self.arg("column_sums", "out", out, cols),
-                u32_of(rows),
-                u32_of(cols),
-                alpha,
-                beta,
-            )
-        }
-    }
-    /// y ← y + α·x, as [`crate::Backend::axpy`].
-    pub(super) fn launch_axpy(&self, alpha: f32, x: &CubeBuffer, y: &mut CubeBuffer, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: indices below `len` of both buffers.
-        unsafe {
-            axpy::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                alpha,
-                self.arg("axpy", "x", x, len),
-                self.arg("axpy", "y", y, len),
-                u32_of(len),
-            )
-        }
-    }
-    /// Sets the first `len` values of `buf` to `value`.
-    pub(super) fn launch_fill(&self, buf: &CubeBuffer, len: usize, value: f32) {
-        if len == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: indices below `len` of a buffer checked to hold them.
-        unsafe {
-            fill::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("zeros", "buf", buf, len),
-                u32_of(len),
-                value,
-            )
-        }
+        let (x, out) = (self.arg("column_sums", "x", x, rows * cols), self.arg("column_sums", "out", out, cols));
+        launch_1d!(self, column_sums, cols, x, out, u32_of(rows), u32_of(cols), alpha, beta);
     }
 
-    pub(super) fn launch_copy(&self, src: &CubeBuffer, dst: &mut CubeBuffer, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: indices below `len` of both buffers.
-        unsafe {
-            copy::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("copy", "src", src, len),
-                self.arg("copy", "dst", dst, len),
-                u32_of(len),
-            )
-        }
+    /// y ← y + α·x, as [`crate::Backend::axpy`].
+    pub(super) fn launch_axpy(&self, alpha: f32, x: &CubeBuffer, y: &mut CubeBuffer, len: usize) {
+        let (x, y) = (self.arg("axpy", "x", x, len), self.arg("axpy", "y", y, len));
+        launch_1d!(self, axpy, len, alpha, x, y, u32_of(len));
     }
+
+    /// Sets the first `len` values of `buf` to `value`.
+    pub(super) fn launch_fill(&self, buf: &CubeBuffer, len: usize, value: f32) {
+        let buf = self.arg("zeros", "buf", buf, len);
+        launch_1d!(self, fill, len, buf, u32_of(len), value);
+    }
+
+    /// dst ← src over the first `len` values.
+    pub(super) fn launch_copy(&self, src: &CubeBuffer, dst: &mut CubeBuffer, len: usize) {
+        let (src, dst) = (self.arg("copy", "src", src, len), self.arg("copy", "dst", dst, len));
+        launch_1d!(self, copy, len, src, dst, u32_of(len));
+    }
+
+    /// One Adam update, as [`crate::Backend::adam`]; with noise, the noised gradient
+    /// scale · (grad + std · z) is formed first (z from [`Cube::launch_gaussian_noise`]).
     pub(super) fn launch_adam(
         &self,
         param: &mut CubeBuffer,
@@ -353,46 +268,39 @@ impl<R: Runtime> Cube<R> {
             Some(n) => {
                 let mut z = self.scratch(len);
                 self.launch_gaussian_noise(&mut z, len, n.key);
-                let out = self.scratch(len);
-                let (count, dim) = elementwise_grid(len);
-                // SAFETY: indices below `len` of the three buffers.
-                unsafe {
-                    noisy_gradient::launch_unchecked::<f32, R>(
-                        &self.client,
-                        count,
-                        dim,
-                        self.arg("adam", "grad", grad, len),
-                        self.arg("adam", "z", &z, len),
-                        self.arg("adam", "out", &out, len),
-                        u32_of(len),
-                        n.scale,
-                        n.std,
-                    )
-                };
-                noisy = out;
+                noisy = self.scratch(len);
+                let (g, z, out) = (
+                    self.arg("adam", "grad", grad, len),
+                    self.arg("adam", "z", &z, len),
+                    self.arg("adam", "out", &noisy, len),
+                );
+                launch_1d!(self, noisy_gradient, len, g, z, out, u32_of(len), n.scale, n.std);
                 &noisy
             }
         };
         let bc1 = 1.0 - step.beta1.powi(step.t as i32);
         let bc2 = 1.0 - step.beta2.powi(step.t as i32);
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: indices below `len` of all four buffers.
-        unsafe {
-            adam::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("adam", "param", param, len),
-                self.arg("adam", "grad", grad, len),
-                self.arg("adam", "m", m, len),
-                self.arg("adam", "v", v, len),
-                u32_of(len),
-                step.beta1,
-                step.beta2,
-                step.eps,
-                step.lr / bc1,
-                bc2.sqrt(),
-            )
-        }
+        let args = (
+            self.arg("adam", "param", param, len),
+            self.arg("adam", "grad", grad, len),
+            self.arg("adam", "m", m, len),
+            self.arg("adam", "v", v, len),
+        );
+        let (p, g, m, v) = args;
+        launch_1d!(
+            self,
+            adam,
+            len,
+            p,
+            g,
+            m,
+            v,
+            u32_of(len),
+            step.beta1,
+            step.beta2,
+            step.eps,
+            step.lr / bc1,
+            bc2.sqrt()
+        );
     }
 }

@@ -9,6 +9,22 @@
 //! their launchers; every launch first checks each buffer against the length its shape needs
 //! (`Cube::arg`), so no kernel can read or write past a buffer.
 
+/// Launches the one-dimensional kernel `$kernel` over `$units` units (`BLOCK` per cube;
+/// nothing for none) with the arguments given. Every buffer argument must come from
+/// `Cube::arg`, checked against the length the op needs; each such kernel touches only indices
+/// below the lengths it is given.
+macro_rules! launch_1d {
+    ($cube:expr, $kernel:ident, $units:expr, $($arg:expr),+ $(,)?) => {{
+        let units: usize = $units;
+        if units > 0 {
+            let (count, dim) = elementwise_grid(units);
+            // SAFETY: the buffers were checked by `Cube::arg`; the kernel bounds every index by
+            // the lengths passed to it.
+            unsafe { $kernel::launch_unchecked::<f32, R>(&$cube.client, count, dim, $($arg),+) }
+        }
+    }};
+}
+
 mod elementwise;
 mod gemm;
 mod image;

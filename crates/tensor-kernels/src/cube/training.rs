@@ -246,48 +246,27 @@ impl<R: Runtime> TrainingOps for Cube<R> {
         len: usize,
         scale: f32,
     ) -> f64 {
-        if len == 0 {
-            return 0.0;
-        }
-        let (count, dim) = elementwise_grid(len);
         let partials = self.scratch(len.div_ceil(BLOCK as usize));
-        // SAFETY: indices below `len` of the four buffers.
-        unsafe {
-            squared_error::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("squared_error", "pred", pred, len),
-                self.arg("squared_error", "target", target, len),
-                self.arg("squared_error", "grad", grad, len),
-                self.arg("squared_error", "partials", &partials, len.div_ceil(BLOCK as usize)),
-                u32_of(len),
-                scale,
-                BLOCK,
-            )
-        };
-        self.download(&partials).iter().map(|&v| f64::from(v)).sum()
+        let args = (
+            self.arg("squared_error", "pred", pred, len),
+            self.arg("squared_error", "target", target, len),
+            self.arg("squared_error", "grad", grad, len),
+            self.arg("squared_error", "partials", &partials, len.div_ceil(BLOCK as usize)),
+        );
+        let (pred, target, grad, sums) = args;
+        launch_1d!(self, squared_error, len, pred, target, grad, sums, u32_of(len), scale, BLOCK);
+        self.download(&partials)[..len.div_ceil(BLOCK as usize)].iter().map(|&v| f64::from(v)).sum()
     }
     fn reparameterize(&self, head: &CubeBuffer, eps: &CubeBuffer, z: &mut CubeBuffer, shape: LatentShape) {
         let LatentShape { rows, latent } = shape;
         let len = rows * latent;
-        if len == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(len);
-        // SAFETY: unit i < rows·latent reads row i/latent of head and writes z[i].
-        unsafe {
-            reparameterize::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("reparameterize", "head", head, 2 * len),
-                self.arg("reparameterize", "eps", eps, len),
-                self.arg("reparameterize", "z", z, len),
-                u32_of(len),
-                u32_of(latent),
-            )
-        }
+        let args = (
+            self.arg("reparameterize", "head", head, 2 * len),
+            self.arg("reparameterize", "eps", eps, len),
+            self.arg("reparameterize", "z", z, len),
+        );
+        let (head, eps, z) = args;
+        launch_1d!(self, reparameterize, len, head, eps, z, u32_of(len), u32_of(latent));
     }
     fn reparameterize_backward(
         &self,
@@ -300,29 +279,31 @@ impl<R: Runtime> TrainingOps for Cube<R> {
     ) -> f64 {
         let LatentShape { rows, latent } = shape;
         let len = rows * latent;
-        if len == 0 {
-            return 0.0;
-        }
-        let (count, dim) = elementwise_grid(len);
         let partials = self.scratch(len.div_ceil(BLOCK as usize));
-        // SAFETY: unit i < rows·latent touches row i/latent of head and grad_head.
-        unsafe {
-            reparameterize_backward::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("reparameterize_backward", "head", head, 2 * len),
-                self.arg("reparameterize_backward", "eps", eps, len),
-                self.arg("reparameterize_backward", "grad_z", grad_z, len),
-                self.arg("reparameterize_backward", "grad_head", grad_head, 2 * len),
-                self.arg("reparameterize_backward", "partials", &partials, len.div_ceil(BLOCK as usize)),
-                u32_of(len),
-                u32_of(latent),
-                kl_weight,
-                BLOCK,
-            )
-        };
-        self.download(&partials).iter().map(|&v| f64::from(v)).sum()
+        let op = "reparameterize_backward";
+        let args = (
+            self.arg(op, "head", head, 2 * len),
+            self.arg(op, "eps", eps, len),
+            self.arg(op, "grad_z", grad_z, len),
+            self.arg(op, "grad_head", grad_head, 2 * len),
+            self.arg(op, "partials", &partials, len.div_ceil(BLOCK as usize)),
+        );
+        let (head, eps, grad_z, grad_head, sums) = args;
+        launch_1d!(
+            self,
+            reparameterize_backward,
+            len,
+            head,
+            eps,
+            grad_z,
+            grad_head,
+            sums,
+            u32_of(len),
+            u32_of(latent),
+            kl_weight,
+            BLOCK
+        );
+        self.download(&partials)[..len.div_ceil(BLOCK as usize)].iter().map(|&v| f64::from(v)).sum()
     }
     /// acc\[r\] += ‖δ_r‖² (‖a_r‖² + 1), as [`crate::TrainingOps::add_ghost_norms`].
     fn add_ghost_norms(&self, delta: &CubeBuffer, act: &CubeBuffer, shape: LinearShape, acc: &mut CubeBuffer) {
@@ -348,22 +329,11 @@ impl<R: Runtime> TrainingOps for Cube<R> {
         }
     }
     fn clip_factors(&self, squared_norms: &CubeBuffer, rows: usize, clip_norm: f64, factors: &mut CubeBuffer) {
-        if rows == 0 {
-            return;
-        }
-        let (count, dim) = elementwise_grid(rows);
-        // SAFETY: indices below rows of both buffers.
-        unsafe {
-            clip_factors::launch_unchecked::<f32, R>(
-                &self.client,
-                count,
-                dim,
-                self.arg("clip_factors", "squared_norms", squared_norms, rows),
-                self.arg("clip_factors", "factors", factors, rows),
-                u32_of(rows),
-                clip_norm as f32,
-            )
-        }
+        let (norms, factors) = (
+            self.arg("clip_factors", "squared_norms", squared_norms, rows),
+            self.arg("clip_factors", "factors", factors, rows),
+        );
+        launch_1d!(self, clip_factors, rows, norms, factors, u32_of(rows), clip_norm as f32);
     }
     /// One fused kernel: the clip factors scale δ as it is loaded, and the bias gradient is the
     /// product's extra column against a column of ones.
