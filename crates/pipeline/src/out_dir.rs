@@ -38,7 +38,7 @@ impl OutDir {
                 let old = run_files(path)?;
                 if !old.is_empty() && !overwrite {
                     return Err(PipelineError::Config(format!(
-                        "--out {} already holds a run ({}): choose another --out, leave --out out for a fresh folder \
+                        "--out {} already holds a run ({}): choose another --out, omit --out for a fresh folder \
                          under runs/, or pass --overwrite to replace it",
                         path.display(),
                         old.iter()
