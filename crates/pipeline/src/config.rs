@@ -282,8 +282,8 @@ pub struct PrivacyConfig {
     pub lambda_lip: f32,
     /// LCD-VAE: the network the penalty constrains ("decoder", the paper's; or "encoder").
     pub lipschitz_at: PenaltyTarget,
-    /// DP-SGD: still write the outlier figure, which shows client 0's raw training images (the
-    /// report then says so).
+    /// DP-SGD: still run the outlier analysis, which reads client 0's raw training images and
+    /// shows some in a figure (the report then says the guarantee does not hold).
     pub show_training_images: bool,
 }
 
@@ -443,9 +443,10 @@ impl ExperimentConfig {
         PriorFit { kind, gmm_components: self.client.gmm_components }
     }
 
-    /// Whether a run writes the outlier figure, which shows client 0's raw training images: not
-    /// under DP-SGD unless `privacy.show_training_images` asks for it.
-    pub fn writes_outlier_figure(&self) -> bool {
+    /// Whether a run analyses client 0's outliers, which reads its raw training images and
+    /// writes some of them as a figure: not under DP-SGD unless `privacy.show_training_images`
+    /// asks for it (the analysis is not covered by the accountant).
+    pub fn analyses_training_images(&self) -> bool {
         self.partition.outliers > 0 && (self.privacy.mechanism != Mechanism::DpSgd || self.privacy.show_training_images)
     }
 

@@ -193,8 +193,7 @@ fn outlier_analysis<B: TrainingOps + ImageOps>(
     partition: &Partition,
     strategy: StrategyKind,
     out: &Path,
-    with_figure: bool,
-) -> Result<Option<(OutlierReport, Option<String>)>> {
+) -> Result<Option<(OutlierReport, String)>> {
     let c0 = &partition.clients[0];
     if c0.outliers == 0 {
         return Ok(None);
@@ -224,12 +223,9 @@ fn outlier_analysis<B: TrainingOps + ImageOps>(
     for source in [outliers, &client_recon[..], &global_recon[..]] {
         grid.extend_from_slice(&source[..shown * dim]);
     }
-    if !with_figure {
-        return Ok(Some((report, None)));
-    }
     let figure = FigureKind::Outliers.of_strategy(strategy);
     metrics::sample_grid(&out.join(&figure), &grid, data::IMAGE_SIDE, shown)?;
-    Ok(Some((report, Some(figure))))
+    Ok(Some((report, figure)))
 }
 
 /// What every strategy of one experiment shares.
@@ -299,11 +295,13 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
     }
     bars.finished();
     let mut figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, strategy, out)?;
-    let outliers =
-        outlier_analysis(&mut fed, partition, strategy, out, cfg.writes_outlier_figure())?.map(|(report, figure)| {
-            figures.extend(figure);
+    let outliers = match cfg.analyses_training_images() {
+        true => outlier_analysis(&mut fed, partition, strategy, out)?.map(|(report, figure)| {
+            figures.push(figure);
             report
-        });
+        }),
+        false => None,
+    };
     let last = rounds.last().expect("at least one round");
     let warnings: Vec<String> = collapse_warning(strategy, last.accuracy, &partition.eval).into_iter().collect();
     warnings.iter().for_each(|w| observer.note(w));
@@ -514,10 +512,10 @@ fn privacy_report(
                 delta: dp.delta,
                 dp_scope: dp.scope,
                 prior,
-                guarantee_holds: release.iter().all(|c| c.guarantee_holds) && !cfg.writes_outlier_figure(),
+                guarantee_holds: release.iter().all(|c| c.guarantee_holds) && !cfg.analyses_training_images(),
                 release,
                 clients: main.client_privacy.clone(),
-                training_images_shown: cfg.writes_outlier_figure(),
+                training_images_shown: cfg.analyses_training_images(),
             })
         }
         Mechanism::Lipschitz => {

@@ -15,7 +15,7 @@ pub enum FigureKind {
 
 impl FigureKind {
     /// The figures a run writes for each strategy; the outlier figure only where it is written
-    /// ([`crate::ExperimentConfig::writes_outlier_figure`]).
+    /// ([`crate::ExperimentConfig::analyses_training_images`]).
     pub fn of_run(with_outliers: bool) -> Vec<FigureKind> {
         let mut kinds = vec![FigureKind::Samples, FigureKind::Latent];
         if with_outliers {

@@ -72,8 +72,8 @@ pub struct Overrides {
     /// DP-SGD: let clients fit the GMM prior on private latents (voids the guarantee).
     #[cfg_attr(feature = "clap", arg(long))]
     pub allow_non_private_prior: bool,
-    /// DP-SGD: still write the outlier figure, which shows client 0's raw training images (the
-    /// report then says the guarantee does not hold).
+    /// DP-SGD: still run the outlier analysis, which reads client 0's raw training images and
+    /// shows some in a figure (the report then says the guarantee does not hold).
     #[cfg_attr(feature = "clap", arg(long))]
     pub show_training_images: bool,
     /// DP-SGD: clip and noise the whole VAE (the paper's) or the decoder only (the authors' dec_dp

@@ -114,8 +114,8 @@ pub enum PrivacyReport {
         /// Per client, the main strategy's training: ε spent, δ, σ, q, steps, accountant,
         /// clipping, noise, sampling, reasons.
         clients: Vec<privacy::PrivacySpent>,
-        /// Whether the output folder holds client 0's raw training images (the outlier figure,
-        /// written under DP-SGD only when `privacy.show_training_images` asks for it).
+        /// Whether the run analysed client 0's raw training images (the outlier analysis and its
+        /// figure, under DP-SGD only when `privacy.show_training_images` asks for it).
         training_images_shown: bool,
     },
     /// LCD-VAE: empirical privacy, no (ε, δ) claimed.
@@ -276,7 +276,8 @@ fn dp_sgd_section(md: &mut String, report: &PrivacyReport) {
     if *training_images_shown {
         let _ = writeln!(
             md,
-            "\n* Not covered: the outlier figures show client 0's raw training images (privacy.show_training_images)."
+            "\n* Not covered: the outlier analysis reads client 0's raw training images, and its figures show some \
+             (privacy.show_training_images)."
         );
     }
     let _ = writeln!(md);

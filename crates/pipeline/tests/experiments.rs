@@ -135,7 +135,8 @@ fn dp_sgd_run_reports_each_clients_privacy() {
     }
     // Clients release no un-noised loss under DP-SGD.
     assert!(report.main.rounds[0].client_loss.iter().all(Option::is_none));
-    // No raw training image is written under DP-SGD.
+    // Nothing computed from raw training images is released under DP-SGD.
+    assert!(report.main.outliers.is_none());
     assert!(!training_images_shown && !out.join("outliers-align-fl.png").exists());
     assert!(!report.main.figures.iter().any(|f| f.starts_with("outliers")), "{:?}", report.main.figures);
     for c in clients {
@@ -185,7 +186,7 @@ fn training_images_under_dp_only_when_asked_and_then_no_guarantee() {
     let Some(PrivacyReport::DpSgd { guarantee_holds: false, training_images_shown: true, .. }) = &report.privacy else {
         panic!("{:?}", report.privacy)
     };
-    assert!(out.join("outliers-align-fl.png").is_file());
+    assert!(out.join("outliers-align-fl.png").is_file() && report.main.outliers.is_some());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("does NOT hold") && md.contains("raw training images"), "{md}");
     std::fs::remove_dir_all(&out).unwrap();

@@ -25,7 +25,7 @@ pub(crate) fn copy_row_figures(
     figures: &Path,
     row_key: &str,
 ) -> Result<Vec<String>> {
-    FigureKind::of_run(cfg.writes_outlier_figure())
+    FigureKind::of_run(cfg.analyses_training_images())
         .into_iter()
         .map(|kind| {
             let (from, to) = (run_dir.join(kind.of_strategy(cfg.strategy)), kind.file_name(row_key));
