@@ -16,12 +16,6 @@ pub trait FeatureProgress {
     fn images_done(&self, what: &str, done: usize, total: usize);
 }
 
-/// A [`FeatureProgress`] that shows nothing.
-pub struct Unobserved;
-impl FeatureProgress for Unobserved {
-    fn images_done(&self, _what: &str, _done: usize, _total: usize) {}
-}
-
 impl<B: ImageOps> Inception<B> {
     /// Feature statistics of an image set, `batch` images at a time; `what` names the set to
     /// `progress` and in errors.

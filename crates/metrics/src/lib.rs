@@ -19,7 +19,7 @@ mod outliers;
 mod probe;
 
 pub use chart::{line_charts, Chart, ChartPoint, Series};
-pub use decoder_fid::{verify_inception_weights, FeatureProgress, FidScorer, Unobserved};
+pub use decoder_fid::{verify_inception_weights, FeatureProgress, FidScorer};
 pub use fid::{frechet_distance, save_feature_stats, FeatureStats};
 pub use figures::{latent_scatter, project_2d, sample_grid, PALETTE};
 pub use inception::{

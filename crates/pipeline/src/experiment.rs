@@ -295,13 +295,12 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
     }
     bars.finished();
     let mut figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, strategy, out)?;
-    let outliers = match cfg.analyses_training_images() {
-        true => outlier_analysis(&mut fed, partition, strategy, out)?.map(|(report, figure)| {
-            figures.push(figure);
-            report
-        }),
-        false => None,
-    };
+    let analysed =
+        if cfg.analyses_training_images() { outlier_analysis(&mut fed, partition, strategy, out)? } else { None };
+    let outliers = analysed.map(|(report, figure)| {
+        figures.push(figure);
+        report
+    });
     let last = rounds.last().expect("at least one round");
     let warnings: Vec<String> = collapse_warning(strategy, last.accuracy, &partition.eval).into_iter().collect();
     warnings.iter().for_each(|w| observer.note(w));
@@ -355,7 +354,7 @@ pub fn run_experiment<B: TrainingOps + ImageOps>(
     check_before_work(cfg)?;
     let partition = load_partition(cfg, data_dir)?;
     let fid = Fid::prepare(backend, cfg, &partition, observer)?;
-    run_on_partition(backend, cfg, &Prepared { data_dir, partition: &partition, fid: &fid }, out, observer)
+    run_prepared(backend, cfg, &Prepared { data_dir, partition: &partition, fid: &fid }, out, observer)
 }
 
 /// The checks that need no data: the configuration is valid and fits the machine's memory.
@@ -440,6 +439,17 @@ pub fn run_on_partition<B: TrainingOps + ImageOps>(
     observer: &dyn Observer,
 ) -> Result<Report> {
     check_before_work(cfg)?;
+    run_prepared(backend, cfg, prepared, out, observer)
+}
+
+/// [`run_on_partition`] after its checks.
+fn run_prepared<B: TrainingOps + ImageOps>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    prepared: &Prepared<'_, B>,
+    out: &Path,
+    observer: &dyn Observer,
+) -> Result<Report> {
     let total = Instant::now();
     create_dir(out)?;
     let partition = prepared.partition;

@@ -235,8 +235,6 @@ fn subsampled_gaussian(q: f64, sigma: f64, interval: f64) -> Result<(DiscretePld
 /// which composing is refused.
 #[derive(Clone, Debug)]
 pub struct PldAccountant {
-    /// The grid width asked for.
-    interval: f64,
     /// Every event composed so far: (q, σ, steps).
     events: Vec<(f64, f64, u64)>,
     remove: DiscretePld,
@@ -258,26 +256,32 @@ impl PldAccountant {
     /// An accountant with grid width `interval`: smaller is tighter and slower.
     pub fn with_interval(interval: f64) -> Self {
         PldAccountant {
-            interval,
             events: Vec::new(),
             remove: DiscretePld::identity(interval),
             add: DiscretePld::identity(interval),
         }
     }
 
-    /// The grid width in use (wider than the one asked for when the loss was too spread out).
-    pub fn interval(&self) -> f64 {
-        self.remove.interval
+    /// One event's two one-step distributions self-composed `steps` times on a grid of width
+    /// `interval`, composed onto `base`.
+    fn add_event(
+        base: (&DiscretePld, &DiscretePld),
+        (q, sigma, steps): (f64, f64, u64),
+        interval: f64,
+        planner: &mut FftPlanner<f64>,
+    ) -> Result<(DiscretePld, DiscretePld), PrivacyError> {
+        let (r, a) = subsampled_gaussian(q, sigma, interval)?;
+        Ok((
+            base.0.compose(&r.self_compose(steps, planner)?, planner)?,
+            base.1.compose(&a.self_compose(steps, planner)?, planner)?,
+        ))
     }
 
-    /// Both directions' distributions of every event so far on a grid of width `interval`.
-    fn build(&self, interval: f64) -> Result<(DiscretePld, DiscretePld), PrivacyError> {
-        let mut planner = FftPlanner::new();
+    /// Every event so far, from scratch, on a grid of width `interval`.
+    fn build(&self, interval: f64, planner: &mut FftPlanner<f64>) -> Result<(DiscretePld, DiscretePld), PrivacyError> {
         let (mut remove, mut add) = (DiscretePld::identity(interval), DiscretePld::identity(interval));
-        for &(q, sigma, steps) in &self.events {
-            let (r, a) = subsampled_gaussian(q, sigma, interval)?;
-            remove = remove.compose(&r.self_compose(steps, &mut planner)?, &mut planner)?;
-            add = add.compose(&a.self_compose(steps, &mut planner)?, &mut planner)?;
+        for &event in &self.events {
+            (remove, add) = Self::add_event((&remove, &add), event, interval, planner)?;
         }
         Ok((remove, add))
     }
@@ -290,15 +294,23 @@ impl Accountant for PldAccountant {
         if steps == 0 {
             return Ok(());
         }
-        self.events.push((sampling_rate, noise_multiplier, steps));
-        let mut interval = self.interval;
+        let event = (sampling_rate, noise_multiplier, steps);
+        let mut planner = FftPlanner::new();
+        // Onto what is composed already, on the grid in use; only a grid too small for the
+        // result makes every event be composed again on a wider one.
+        let mut interval = self.remove.interval;
+        let mut result = Self::add_event((&self.remove, &self.add), event, interval, &mut planner);
+        self.events.push(event);
         loop {
-            match self.build(interval) {
+            match result {
                 Ok((remove, add)) => {
                     (self.remove, self.add) = (remove, add);
                     return Ok(());
                 }
-                Err(PrivacyError::GridTooLarge { .. }) if interval * 4.0 <= MAX_INTERVAL => interval *= 4.0,
+                Err(PrivacyError::GridTooLarge { .. }) if interval * 4.0 <= MAX_INTERVAL => {
+                    interval *= 4.0;
+                    result = self.build(interval, &mut planner);
+                }
                 Err(e) => {
                     self.events.pop();
                     return Err(e);

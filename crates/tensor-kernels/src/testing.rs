@@ -16,10 +16,18 @@ pub(crate) fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// The panic message with which `op` refuses its short buffer (a failure if it accepts it).
+pub(crate) fn refusal(op: impl FnOnce(), what: &str) -> String {
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
+        .expect_err(&format!("{what}: a too-short buffer was accepted"));
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// That `op` refuses its short buffer before touching it: a panic whose message says so.
-pub(crate) fn assert_refused(op: impl FnOnce() + std::panic::UnwindSafe, what: &str) {
-    let err = std::panic::catch_unwind(op).expect_err(&format!("{what}: a too-short buffer was accepted"));
-    let message = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
-    let message = message.unwrap_or_default();
+pub(crate) fn assert_refused(op: impl FnOnce(), what: &str) {
+    let message = refusal(op, what);
     assert!(message.contains("too short") || message.contains("out of range"), "{what}: refused, but with {message:?}");
 }
