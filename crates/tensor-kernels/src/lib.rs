@@ -181,7 +181,9 @@ pub(crate) fn check_len(op: &str, operand: &str, held: usize, needed: usize) {
 ///
 /// Matrices are row-major. Operations take their dimensions explicitly and act on the prefix of
 /// the buffers they are given, so a buffer sized for the largest batch serves smaller ones too;
-/// a buffer shorter than the dimensions need is refused (see each backend).
+/// a buffer shorter than the dimensions need is refused (see each backend). Whether a result
+/// below `f32::MIN_POSITIVE` in magnitude is kept or flushed to zero is the backend's choice
+/// (the CPU flushes activations, their gradients and Adam's moments).
 pub trait Backend: Clone + Send + Sync + 'static {
     /// A device buffer of f32 values.
     type Buffer: Send + Sync;

@@ -1,6 +1,11 @@
 //! Element-wise and reduction kernels on the CPU, threaded with rayon above a size threshold
 //! in fixed chunks (so results never depend on the thread count): bias + activation and its
 //! first and second derivatives, column sums, axpy, and Adam with DP-SGD's noise fused in.
+//!
+//! The values that feed the next step (activations, their gradients, Adam's moments) are stored
+//! with subnormals flushed to zero: arithmetic on subnormal f32 takes microcode assists on many
+//! x86 cores (about a hundred cycles each), and a diverging run can fill a tenth of Adam's first
+//! moments with them. Rust cannot set the MXCSR's FTZ/DAZ bits soundly, so the flush is explicit.
 
 use rayon::prelude::*;
 
@@ -27,6 +32,16 @@ pub(super) fn exp_f32(x: f32) -> f32 {
     e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// `x`, or 0 where |x| is subnormal (below `f32::MIN_POSITIVE`, about 1.2e-38). NaN passes.
+#[inline(always)]
+pub(super) fn flush_subnormal(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        x
+    }
+}
+
 #[inline(always)]
 pub(super) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-x))
@@ -37,7 +52,7 @@ pub(super) fn sigmoid(x: f32) -> f32 {
 pub(super) fn apply_bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
     match act {
         Activation::Identity => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
-        Activation::Relu => row.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0)),
+        Activation::Relu => row.iter_mut().zip(bias).for_each(|(v, b)| *v = flush_subnormal((*v + b).max(0.0))),
         Activation::Sigmoid => row.iter_mut().zip(bias).for_each(|(v, b)| *v = sigmoid(*v + b)),
     }
 }
@@ -72,12 +87,10 @@ pub(super) fn bias_activation(x: &mut [f32], bias: &[f32], rows: usize, cols: us
 pub(super) fn activation_backward(grad: &mut [f32], y: &[f32], len: usize, act: Activation) {
     let kernel = |g: &mut [f32], y: &[f32]| match act {
         Activation::Identity => {}
-        Activation::Relu => g.iter_mut().zip(y).for_each(|(g, y)| {
-            if *y <= 0.0 {
-                *g = 0.0
-            }
-        }),
-        Activation::Sigmoid => g.iter_mut().zip(y).for_each(|(g, y)| *g *= y * (1.0 - y)),
+        Activation::Relu => {
+            g.iter_mut().zip(y).for_each(|(g, y)| *g = if *y <= 0.0 { 0.0 } else { flush_subnormal(*g) })
+        }
+        Activation::Sigmoid => g.iter_mut().zip(y).for_each(|(g, y)| *g = flush_subnormal(*g * y * (1.0 - y))),
     };
     zip_chunks(&mut grad[..len], &y[..len], kernel);
 }
@@ -121,8 +134,8 @@ pub(super) fn adam(
     let step_size = step.lr / bc1;
     let bc2_sqrt = bc2.sqrt();
     let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
-        *m = step.beta1 * *m + (1.0 - step.beta1) * g;
-        *v = step.beta2 * *v + (1.0 - step.beta2) * g * g;
+        *m = flush_subnormal(step.beta1 * *m + (1.0 - step.beta1) * g);
+        *v = flush_subnormal(step.beta2 * *v + (1.0 - step.beta2) * g * g);
         *p -= step_size * *m / (v.sqrt() / bc2_sqrt + step.eps);
     };
     let kernel = |first: usize, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| match noise {

@@ -166,6 +166,48 @@ fn adam_matches_hand_computed_first_step() {
     assert_close(&moments.0, &[0.05, -0.2], 1e-6, "first moments");
 }
 
+/// The subnormal-heavy state of a diverging run: units whose gradient stays zero, so Adam's
+/// moments decay geometrically through the subnormal range (β₁ = 0.9 reaches it after ~830
+/// steps from 1e-3), where every further step on them would take microcode assists.
+#[test]
+fn adam_moments_decay_to_zero_without_passing_through_subnormals() {
+    let cpu = Cpu::new();
+    let mut p = vec![0.5; 4];
+    let mut moments = (vec![1e-3, -1e-3, 1e-30, 0.0], vec![1e-6, 1e-6, 1e-36, 0.0]);
+    let zero = vec![0.0; 4];
+    let mut subnormal_seen = false;
+    for t in 1..=2000 {
+        cpu.adam(&mut p, &zero, &mut moments, 4, AdamStep::new(1e-3, t), None);
+        subnormal_seen |= moments.0.iter().chain(&moments.1).any(|v| v.is_subnormal());
+    }
+    assert!(!subnormal_seen, "a moment was stored subnormal");
+    assert_eq!(moments.0, vec![0.0; 4], "first moments decayed to zero");
+    assert!(p.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn activations_and_their_gradients_are_stored_without_subnormals() {
+    let cpu = Cpu::new();
+    let tiny = f32::MIN_POSITIVE / 4.0;
+    assert!(tiny.is_subnormal());
+    // ReLU of a subnormal pre-activation, and a subnormal gradient through an active unit.
+    let mut x = vec![tiny, 1.0, -tiny];
+    cpu.bias_activation(&mut x, &vec![0.0; 3], 1, 3, Activation::Relu);
+    assert_eq!(x, vec![0.0, 1.0, 0.0]);
+    let mut g = vec![tiny, 2.0, tiny];
+    cpu.activation_backward(&mut g, &vec![1.0, 1.0, 0.0], 3, Activation::Relu);
+    assert_eq!(g, vec![0.0, 2.0, 0.0]);
+    // A saturated sigmoid (y ≈ 1.6e-38) times a small gradient underflows to zero, not below.
+    let y = vec![1.6e-38, 0.5];
+    let mut g = vec![1e-3, 1e-3];
+    cpu.activation_backward(&mut g, &y, 2, Activation::Sigmoid);
+    assert_eq!(g, vec![0.0, 2.5e-4]);
+    // The reconstruction gradient 2·scale·(pred − target) of a saturated output pixel.
+    let mut grad = vec![1.0; 2];
+    cpu.squared_error(&vec![1.6e-38, 1.0], &vec![0.0, 0.0], &mut grad, 2, 1.0 / 128.0);
+    assert_eq!(grad, vec![0.0, 2.0 / 128.0]);
+}
+
 #[test]
 fn noise_is_standard_normal_and_independent_of_chunking() {
     let cpu = Cpu::new();

@@ -25,7 +25,7 @@ impl TrainingOps for Cpu {
             for ((g, p), t) in g.iter_mut().zip(p).zip(t) {
                 let d = p - t;
                 sum += f64::from(d * d);
-                *g = 2.0 * scale * d;
+                *g = elementwise::flush_subnormal(2.0 * scale * d);
             }
             sum
         };
