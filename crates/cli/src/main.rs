@@ -288,7 +288,7 @@ impl OnBackend for FidArgs {
         }
         let value = metrics::frechet_distance(&real_stats, &fake_stats)?;
         if let Some(path) = &self.save_stats {
-            metrics::save_feature_stats(path, &[("real", &real_stats), ("fake", &fake_stats)])?;
+            pipeline::write_file(path, metrics::encode_feature_stats(&[("real", &real_stats), ("fake", &fake_stats)]))?;
             eprintln!("statistics written to {}", path.display());
         }
         if self.json {

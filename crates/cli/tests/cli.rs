@@ -214,6 +214,37 @@ fn fid_command_scores_identical_sets_zero_reads_pngs_and_refuses_bad_input() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A disk that fills while the report is written: the run fails naming the file and the cause,
+/// and no truncated report.json is left (/dev/full answers every write with ENOSPC).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_fails_the_run_without_leaving_a_truncated_report() {
+    let out = temp_dir("full-disk");
+    std::os::unix::fs::symlink("/dev/full", out.join("report.json.partial")).unwrap();
+    let o = align_fl(&[
+        "run",
+        "--config",
+        "configs/quick.toml",
+        "--rounds",
+        "1",
+        "--local-epochs",
+        "1",
+        "--server-epochs",
+        "1",
+        "--compare",
+        "none",
+        "--no-fid",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "the run should fail");
+    let e = stderr(&o);
+    assert!(e.contains("report.json.partial") && e.contains("No space left"), "{e}");
+    assert!(!out.join("report.json").exists(), "a report was left behind");
+    assert!(out.join("align-fl-global.safetensors").is_file(), "the trained model is kept");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn bad_arguments_and_inputs_exit_non_zero_with_the_fix_named() {
     let out = temp_dir("arguments");

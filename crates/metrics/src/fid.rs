@@ -4,8 +4,6 @@
 //! same spectrum as Σ₁Σ₂; this avoids the non-symmetric matrix square root (and the complex
 //! round-off) of `scipy.linalg.sqrtm`. Eigenvalues below zero are round-off and count as zero.
 
-use std::path::Path;
-
 use faer::{Mat, Side};
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -62,10 +60,10 @@ impl FeatureStats {
     }
 }
 
-/// Writes statistics to a safetensors file: for each (name, stats), f64 tensors `{name}_mu` \[dim\]
-/// and `{name}_sigma` [dim, dim] (the layout pytorch-fid's saved statistics use, as mu / sigma).
-pub fn save_feature_stats(path: &Path, sets: &[(&str, &FeatureStats)]) -> Result<(), MetricsError> {
-    let io = |reason: String| MetricsError::Io { path: path.display().to_string(), reason };
+/// Statistics as the bytes of a safetensors file: for each (name, stats), f64 tensors
+/// `{name}_mu` \[dim\] and `{name}_sigma` [dim, dim] (the layout pytorch-fid's saved statistics
+/// use, as mu / sigma).
+pub fn encode_feature_stats(sets: &[(&str, &FeatureStats)]) -> Vec<u8> {
     let bytes = |v: &mut dyn Iterator<Item = f64>| v.flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut buffers = Vec::new();
     for (name, s) in sets {
@@ -73,14 +71,14 @@ pub fn save_feature_stats(path: &Path, sets: &[(&str, &FeatureStats)]) -> Result
         buffers.push((format!("{name}_mu"), vec![d], bytes(&mut s.mean.iter().copied())));
         buffers.push((format!("{name}_sigma"), vec![d, d], bytes(&mut (0..d * d).map(|k| s.cov[(k / d, k % d)]))));
     }
+    // Each buffer holds exactly its shape's f64 values, which is all a view or the encoder checks.
     let views = buffers
         .iter()
         .map(|(name, shape, data)| {
-            Ok((name.clone(), TensorView::new(Dtype::F64, shape.clone(), data).map_err(|e| io(e.to_string()))?))
+            (name.clone(), TensorView::new(Dtype::F64, shape.clone(), data).expect("a buffer matches its shape"))
         })
-        .collect::<Result<Vec<_>, MetricsError>>()?;
-    let encoded = safetensors::serialize(views, &None).map_err(|e| io(e.to_string()))?;
-    std::fs::write(path, encoded).map_err(|e| io(e.to_string()))
+        .collect::<Vec<_>>();
+    safetensors::serialize(views, &None).expect("matching views serialise")
 }
 
 /// Eigenvalues of a symmetric matrix (its lower triangle is read).

@@ -1,8 +1,5 @@
 //! PNG figures: a grid of decoded samples and the 2-D latent scatter coloured by class.
 
-use std::io::BufWriter;
-use std::path::Path;
-
 use crate::MetricsError;
 
 /// Matplotlib's tab10 palette; class c gets colour c (outlier label 10 gets black).
@@ -34,26 +31,22 @@ const DIGITS: [[u8; 5]; 10] = [
     [7, 5, 7, 1, 7],
 ];
 
-pub(crate) fn write_png(
-    path: &Path,
-    width: usize,
-    height: usize,
-    color: png::ColorType,
-    data: &[u8],
-) -> Result<(), MetricsError> {
-    let io = |e: std::io::Error| MetricsError::Io { path: path.display().to_string(), reason: e.to_string() };
-    let file = std::fs::File::create(path).map_err(io)?;
-    let mut enc = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+/// The bytes of an 8-bit PNG of `data` (`width` × `height` pixels of `color`).
+pub(crate) fn encode_png(width: usize, height: usize, color: png::ColorType, data: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, width as u32, height as u32);
     enc.set_color(color);
     enc.set_depth(png::BitDepth::Eight);
-    let err = |e: png::EncodingError| MetricsError::Io { path: path.display().to_string(), reason: e.to_string() };
-    let mut w = enc.write_header().map_err(err)?;
-    w.write_image_data(data).map_err(err)
+    // Into memory, with `data` sized by the callers for exactly these pixels: nothing can fail.
+    let mut w = enc.write_header().expect("a PNG header encodes into memory");
+    w.write_image_data(data).expect("pixels matching the header encode into memory");
+    drop(w);
+    bytes
 }
 
-/// Writes `images` (n × side², values in [0, 1]) as a grid `columns` wide, each pixel scaled ×2,
-/// 2-pixel gaps, as an 8-bit greyscale PNG.
-pub fn sample_grid(path: &Path, images: &[f32], side: usize, columns: usize) -> Result<(), MetricsError> {
+/// `images` (n × side², values in [0, 1]) as a grid `columns` wide, each pixel scaled ×2,
+/// 2-pixel gaps: the bytes of an 8-bit greyscale PNG.
+pub fn sample_grid(images: &[f32], side: usize, columns: usize) -> Result<Vec<u8>, MetricsError> {
     let n = images.len() / (side * side);
     if n == 0 || columns == 0 {
         return Err(MetricsError::Shape("no images to draw".into()));
@@ -73,12 +66,12 @@ pub fn sample_grid(path: &Path, images: &[f32], side: usize, columns: usize) -> 
             }
         }
     }
-    write_png(path, w, h, png::ColorType::Grayscale, &buf)
+    Ok(encode_png(w, h, png::ColorType::Grayscale, &buf))
 }
 
-/// Writes a scatter of 2-D `points` (n × 2) coloured by `labels` (0–10) with a legend of the
-/// classes present, as an RGB PNG of `size` × `size` pixels.
-pub fn latent_scatter(path: &Path, points: &[f32], labels: &[u8], size: usize) -> Result<(), MetricsError> {
+/// A scatter of 2-D `points` (n × 2) coloured by `labels` (0–10) with a legend of the classes
+/// present: the bytes of an RGB PNG `size` pixels wide.
+pub fn latent_scatter(points: &[f32], labels: &[u8], size: usize) -> Result<Vec<u8>, MetricsError> {
     if points.len() != labels.len() * 2 || labels.is_empty() {
         return Err(MetricsError::Shape(format!("{} coordinates for {} labels", points.len(), labels.len())));
     }
@@ -136,7 +129,7 @@ pub fn latent_scatter(path: &Path, points: &[f32], labels: &[u8], size: usize) -
             }
         }
     }
-    write_png(path, w, h, png::ColorType::Rgb, &buf)
+    Ok(encode_png(w, h, png::ColorType::Rgb, &buf))
 }
 
 /// Projects n × d points to 2-D: the identity for d ≤ 2 (padding d = 1 with zeros), else the
@@ -196,19 +189,14 @@ mod tests {
 
     #[test]
     fn pngs_decode_with_the_expected_size() {
-        let dir = std::env::temp_dir().join(format!("figs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let grid = dir.join("grid.png");
-        sample_grid(&grid, &[0.5; 12 * 4], 2, 5).unwrap();
-        let dec = png::Decoder::new(std::fs::File::open(&grid).unwrap());
+        let grid = sample_grid(&[0.5; 12 * 4], 2, 5).unwrap();
+        let dec = png::Decoder::new(std::io::Cursor::new(grid));
         let info = dec.read_info().unwrap().info().clone();
         assert_eq!((info.width, info.height), (5 * 6 + 2, 3 * 6 + 2));
-        let scatter = dir.join("scatter.png");
-        latent_scatter(&scatter, &[0.0, 0.0, 1.0, 1.0, 0.5, f32::NAN], &[0, 3, 10], 100).unwrap();
-        let dec = png::Decoder::new(std::fs::File::open(&scatter).unwrap());
+        let scatter = latent_scatter(&[0.0, 0.0, 1.0, 1.0, 0.5, f32::NAN], &[0, 3, 10], 100).unwrap();
+        let dec = png::Decoder::new(std::io::Cursor::new(scatter));
         let info = dec.read_info().unwrap().info().clone();
         assert_eq!((info.width, info.height), (100, 114));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

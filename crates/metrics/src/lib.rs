@@ -20,7 +20,7 @@ mod probe;
 
 pub use chart::{line_charts, Chart, ChartPoint, Series};
 pub use decoder_fid::{verify_inception_weights, FeatureProgress, FidScorer};
-pub use fid::{frechet_distance, save_feature_stats, FeatureStats};
+pub use fid::{encode_feature_stats, frechet_distance, FeatureStats};
 pub use figures::{latent_scatter, project_2d, sample_grid, PALETTE};
 pub use inception::{
     locate_inception_weights, Inception, Tap, FEATURE_DIM, INCEPTION_FILE, INCEPTION_SHA256, INPUT_SIZE,
@@ -43,14 +43,6 @@ pub enum MetricsError {
     /// NaN or infinity in the inputs.
     #[error("non-finite input: {0}")]
     NonFinite(String),
-    /// A figure could not be written.
-    #[error("{path}: {reason}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
 }
 
 /// The ALIGN-FL decoder Lipschitz estimate: maxᵢ ‖∂(Σⱼ decoder(zᵢ)ⱼ)/∂zᵢ‖ over the latents

@@ -81,27 +81,3 @@ impl PipelineError {
 
 /// The pipeline's result.
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
-
-/// Writes `contents` to `path` atomically: into `<path>.partial`, then renamed over `path`, so an
-/// interrupted run or a full disk never leaves a truncated file under the final name.
-pub(crate) fn write_file(path: &std::path::Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    replace_with(path, |partial| std::fs::write(partial, &contents).map_err(|e| PipelineError::io(partial, e)))
-}
-
-/// Makes `path` by `write` into `<path>.partial` and renames it over `path` once complete; the
-/// partial file is removed when writing fails.
-pub(crate) fn replace_with(path: &std::path::Path, write: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    if let Err(e) = write(&partial) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-    std::fs::rename(&partial, path).map_err(|e| PipelineError::io(path, e))
-}
-
-/// Creates `dir` and its parents, naming it on failure.
-pub(crate) fn create_dir(dir: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))
-}

@@ -18,9 +18,9 @@ use tensor_kernels::{ImageOps, TrainingOps};
 use vae::{LatentPrior, TrainOptions, Vae};
 
 use crate::config::{ExperimentConfig, Mechanism, StrategyKind};
-use crate::error::{create_dir, replace_with};
 use crate::figures::FigureKind;
 use crate::observer::Observer;
+use crate::out_dir::{create_dir, write_file};
 use crate::report::{self, FinalMetrics, OutlierReport, PrivacyReport, Report, RoundRecord, StrategyRun};
 use crate::{PipelineError, Result};
 
@@ -224,7 +224,7 @@ fn outlier_analysis<B: TrainingOps + ImageOps>(
         grid.extend_from_slice(&source[..shown * dim]);
     }
     let figure = FigureKind::Outliers.of_strategy(strategy);
-    metrics::sample_grid(&out.join(&figure), &grid, data::IMAGE_SIDE, shown)?;
+    write_file(&out.join(&figure), metrics::sample_grid(&grid, data::IMAGE_SIDE, shown)?)?;
     Ok(Some((report, figure)))
 }
 
@@ -264,7 +264,7 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
         })?;
         let global = fed.global_model();
         let e = evaluate(global, &partition.eval, cfg.seed)?;
-        replace_with(&checkpoint, |partial| Ok(vae::save_checkpoint(partial, global.config(), &global.weights())?))?;
+        write_file(&checkpoint, vae::encode_checkpoint(global.config(), &global.weights()))?;
         let wanted = outcome.round == cfg.rounds || (cfg.fid.every > 0 && outcome.round % cfg.fid.every == 0);
         let fid = match fid.filter(|_| wanted) {
             Some(scorer) => Some(scorer.score(
@@ -337,9 +337,9 @@ fn write_figures<B: TrainingOps + ImageOps>(
     let z = LatentPrior::StandardNormal { dim: d }.sample(GRID_SAMPLES, &mut rng);
     let images = global.decoder().decode(&z);
     let grid = FigureKind::Samples.of_strategy(strategy);
-    metrics::sample_grid(&out.join(&grid), &images, data::IMAGE_SIDE, 10)?;
+    write_file(&out.join(&grid), metrics::sample_grid(&images, data::IMAGE_SIDE, 10)?)?;
     let scatter = FigureKind::Latent.of_strategy(strategy);
-    metrics::latent_scatter(&out.join(&scatter), &metrics::project_2d(mu, d), &eval.labels, 600)?;
+    write_file(&out.join(&scatter), metrics::latent_scatter(&metrics::project_2d(mu, d), &eval.labels, 600)?)?;
     Ok(vec![grid, scatter])
 }
 

@@ -33,7 +33,7 @@ pub use error::{PipelineError, Result};
 pub use experiment::{load_partition, run_experiment, run_on_partition, Fid, Prepared};
 pub use figures::FigureKind;
 pub use observer::{Observer, Quiet, RoundProgress};
-pub use out_dir::OutDir;
+pub use out_dir::{write_file, OutDir};
 pub use overrides::Overrides;
 pub use report::Report;
 pub use resources::{available_memory, MemoryEstimate};

@@ -1,11 +1,29 @@
 //! Where a run writes: a fresh folder per run (with `latest` pointing to it), or a folder the
 //! user names, refused when it already holds a run unless they ask to overwrite it; either way
-//! checked writable before any training starts.
+//! checked writable before any training starts. Every file is written atomically.
 
 use std::path::{Path, PathBuf};
 
-use crate::error::create_dir;
 use crate::{PipelineError, Result};
+
+/// Writes `contents` to `path` atomically: into `<path>.partial`, then renamed over `path`, so an
+/// interrupted run or a full disk never leaves a truncated file under the final name (the
+/// partial file is removed when writing fails).
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    if let Err(e) = std::fs::write(&partial, contents) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(PipelineError::io(&partial, e));
+    }
+    std::fs::rename(&partial, path).map_err(|e| PipelineError::io(path, e))
+}
+
+/// Creates `dir` and its parents, naming it on failure.
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))
+}
 
 /// The files a run writes, by name: a non-empty folder holding any of them holds a run.
 fn is_run_output(name: &str) -> bool {
@@ -166,6 +184,25 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(std::fs::canonicalize(parent.join("latest")).unwrap(), std::fs::canonicalize(&second).unwrap());
         std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    /// /dev/full answers every write with ENOSPC: a partial file linked to it is a full disk.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_leaves_the_previous_file_whole() {
+        let dir = temp("full");
+        create_dir(&dir).unwrap();
+        let report = dir.join("report.json");
+        write_file(&report, "old report").unwrap();
+        assert_eq!(std::fs::read_to_string(&report).unwrap(), "old report");
+        std::os::unix::fs::symlink("/dev/full", dir.join("report.json.partial")).unwrap();
+        let e = write_file(&report, vec![b'x'; 1 << 16]).unwrap_err().to_string();
+        assert!(e.contains("report.json.partial") && e.contains("No space left"), "{e}");
+        assert_eq!(std::fs::read_to_string(&report).unwrap(), "old report");
+        assert!(std::fs::symlink_metadata(dir.join("report.json.partial")).is_err(), "the partial file is removed");
+        write_file(&report, "new report").unwrap();
+        assert_eq!(std::fs::read_to_string(&report).unwrap(), "new report");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

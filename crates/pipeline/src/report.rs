@@ -9,7 +9,7 @@ use serde::Serialize;
 use vae::{GradientScope, PenaltyTarget};
 
 use crate::config::{ExperimentConfig, StrategyKind};
-use crate::error::write_file;
+use crate::out_dir::write_file;
 use crate::Result;
 
 /// Metrics after one round.
@@ -221,7 +221,8 @@ fn dp_sgd_section(md: &mut String, report: &PrivacyReport) {
     let verdict = if *guarantee_holds {
         format!(
             "every client's guarantee holds: ({total:.4}, {delta:e})-DP for everything this run writes that saw its \
-             data ({trainings} model(s), each trained to ε = {epsilon})"
+             data ({trainings} model(s), each trained to ε = {epsilon}), with its sample count N public (as in \
+             DP-SGD's published sampling rate q = batch / N)"
         )
     } else {
         "the (ε, δ) guarantee does NOT hold for this run (reasons below)".to_string()

@@ -27,7 +27,7 @@ mod penalty;
 mod prior;
 mod train;
 
-pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use checkpoint::{encode_checkpoint, load_checkpoint};
 pub use config::{DecoderSpec, VaeConfig};
 pub use error::VaeError;
 pub use loss::Loss;

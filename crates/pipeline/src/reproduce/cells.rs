@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
-use crate::error::write_file;
+use crate::out_dir::write_file;
 use crate::report::{PrivacyReport, Report};
 use crate::Result;
 

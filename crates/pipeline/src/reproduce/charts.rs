@@ -9,6 +9,7 @@ use super::catalogue::Curve;
 use super::table::{CurvePoint, TableRow};
 use crate::config::ExperimentConfig;
 use crate::figures::FigureKind;
+use crate::out_dir::write_file;
 use crate::{PipelineError, Result};
 
 /// Accuracy and FID against ε and λ_lip.
@@ -113,11 +114,11 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
     }
     let mut written = Vec::new();
     if !privacy_panels.is_empty() {
-        metrics::line_charts(&dir.join(PRIVACY_UTILITY), &privacy_panels, 2)?;
+        write_file(&dir.join(PRIVACY_UTILITY), metrics::line_charts(&privacy_panels, 2)?)?;
         written.push(PRIVACY_UTILITY.to_string());
     }
     if !samples_panels.is_empty() {
-        metrics::line_charts(&dir.join(SAMPLES), &samples_panels, 2)?;
+        write_file(&dir.join(SAMPLES), metrics::line_charts(&samples_panels, 2)?)?;
         written.push(SAMPLES.to_string());
     }
     Ok(written)

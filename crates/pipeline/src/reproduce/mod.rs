@@ -25,9 +25,9 @@ use cells::{Cell, CellResult};
 use table::Lookup;
 
 use crate::config::ExperimentConfig;
-use crate::error::{create_dir, write_file};
 use crate::experiment::{load_partition, run_on_partition, Fid, Prepared};
 use crate::observer::Observer;
+use crate::out_dir::{create_dir, write_file};
 use crate::{PipelineError, Result};
 
 /// What a reproduction is asked for.
