@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{noise, CHUNK, PARALLEL_MIN};
+use super::{noise, widest_simd, CHUNK, PARALLEL_MIN};
 use crate::{Activation, AdamStep, GradientNoise};
 
 /// e^x for f32 without a libm call, so loops over it vectorise: range reduction x = n·ln2 + r
@@ -60,9 +60,9 @@ pub(super) fn apply_bias_activation(row: &mut [f32], bias: &[f32], act: Activati
 /// Applies `f` to matching chunks of `x` (and `y`), in parallel when large.
 fn zip_chunks(x: &mut [f32], y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
     if x.len() < PARALLEL_MIN {
-        f(x, y);
+        widest_simd(|| f(x, y));
     } else {
-        x.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(a, b)| f(a, b));
+        x.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(a, b)| widest_simd(|| f(a, b)));
     }
 }
 
@@ -72,7 +72,9 @@ pub(super) fn bias_activation(x: &mut [f32], bias: &[f32], rows: usize, cols: us
     if cols == 0 {
         return;
     }
-    let block_kernel = |block: &mut [f32]| block.chunks_mut(cols).for_each(|row| apply_bias_activation(row, bias, act));
+    let block_kernel = |block: &mut [f32]| {
+        widest_simd(|| block.chunks_mut(cols).for_each(|row| apply_bias_activation(row, bias, act)))
+    };
     let x = &mut x[..rows * cols];
     if x.len() < PARALLEL_MIN {
         block_kernel(x);
@@ -157,10 +159,10 @@ pub(super) fn adam(
     if len < PARALLEL_MIN {
         // The same CHUNK-sized pieces, on this thread.
         let pieces = p.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK));
-        pieces.enumerate().for_each(|(c, (((p, g), m), v))| kernel(c * CHUNK, p, g, m, v));
+        pieces.enumerate().for_each(|(c, (((p, g), m), v))| widest_simd(|| kernel(c * CHUNK, p, g, m, v)));
     } else {
         let pieces =
             p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK));
-        pieces.enumerate().for_each(|(c, (((p, g), m), v))| kernel(c * CHUNK, p, g, m, v));
+        pieces.enumerate().for_each(|(c, (((p, g), m), v))| widest_simd(|| kernel(c * CHUNK, p, g, m, v)));
     }
 }

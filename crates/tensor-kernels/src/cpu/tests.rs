@@ -28,7 +28,8 @@ fn naive_gemm(m: usize, n: usize, k: usize, a: &[f32], ta: Transpose, b: &[f32],
 #[test]
 fn gemm_matches_naive_for_every_transpose_and_awkward_shapes() {
     let cpu = Cpu::new();
-    for &(m, n, k) in &[(1, 101, 255), (60, 60, 60), (129, 7, 33), (3, 1, 1)] {
+    // Below the threading threshold, then tiled by columns (ragged last tile) and by rows.
+    for &(m, n, k) in &[(1, 101, 255), (60, 60, 60), (129, 7, 33), (3, 1, 1), (130, 200, 50), (300, 70, 60)] {
         for ta in [Transpose::No, Transpose::Yes] {
             for tb in [Transpose::No, Transpose::Yes] {
                 let a = random(m * k, 1);
@@ -46,22 +47,29 @@ fn gemm_matches_naive_for_every_transpose_and_awkward_shapes() {
 
 #[test]
 fn gemm_is_bitwise_identical_across_thread_counts() {
-    // The training-step shapes, large enough for the gemm crate to split the work.
-    let (m, n, k) = (128, 512, 784);
+    // A training-step shape (tiled by columns) and a narrow one (tiled by rows).
+    for (m, n, k) in [(128, 512, 784), (700, 100, 64)] {
+        identical_across_thread_counts(m, n, k);
+    }
+}
+
+fn identical_across_thread_counts(m: usize, n: usize, k: usize) {
     let a = random(m * k, 8);
     let b = random(k * n, 9);
-    let run = |threads: usize, ta: Transpose| {
+    let run = |threads: usize, ta: Transpose, tb: Transpose| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut c = vec![0.0; m * n];
-            Cpu::new().gemm(GemmShape::new(m, n, k).transposed(ta, Transpose::No), &a, &b, &mut c, 1.0, 0.0);
+            Cpu::new().gemm(GemmShape::new(m, n, k).transposed(ta, tb), &a, &b, &mut c, 1.0, 0.0);
             c
         })
     };
     for ta in [Transpose::No, Transpose::Yes] {
-        let one = run(1, ta);
-        assert_eq!(one, run(2, ta));
-        assert_eq!(one, run(4, ta));
+        for tb in [Transpose::No, Transpose::Yes] {
+            let one = run(1, ta, tb);
+            assert_eq!(one, run(2, ta, tb));
+            assert_eq!(one, run(3, ta, tb));
+        }
     }
 }
 
