@@ -149,8 +149,18 @@ struct ReproduceArgs {
     seeds: Option<u64>,
     /// Output directory: table.md, table.json, figures/, and cells/ (one run per experiment;
     /// finished ones are reused when the command is run again).
-    #[arg(long, default_value = "runs/reproduce")]
+    #[arg(long, default_value = "runs/reproduce", conflicts_with_all = ["plan", "collect"])]
     out: PathBuf,
+    /// For a cluster: write DIR/plan.txt, one self-contained command per unfinished experiment
+    /// (each runs one --cell into DIR), and run nothing.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["collect", "cell"])]
+    plan: Option<PathBuf>,
+    /// Write the table and figures into DIR from the experiments finished there, naming the rest.
+    #[arg(long, value_name = "DIR", conflicts_with = "cell")]
+    collect: Option<PathBuf>,
+    /// Run only this experiment, KEY/SEED as in cells/KEY/seed-SEED (what plan.txt's lines do).
+    #[arg(long, value_name = "KEY/SEED", value_parser = parse_cell)]
+    cell: Option<(String, u64)>,
     /// The committed subset and the quick preset (configs/quick.toml), one seed by default:
     /// minutes instead of hours.
     #[arg(long)]
@@ -183,17 +193,38 @@ impl OnBackend for pipeline::reproduce::Settings {
     type Output = ();
 
     fn run<B: TrainingOps + ImageOps>(self, backend: &B) -> Result<()> {
+        use pipeline::reproduce::Action;
         let result = pipeline::reproduce::reproduce(backend, &self, &Terminal::default());
-        if self.out.join("table.md").is_file() {
-            println!("table: {}", self.out.join("table.md").display());
+        let written = match self.action {
+            Action::Plan => Some(("plan", self.out.join("plan.txt"))),
+            Action::RunAll | Action::Collect => Some(("table", self.out.join("table.md"))),
+            Action::Cell { .. } => None,
+        };
+        if let Some((what, path)) = written.filter(|(_, path)| path.is_file()) {
+            println!("{what}: {}", path.display());
         }
         Ok(result?)
     }
 }
 
+/// `KEY/SEED` of `--cell`.
+fn parse_cell(s: &str) -> Result<(String, u64), String> {
+    let (key, seed) = s.rsplit_once('/').ok_or_else(|| format!("--cell {s}: expected KEY/SEED, e.g. dp-rdp/0"))?;
+    let seed = seed.parse().map_err(|_| format!("--cell {s}: the seed {seed:?} is not a whole number"))?;
+    Ok((key.to_string(), seed))
+}
+
 fn reproduce_command(a: ReproduceArgs) -> Result<()> {
+    use pipeline::reproduce::Action;
     a.machine.set_threads()?;
+    let (action, out) = match (a.plan, a.collect, a.cell) {
+        (Some(dir), _, _) => (Action::Plan, dir),
+        (_, Some(dir), _) => (Action::Collect, dir),
+        (_, _, Some((key, seed))) => (Action::Cell { key, seed }, a.out),
+        (None, None, None) => (Action::RunAll, a.out),
+    };
     let settings = pipeline::reproduce::Settings {
+        action,
         dataset: a.dataset,
         seeds: a.seeds.unwrap_or(if a.quick { 1 } else { 3 }),
         quick: a.quick,
@@ -203,7 +234,7 @@ fn reproduce_command(a: ReproduceArgs) -> Result<()> {
         rounds: a.rounds,
         data_dir: a.data_dir,
         inception_weights: a.inception_weights,
-        ..pipeline::reproduce::Settings::new(a.out)
+        ..pipeline::reproduce::Settings::new(out)
     };
     dispatch(a.machine.backend, settings)
 }

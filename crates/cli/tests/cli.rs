@@ -270,6 +270,15 @@ fn bad_arguments_and_inputs_exit_non_zero_with_the_fix_named() {
     let o = align_fl(&["reproduce", "--quick", "--only", "fedsgd", "--out", out.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("unknown experiment \"fedsgd\""), "{}", stderr(&o));
+    for (args, want) in [
+        (&["reproduce", "--quick", "--cell", "lcd"][..], "expected KEY/SEED"),
+        (&["reproduce", "--quick", "--cell", "lcd/x"], "is not a whole number"),
+        (&["reproduce", "--quick", "--cell", "lcd/0", "--no-fid", "--only", "fedavg"], "its cells are fedavg/0"),
+        (&["reproduce", "--quick", "--plan", "a", "--collect", "b"], "cannot be used with"),
+    ] {
+        let o = align_fl(args);
+        assert!(!o.status.success() && stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
     let config = out.join("typo.toml");
     std::fs::write(&config, "rounds = 2\nroundz = 3\n").unwrap();
     let o = align_fl(&["run", "--config", config.to_str().unwrap()]);

@@ -65,6 +65,14 @@ pub enum PipelineError {
         .0.join("\n  ")
     )]
     ExperimentsFailed(Vec<String>),
+    /// `reproduce --collect` found experiments that have not finished; the others are in the table.
+    #[error(
+        "{} experiment(s) have not finished; the table shows the others. Run their commands (listed \
+         below and in plan.txt), then collect again:\n  {}",
+        .0.len(),
+        .0.join("\n  ")
+    )]
+    ExperimentsUnfinished(Vec<String>),
 }
 
 impl PipelineError {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use pipeline::reproduce::{reproduce, Curve, Experiment, Row, Settings};
+use pipeline::reproduce::{reproduce, Action, Curve, Experiment, Row, Settings};
 use pipeline::{PipelineError, Quiet};
 
 fn table_json(out: &std::path::Path) -> serde_json::Value {
@@ -105,11 +105,71 @@ fn reproduce_keeps_going_past_a_failed_experiment_and_names_it() {
     assert_eq!(failures.len(), 1);
     assert!(failures[0].starts_with("align-fl seed 0: align-fl: round 1, server"), "{e}");
     let md = std::fs::read_to_string(out.join("table.md")).unwrap();
-    assert!(md.contains("## Failed experiments") && md.contains("No run of this row finished"), "{md}");
+    assert!(md.contains("## Experiments missing from the table") && md.contains("No run of this row finished"), "{md}");
     assert!(md.contains(&format!("Made by `align-fl reproduce --config {}", path.display())), "{md}");
     let table = table_json(&out);
     assert!(table["rows"][0]["accuracy"].is_null());
     assert!(table["rows"][1]["accuracy"]["mean"].as_f64().is_some(), "FedAvg still ran");
     assert!(out.join("figures/samples-fedavg.png").is_file() && !out.join("figures/samples-align-fl.png").exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The cluster path: `plan.txt` lists one command per unfinished cell, each cell runs alone, and
+/// `--collect` builds the same table as a single-process reproduction, bit for bit.
+#[test]
+fn a_planned_reproduction_runs_cell_by_cell_and_collects_the_same_table() {
+    let out = temp_dir("reproduce-plan");
+    let cpu = tensor_kernels::Cpu::new();
+    let base = Settings {
+        quick: true,
+        seeds: 1,
+        rounds: Some(1),
+        fid: false,
+        data_dir: Some(repo().join("data/subset")),
+        only: Some(vec![Experiment::Row(Row::AlignFl), Experiment::Row(Row::Fedavg)]),
+        ..Settings::new(out.clone())
+    };
+    let with = |action: Action| Settings { action, ..base.clone() };
+    let commands = |out: &std::path::Path| -> Vec<String> {
+        let text = std::fs::read_to_string(out.join("plan.txt")).unwrap();
+        text.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect()
+    };
+    reproduce(&cpu, &with(Action::Plan), &Quiet).unwrap();
+    let planned = commands(&out);
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    assert!(planned[0].ends_with("--cell align-fl/0") && planned[1].ends_with("--cell fedavg/0"), "{planned:?}");
+    for c in &planned {
+        assert!(
+            c.starts_with("align-fl reproduce --quick") && c.contains("--no-fid --out") && c.contains("--data-dir")
+        );
+    }
+    assert!(!out.join("cells").exists(), "planning runs nothing");
+    let text = std::fs::read_to_string(out.join("plan.txt")).unwrap();
+    assert!(text.contains(&format!("--no-fid --collect {}\n", out.display())), "{text}");
+
+    let e = reproduce(&cpu, &with(Action::Collect), &Quiet).unwrap_err();
+    assert!(matches!(e, PipelineError::ExperimentsUnfinished(ref v) if v.len() == 2), "{e}");
+    assert!(e.to_string().contains("--cell fedavg/0"), "{e}");
+
+    reproduce(&cpu, &with(Action::Cell { key: "fedavg".into(), seed: 0 }), &Quiet).unwrap();
+    assert!(out.join("cells/fedavg/seed-0/cell.json").is_file() && !out.join("cells/align-fl").exists());
+    reproduce(&cpu, &with(Action::Plan), &Quiet).unwrap();
+    assert_eq!(commands(&out), planned[..1], "only the unfinished cell is planned again");
+    reproduce(&cpu, &with(Action::Cell { key: "align-fl".into(), seed: 0 }), &Quiet).unwrap();
+    reproduce(&cpu, &with(Action::Collect), &Quiet).unwrap();
+
+    let e = reproduce(&cpu, &with(Action::Cell { key: "lcd".into(), seed: 0 }), &Quiet).unwrap_err().to_string();
+    assert!(e.contains("--cell lcd/0 is not in this plan; its cells are align-fl/0, fedavg/0"), "{e}");
+
+    let single = temp_dir("reproduce-single");
+    reproduce(&cpu, &Settings { out: single.clone(), ..base.clone() }, &Quiet).unwrap();
+    // Every metric the same; only the wall times differ.
+    let rows = |out: &std::path::Path| {
+        let mut rows = table_json(out)["rows"].clone();
+        rows.as_array_mut().unwrap().iter_mut().for_each(|r| r["wall_seconds"] = serde_json::Value::Null);
+        rows
+    };
+    assert_eq!(rows(&out), rows(&single));
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&single).unwrap();
 }

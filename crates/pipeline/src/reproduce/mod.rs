@@ -7,6 +7,11 @@
 //! holds the same configuration is reused, so an interrupted reproduction resumes where it
 //! stopped. The partition and the FID statistics of the evaluation images are computed once per
 //! seed and shared by its cells.
+//!
+//! On a cluster the cells run apart: [`Action::Plan`] writes one self-contained command per
+//! unfinished cell (`plan.txt`, for a Slurm array, Kubernetes indexed Jobs or GNU parallel), each
+//! running [`Action::Cell`] into the shared output folder, and [`Action::Collect`] builds the
+//! table from the cells that have finished.
 
 mod catalogue;
 mod cells;
@@ -30,9 +35,29 @@ use crate::observer::Observer;
 use crate::out_dir::{create_dir, write_file};
 use crate::{PipelineError, Result};
 
+/// What `reproduce` does with the planned cells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run every unfinished cell here, then write the table.
+    RunAll,
+    /// Write `plan.txt`: one command line per unfinished cell, each running [`Action::Cell`].
+    Plan,
+    /// Write the table from the finished cells; the unfinished ones are named, and an error.
+    Collect,
+    /// Run only this cell (its key, as in `cells/<key>/`, and seed); no table.
+    Cell {
+        /// The cell's key.
+        key: String,
+        /// Its seed.
+        seed: u64,
+    },
+}
+
 /// What a reproduction is asked for.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Run, plan, collect or run one cell.
+    pub action: Action,
     /// Primary dataset (the other one supplies client 0's outliers).
     pub dataset: DatasetKind,
     /// Seeds 0..seeds for the table rows.
@@ -59,6 +84,7 @@ impl Settings {
     /// The paper protocol on MNIST, 3 seeds, everything, FID on, into `out`.
     pub fn new(out: PathBuf) -> Self {
         Settings {
+            action: Action::RunAll,
             dataset: DatasetKind::Mnist,
             seeds: 3,
             out,
@@ -88,6 +114,11 @@ impl Settings {
 
     /// The `align-fl reproduce` command line that makes this table.
     fn command_line(&self) -> String {
+        self.command_without_folder() + &format!(" --out {}", self.out.display())
+    }
+
+    /// The command line's settings, without the output folder.
+    fn command_without_folder(&self) -> String {
         let mut c = String::from("align-fl reproduce");
         if self.quick {
             c += " --quick";
@@ -108,7 +139,20 @@ impl Settings {
         if !self.fid {
             c += " --no-fid";
         }
-        c + &format!(" --out {}", self.out.display())
+        c
+    }
+
+    /// The self-contained command that runs `cell` alone: the settings, the machine-specific
+    /// inputs given here (else the node's `ALIGN_FL_DATA` / `ALIGN_FL_MODELS`), and `--cell`.
+    fn cell_command_line(&self, cell: &Cell) -> String {
+        let mut c = self.command_line();
+        if let Some(d) = &self.data_dir {
+            c += &format!(" --data-dir {}", d.display());
+        }
+        if let Some(w) = &self.inception_weights {
+            c += &format!(" --inception-weights {}", w.display());
+        }
+        c + &format!(" --cell {}/{}", cell.key, cell.seed)
     }
 
     fn wants(&self, e: Experiment) -> bool {
@@ -163,9 +207,10 @@ fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, V
     Ok((cells, rows, curves))
 }
 
-/// Runs (or reuses) every cell, then writes `table.md`, `table.json` and `figures/` into
-/// `s.out`. Failed experiments are named in the table and in the error returned after it is
-/// written; running again retries only them.
+/// Does `s.action` with the planned cells: by default runs (or reuses) every cell, then writes
+/// `table.md`, `table.json` and `figures/` into `s.out`. Failed (or, collecting, unfinished)
+/// experiments are named in the table and in the error returned after it is written; running
+/// again retries only them.
 pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer: &dyn Observer) -> Result<()> {
     if s.seeds == 0 {
         return Err(PipelineError::Config("--seeds 0: run at least one seed".into()));
@@ -181,42 +226,96 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
     let (cells, rows, curves) = plan(s, &base)?;
     create_dir(&s.out)?;
     let mut results: BTreeMap<(String, u64), CellResult> = BTreeMap::new();
-    let pending: Vec<&Cell> = cells
-        .iter()
-        .filter(|c| match c.cached(&s.out) {
+    let mut pending: Vec<&Cell> = Vec::new();
+    for c in &cells {
+        match c.cached(&s.out) {
             Some(r) => {
                 results.insert((c.key.clone(), c.seed), r);
-                false
             }
-            None => true,
-        })
-        .collect();
-    observer.note(&format!(
-        "reproduce: {} experiments, {} already done in {}, {} to run on {} images from {}",
-        cells.len(),
-        cells.len() - pending.len(),
-        s.out.display(),
-        pending.len(),
-        base.dataset.display_name(),
-        data_dir.display()
-    ));
+            None => pending.push(c),
+        }
+    }
+    let mut failures = Vec::new();
+    match &s.action {
+        Action::Plan => return write_plan(s, &cells, &pending, observer),
+        Action::Collect => {
+            failures.extend(
+                pending
+                    .iter()
+                    .map(|c| format!("{} seed {}: not finished (`{}`)", c.key, c.seed, s.cell_command_line(c))),
+            );
+        }
+        Action::Cell { key, seed } => {
+            let Some(cell) = cells.iter().find(|c| c.key == *key && c.seed == *seed) else {
+                let known: Vec<String> = cells.iter().map(|c| format!("{}/{}", c.key, c.seed)).collect();
+                return Err(PipelineError::Config(format!(
+                    "--cell {key}/{seed} is not in this plan; its cells are {}",
+                    known.join(", ")
+                )));
+            };
+            if results.contains_key(&(cell.key.clone(), cell.seed)) {
+                observer.note(&format!("reproduce: {key} seed {seed} has finished already in {}", s.out.display()));
+                return Ok(());
+            }
+            run_cells(backend, s, &base, &data_dir, &[cell], cells.len() - 1, observer, &mut results, &mut failures)?;
+            return if failures.is_empty() { Ok(()) } else { Err(PipelineError::ExperimentsFailed(failures)) };
+        }
+        Action::RunAll => {
+            observer.note(&format!(
+                "reproduce: {} experiments, {} already done in {}, {} to run on {} images from {}",
+                cells.len(),
+                cells.len() - pending.len(),
+                s.out.display(),
+                pending.len(),
+                base.dataset.display_name(),
+                data_dir.display()
+            ));
+            let done = cells.len() - pending.len();
+            run_cells(backend, s, &base, &data_dir, &pending, done, observer, &mut results, &mut failures)?;
+        }
+    }
+    let lookup = |cfg: &ExperimentConfig| {
+        let cell = cells.iter().find(|c| c.cfg == *cfg).expect("planned");
+        results.get(&(cell.key.clone(), cell.seed))
+    };
+    let outputs = Outputs { settings: s, base: &base, cells: &cells, lookup: &lookup };
+    outputs.write(&rows, &curves, &failures, start.elapsed().as_secs_f64())?;
+    match (failures.is_empty(), &s.action) {
+        (true, _) => Ok(()),
+        (false, Action::Collect) => Err(PipelineError::ExperimentsUnfinished(failures)),
+        (false, _) => Err(PipelineError::ExperimentsFailed(failures)),
+    }
+}
+
+/// Runs `pending` (grouped by seed: one partition and one set of evaluation-image FID statistics
+/// per seed), saving each finished cell and naming each failed one; `done` cells came before.
+#[allow(clippy::too_many_arguments)]
+fn run_cells<B: TrainingOps + ImageOps>(
+    backend: &B,
+    s: &Settings,
+    base: &ExperimentConfig,
+    data_dir: &std::path::Path,
+    pending: &[&Cell],
+    mut done: usize,
+    observer: &dyn Observer,
+    results: &mut BTreeMap<(String, u64), CellResult>,
+    failures: &mut Vec<String>,
+) -> Result<()> {
+    let total = done + pending.len();
     let mut seeds: Vec<u64> = pending.iter().map(|c| c.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
-    let mut done = cells.len() - pending.len();
-    let mut failures = Vec::new();
     for seed in seeds {
-        // One partition and one set of evaluation-image FID statistics per seed.
         let mut seed_cfg = base.clone();
         seed_cfg.seed = seed;
         seed_cfg.fid.weights.clone_from(&s.inception_weights);
-        let partition = load_partition(&seed_cfg, &data_dir)?;
+        let partition = load_partition(&seed_cfg, data_dir)?;
         let fid = Fid::prepare(backend, &seed_cfg, &partition, observer)?;
         for cell in pending.iter().filter(|c| c.seed == seed) {
             done += 1;
-            observer.note(&format!("\n[{done}/{}] {} seed {seed}", cells.len(), cell.key));
+            observer.note(&format!("\n[{done}/{total}] {} seed {seed}", cell.key));
             let dir = cell.dir(&s.out);
-            let prepared = Prepared { data_dir: &data_dir, partition: &partition, fid: &fid };
+            let prepared = Prepared { data_dir, partition: &partition, fid: &fid };
             let report = match run_on_partition(backend, &cell.cfg, &prepared, &dir, observer) {
                 Ok(report) => report,
                 Err(e) => {
@@ -232,15 +331,33 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
             results.insert((cell.key.clone(), seed), result);
         }
     }
-    let lookup = |cfg: &ExperimentConfig| {
-        let cell = cells.iter().find(|c| c.cfg == *cfg).expect("planned");
-        results.get(&(cell.key.clone(), cell.seed))
-    };
-    let outputs = Outputs { settings: s, base: &base, cells: &cells, lookup: &lookup };
-    outputs.write(&rows, &curves, &failures, start.elapsed().as_secs_f64())?;
-    if !failures.is_empty() {
-        return Err(PipelineError::ExperimentsFailed(failures));
+    Ok(())
+}
+
+/// Writes `plan.txt` into `s.out`: one command per unfinished cell, each self-contained (it
+/// plans again, finds its cell by key and seed, and writes only `cells/<key>/seed-<s>/`).
+fn write_plan(s: &Settings, cells: &[Cell], pending: &[&Cell], observer: &dyn Observer) -> Result<()> {
+    let mut text = format!(
+        "# {} of {} experiments to run, one command per line (any order, any machine sharing {}).\n\
+         # Then build the table: {} --collect {}\n",
+        pending.len(),
+        cells.len(),
+        s.out.display(),
+        s.command_without_folder(),
+        s.out.display()
+    );
+    for cell in pending {
+        text += &s.cell_command_line(cell);
+        text.push('\n');
     }
+    let path = s.out.join("plan.txt");
+    write_file(&path, text)?;
+    observer.note(&format!(
+        "reproduce: {} of {} experiments to run; one command each in {}",
+        pending.len(),
+        cells.len(),
+        path.display()
+    ));
     Ok(())
 }
 
@@ -292,7 +409,7 @@ impl Outputs<'_> {
             .map_or(String::new(), |c| format!(", backend {}, {} threads", c.backend, c.threads));
         let mut md = table::markdown(s, base, &table, &curves, &figure_files, &machine);
         if !failures.is_empty() {
-            md += "\n## Failed experiments\n\n";
+            md += "\n## Experiments missing from the table\n\n";
             for f in failures {
                 md += &format!("* {f}\n");
             }
