@@ -11,6 +11,19 @@ pub enum FederationError {
         /// Decoder's message.
         reason: String,
     },
+    /// A client update in another version of the wire format.
+    #[error(
+        "client update from client {client} is in update format version {got}, but this build reads version \
+         {reads}: run the same align-fl release on the clients and the server"
+    )]
+    UpdateVersion {
+        /// Sender.
+        client: usize,
+        /// The version the update carries.
+        got: u16,
+        /// The version this build reads.
+        reads: u16,
+    },
     /// A client update decodes but its contents contradict its declared architecture.
     #[error("client update from client {client} is inconsistent: {reason}")]
     InvalidUpdate {

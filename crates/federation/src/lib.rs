@@ -32,7 +32,7 @@ mod strategy;
 
 pub use client::{Client, ClientPrivacy, ClientStart, LocalTraining, PriorFit, PriorKind, RoundPlan, Upload};
 pub use error::FederationError;
-pub use message::{ClientUpdate, UpdatePayload};
+pub use message::{ClientUpdate, UpdatePayload, UPDATE_FORMAT, UPDATE_FORMAT_VERSION};
 pub use seeds::{derive_seed, Stream};
 pub use simulation::{Federation, Progress, RoundOutcome, Silent};
 pub use strategy::{weighted_average, AlignFl, AlignFlSettings, FedAvg, ServerStats, Strategy};

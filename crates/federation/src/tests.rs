@@ -62,6 +62,19 @@ fn damaged_bytes_are_rejected_with_the_sender_named() {
 }
 
 #[test]
+fn another_format_or_version_is_refused_with_both_versions_named() {
+    let bytes = decoder_update().encode();
+    assert!(bytes.starts_with(b"align-fl/update\0\x01\x00"));
+    let mut newer = bytes.clone();
+    newer[UPDATE_FORMAT.len()] = 2;
+    let e = ClientUpdate::decode(&newer, 2).unwrap_err();
+    assert!(matches!(e, FederationError::UpdateVersion { client: 2, got: 2, reads: 1 }), "{e}");
+    assert!(e.to_string().contains("version 2, but this build reads version 1"), "{e}");
+    let e = ClientUpdate::decode(b"PK\x03\x04 a zip file, not an update", 2).unwrap_err().to_string();
+    assert!(e.contains("not an align-fl client update") && e.contains("PK"), "{e}");
+}
+
+#[test]
 fn shape_and_prior_mismatches_are_rejected() {
     let mut u = decoder_update();
     if let UpdatePayload::Decoder { weights, .. } = &mut u.payload {
