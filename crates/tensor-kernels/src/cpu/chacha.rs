@@ -65,31 +65,10 @@ fn blocks_portable(key: &[u32; 8], stream: u64, block: u64, out: &mut [u32; LANE
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn blocks_avx512(key: &[u32; 8], stream: u64, block: u64, out: &mut [u32; LANES * BLOCK_WORDS]) {
-    blocks_portable(key, stream, block, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn blocks_avx2(key: &[u32; 8], stream: u64, block: u64, out: &mut [u32; LANES * BLOCK_WORDS]) {
-    blocks_portable(key, stream, block, out);
-}
-
-fn blocks(key: &[u32; 8], stream: u64, block: u64, out: &mut [u32; LANES * BLOCK_WORDS]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { blocks_avx512(key, stream, block, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { blocks_avx2(key, stream, block, out) };
-        }
-    }
-    blocks_portable(key, stream, block, out);
+widest_simd_fn! {
+    /// [`blocks_portable`] in the CPU's widest vectors (integer lanes: the same words everywhere).
+    fn blocks(key: &[u32; 8], stream: u64, block: u64, out: &mut [u32; LANES * BLOCK_WORDS]) =
+        blocks_portable(key, stream, block, out)
 }
 
 /// A reader of one ChaCha20 stream from a given word position.

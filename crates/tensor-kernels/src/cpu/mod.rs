@@ -4,6 +4,42 @@
 //! slices bound every access, and the GEMMs (raw pointers into the `gemm` crate) check their
 //! operands' lengths first.
 
+/// Defines `fn name(args) -> ret` as `body` compiled three times — for AVX-512F, for AVX2 and for
+/// the baseline — and run in the widest instance the CPU supports (detected at run time), so the
+/// loops inlined into `body` vectorise with it. Each element's result is the same bits on every
+/// path: Rust never contracts a · b + c into an FMA, and vector lanes do not reorder a reduction
+/// the compiler may not reorder. Optional generics go in brackets after the name.
+macro_rules! widest_simd_fn {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident $([$($generics:tt)*])? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:expr
+    ) => {
+        $(#[$attr])*
+        fn $name $(<$($generics)*>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512 $(<$($generics)*>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2 $(<$($generics)*>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
 mod chacha;
 mod elementwise;
 mod gemm;
@@ -23,39 +59,13 @@ const PARALLEL_MIN: usize = 1 << 15;
 /// Chunk length for parallel element-wise kernels.
 const CHUNK: usize = 1 << 13;
 
-/// Runs `f` compiled for the widest vectors this CPU has (AVX-512F, else AVX2, else the baseline;
-/// detected at run time), so the loops inlined into it vectorise with them. Each element's result
-/// is the same bits on every path: Rust never contracts a · b + c into an FMA, and vector lanes do
-/// not reorder a reduction the compiler may not reorder. For short loop bodies: LLVM does not
-/// inline the long ChaCha20 and Box–Muller bodies into the closure here, so `chacha` and `noise`
-/// compile their own `#[target_feature]` instances (measured: DP-SGD's step 1.3× the plain step
-/// with those, 1.5–1.7× through this function).
-#[inline(always)]
-fn widest_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { with_avx512(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { with_avx2(f) };
-        }
-    }
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+widest_simd_fn! {
+    /// Runs `f` in the widest vector instance (see [`widest_simd_fn`]): for short loop bodies.
+    /// LLVM does not inline a long body (ChaCha20, Box–Muller) from the closure into the
+    /// instances, so `chacha` and `noise` name theirs with [`widest_simd_fn`] directly (measured:
+    /// DP-SGD's step 1.3× the plain step that way, 1.5–1.7× through this function).
+    #[inline(always)]
+    fn widest_simd[R, F: FnOnce() -> R](f: F) -> R = f()
 }
 
 /// The CPU backend. Buffers are `Vec<f32>`; threads come from the current rayon pool.

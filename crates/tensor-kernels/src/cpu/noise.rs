@@ -101,34 +101,9 @@ fn transform_portable(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
     }
 }
 
-/// [`transform_portable`] compiled for AVX-512 (16 lanes). Rust never contracts a·b + c into an
-/// FMA on its own, so the results are bit-identical to the portable build.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn transform_avx512(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
-    transform_portable(words, out);
-}
-
-/// [`transform_portable`] compiled for AVX2 (8 lanes), bit-identical likewise.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn transform_avx2(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
-    transform_portable(words, out);
-}
-
-fn transform(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { transform_avx512(words, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { transform_avx2(words, out) };
-        }
-    }
-    transform_portable(words, out);
+widest_simd_fn! {
+    /// [`transform_portable`] in the CPU's widest vectors (AVX-512: 16 lanes), bit-identical.
+    fn transform(words: &[u32; 3 * GROUPS], out: &mut [[f32; GROUPS]; 4]) = transform_portable(words, out)
 }
 
 /// The N(0, 1) value at position `key.offset + i` of the stream.
