@@ -517,15 +517,16 @@ fn privacy_report(
                         .map_err(|e| PipelineError::from(e).within(format!("composing client {k}'s release")))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let training_images_shown = cfg.analyses_training_images();
             Some(PrivacyReport::DpSgd {
                 target_epsilon: dp.epsilon,
                 delta: dp.delta,
                 dp_scope: dp.scope,
                 prior,
-                guarantee_holds: release.iter().all(|c| c.guarantee_holds) && !cfg.analyses_training_images(),
+                guarantee_holds: release.iter().all(|c| c.guarantee_holds) && !training_images_shown,
                 release,
                 clients: main.client_privacy.clone(),
-                training_images_shown: cfg.analyses_training_images(),
+                training_images_shown,
             })
         }
         Mechanism::Lipschitz => {

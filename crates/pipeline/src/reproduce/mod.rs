@@ -226,6 +226,22 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
     let (cells, rows, curves) = plan(s, &base)?;
     create_dir(&s.out)?;
     let mut results: BTreeMap<(String, u64), CellResult> = BTreeMap::new();
+    let mut failures = Vec::new();
+    if let Action::Cell { key, seed } = &s.action {
+        let Some(cell) = cells.iter().find(|c| c.key == *key && c.seed == *seed) else {
+            let known: Vec<String> = cells.iter().map(|c| format!("{}/{}", c.key, c.seed)).collect();
+            return Err(PipelineError::Config(format!(
+                "--cell {key}/{seed} is not in this plan; its cells are {}",
+                known.join(", ")
+            )));
+        };
+        if cell.cached(&s.out).is_some() {
+            observer.note(&format!("reproduce: {key} seed {seed} has finished already in {}", s.out.display()));
+            return Ok(());
+        }
+        run_cells(backend, s, &base, &data_dir, &[cell], cells.len() - 1, observer, &mut results, &mut failures)?;
+        return if failures.is_empty() { Ok(()) } else { Err(PipelineError::ExperimentsFailed(failures)) };
+    }
     let mut pending: Vec<&Cell> = Vec::new();
     for c in &cells {
         match c.cached(&s.out) {
@@ -235,8 +251,8 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
             None => pending.push(c),
         }
     }
-    let mut failures = Vec::new();
     match &s.action {
+        Action::Cell { .. } => unreachable!("run above"),
         Action::Plan => return write_plan(s, &cells, &pending, observer),
         Action::Collect => {
             failures.extend(
@@ -244,21 +260,6 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
                     .iter()
                     .map(|c| format!("{} seed {}: not finished (`{}`)", c.key, c.seed, s.cell_command_line(c))),
             );
-        }
-        Action::Cell { key, seed } => {
-            let Some(cell) = cells.iter().find(|c| c.key == *key && c.seed == *seed) else {
-                let known: Vec<String> = cells.iter().map(|c| format!("{}/{}", c.key, c.seed)).collect();
-                return Err(PipelineError::Config(format!(
-                    "--cell {key}/{seed} is not in this plan; its cells are {}",
-                    known.join(", ")
-                )));
-            };
-            if results.contains_key(&(cell.key.clone(), cell.seed)) {
-                observer.note(&format!("reproduce: {key} seed {seed} has finished already in {}", s.out.display()));
-                return Ok(());
-            }
-            run_cells(backend, s, &base, &data_dir, &[cell], cells.len() - 1, observer, &mut results, &mut failures)?;
-            return if failures.is_empty() { Ok(()) } else { Err(PipelineError::ExperimentsFailed(failures)) };
         }
         Action::RunAll => {
             observer.note(&format!(
