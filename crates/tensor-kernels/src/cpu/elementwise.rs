@@ -48,12 +48,23 @@ pub(super) fn sigmoid(x: f32) -> f32 {
 }
 
 /// row ← act(row + bias).
-#[inline]
+#[inline(always)]
 pub(super) fn apply_bias_activation(row: &mut [f32], bias: &[f32], act: Activation) {
     match act {
         Activation::Identity => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
         Activation::Relu => row.iter_mut().zip(bias).for_each(|(v, b)| *v = flush_subnormal((*v + b).max(0.0))),
         Activation::Sigmoid => row.iter_mut().zip(bias).for_each(|(v, b)| *v = sigmoid(*v + b)),
+    }
+}
+
+widest_simd_fn! {
+    /// Each row of `block` (rows of `bias.len()` values) ← act(row + bias). A named instance
+    /// rather than a closure through [`widest_simd`]: LLVM kept the closure out of line, in
+    /// baseline SSE2 (seen in the disassembly).
+    pub(super) fn bias_activation_rows(block: &mut [f32], bias: &[f32], act: Activation) = {
+        for row in block.chunks_exact_mut(bias.len()) {
+            apply_bias_activation(row, bias, act);
+        }
     }
 }
 
@@ -72,9 +83,7 @@ pub(super) fn bias_activation(x: &mut [f32], bias: &[f32], rows: usize, cols: us
     if cols == 0 {
         return;
     }
-    let block_kernel = |block: &mut [f32]| {
-        widest_simd(|| block.chunks_mut(cols).for_each(|row| apply_bias_activation(row, bias, act)))
-    };
+    let block_kernel = |block: &mut [f32]| bias_activation_rows(block, bias, act);
     let x = &mut x[..rows * cols];
     if x.len() < PARALLEL_MIN {
         block_kernel(x);
@@ -122,6 +131,39 @@ pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32], len: usize) {
     zip_chunks(&mut y[..len], &x[..len], |y, x| y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x));
 }
 
+/// One Adam update of a parameter from its (noised) gradient g (Kingma & Ba 2015, Algorithm 1,
+/// with the bias corrections folded into the step size and the denominator).
+#[inline(always)]
+fn adam_update(p: &mut f32, g: f32, m: &mut f32, v: &mut f32, step: AdamStep, step_size: f32, bc2_sqrt: f32) {
+    *m = flush_subnormal(step.beta1 * *m + (1.0 - step.beta1) * g);
+    *v = flush_subnormal(step.beta2 * *v + (1.0 - step.beta2) * g * g);
+    *p -= step_size * *m / (v.sqrt() / bc2_sqrt + step.eps);
+}
+
+widest_simd_fn! {
+    /// Adam on one piece of at most [`CHUNK`] values whose first value is the tensor's `first`-th
+    /// (where its noise starts). A named instance, as [`bias_activation_rows`] is.
+    fn adam_piece(first: usize, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], step: AdamStep, noise: Option<GradientNoise>) = {
+        let step_size = step.lr / (1.0 - step.beta1.powi(step.t as i32));
+        let bc2_sqrt = (1.0 - step.beta2.powi(step.t as i32)).sqrt();
+        match noise {
+            None => {
+                for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    adam_update(p, *g, m, v, step, step_size, bc2_sqrt);
+                }
+            }
+            Some(n) => {
+                let mut z = [0.0f32; CHUNK];
+                let z = &mut z[..p.len()];
+                noise::fill(z, n.key, first as u64);
+                for ((((p, g), m), v), z) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).zip(z.iter()) {
+                    adam_update(p, n.scale * (g + n.std * z), m, v, step, step_size, bc2_sqrt);
+                }
+            }
+        }
+    }
+}
+
 /// See [`crate::Backend::adam`].
 pub(super) fn adam(
     param: &mut [f32],
@@ -131,38 +173,15 @@ pub(super) fn adam(
     step: AdamStep,
     noise: Option<GradientNoise>,
 ) {
-    let bc1 = 1.0 - step.beta1.powi(step.t as i32);
-    let bc2 = 1.0 - step.beta2.powi(step.t as i32);
-    let step_size = step.lr / bc1;
-    let bc2_sqrt = bc2.sqrt();
-    let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
-        *m = flush_subnormal(step.beta1 * *m + (1.0 - step.beta1) * g);
-        *v = flush_subnormal(step.beta2 * *v + (1.0 - step.beta2) * g * g);
-        *p -= step_size * *m / (v.sqrt() / bc2_sqrt + step.eps);
-    };
-    let kernel = |first: usize, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| match noise {
-        None => {
-            p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).for_each(|(((p, g), m), v)| update(p, *g, m, v))
-        }
-        Some(n) => {
-            // At most CHUNK values per call: the noise for them fits a stack buffer.
-            let mut z = [0.0f32; CHUNK];
-            let z = &mut z[..p.len()];
-            noise::fill(z, n.key, first as u64);
-            for ((((p, g), m), v), z) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).zip(z.iter()) {
-                update(p, n.scale * (g + n.std * z), m, v);
-            }
-        }
-    };
     let (m, v) = moments;
     let (p, g, m, v) = (&mut param[..len], &grad[..len], &mut m[..len], &mut v[..len]);
     if len < PARALLEL_MIN {
         // The same CHUNK-sized pieces, on this thread.
         let pieces = p.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK));
-        pieces.enumerate().for_each(|(c, (((p, g), m), v))| widest_simd(|| kernel(c * CHUNK, p, g, m, v)));
+        pieces.enumerate().for_each(|(c, (((p, g), m), v))| adam_piece(c * CHUNK, p, g, m, v, step, noise));
     } else {
         let pieces =
             p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK));
-        pieces.enumerate().for_each(|(c, (((p, g), m), v))| widest_simd(|| kernel(c * CHUNK, p, g, m, v)));
+        pieces.enumerate().for_each(|(c, (((p, g), m), v))| adam_piece(c * CHUNK, p, g, m, v, step, noise));
     }
 }

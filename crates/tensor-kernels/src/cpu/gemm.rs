@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{apply_bias_activation, bias_activation};
+use super::elementwise::{bias_activation, bias_activation_rows};
 use crate::{Activation, GemmShape, LinearShape, Transpose};
 
 /// Rows per block of the blocked [`linear`]: a 256 × 784 output block (800 KB) stays in L2, and
@@ -213,6 +213,6 @@ pub(super) fn linear(a: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], shape:
         let a_blk = &a[blk * LINEAR_BLOCK_ROWS * in_dim..][..r * in_dim];
         let block = GemmShape { m: r, ..product };
         gemm_single(block, a_blk, w, o, 1.0, 0.0);
-        o.chunks_mut(out_dim).for_each(|row| apply_bias_activation(row, bias, act));
+        bias_activation_rows(o, bias, act);
     });
 }

@@ -12,10 +12,10 @@
 macro_rules! widest_simd_fn {
     (
         $(#[$attr:meta])*
-        fn $name:ident $([$($generics:tt)*])? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:expr
+        $vis:vis fn $name:ident $([$($generics:tt)*])? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:expr
     ) => {
         $(#[$attr])*
-        fn $name $(<$($generics)*>)? ($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<$($generics)*>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
@@ -61,9 +61,9 @@ const CHUNK: usize = 1 << 13;
 
 widest_simd_fn! {
     /// Runs `f` in the widest vector instance (see [`widest_simd_fn`]): for short loop bodies.
-    /// LLVM does not inline a long body (ChaCha20, Box–Muller) from the closure into the
-    /// instances, so `chacha` and `noise` name theirs with [`widest_simd_fn`] directly (measured:
-    /// DP-SGD's step 1.3× the plain step that way, 1.5–1.7× through this function).
+    /// LLVM does not inline a long body (ChaCha20, Box–Muller, Adam, a sigmoid row) from the
+    /// closure into the instances: it stays out of line in baseline SSE2 (seen in the
+    /// disassembly), so those kernels name their own instances with [`widest_simd_fn`].
     #[inline(always)]
     fn widest_simd[R, F: FnOnce() -> R](f: F) -> R = f()
 }

@@ -174,6 +174,53 @@ fn adam_matches_hand_computed_first_step() {
     assert_close(&moments.0, &[0.05, -0.2], 1e-6, "first moments");
 }
 
+/// The AVX-512/AVX2 instances compute the scalar formulas bit for bit: Adam with and without
+/// DP-SGD's noise, and every activation after a bias, on lengths with ragged vector tails and
+/// above the threading threshold.
+#[test]
+fn vector_kernels_match_the_scalar_formulas_bitwise() {
+    let cpu = Cpu::new();
+    let len = PARALLEL_MIN + 8 * CHUNK / 3 + 5;
+    let step = AdamStep::new(1e-3, 7);
+    let noise = GradientNoise { std: 1.5, scale: 1.0 / 64.0, key: NoiseKey::from_u64(9, 1) };
+    for noise in [None, Some(noise)] {
+        let (p0, g) = (random(len, 1), random(len, 2));
+        let m0: Vec<f32> = random(len, 3).iter().map(|v| v * 0.1).collect();
+        let v0: Vec<f32> = random(len, 4).iter().map(|v| v * v * 0.01).collect();
+        let (mut p, mut moments) = (p0.clone(), (m0.clone(), v0.clone()));
+        cpu.adam(&mut p, &g, &mut moments, len, step, noise);
+        // The step count through black_box: a constant powi would be folded with other roundings.
+        let t = std::hint::black_box(step.t) as i32;
+        let step_size = step.lr / (1.0 - step.beta1.powi(t));
+        let bc2_sqrt = (1.0 - step.beta2.powi(t)).sqrt();
+        for i in 0..len {
+            let g = match noise {
+                None => g[i],
+                Some(n) => n.scale * (g[i] + n.std * standard_normal_at(n.key, i as u64)),
+            };
+            let m = elementwise::flush_subnormal(step.beta1 * m0[i] + (1.0 - step.beta1) * g);
+            let v = elementwise::flush_subnormal(step.beta2 * v0[i] + (1.0 - step.beta2) * g * g);
+            let want = p0[i] - step_size * m / (v.sqrt() / bc2_sqrt + step.eps);
+            assert_eq!((p[i].to_bits(), moments.0[i].to_bits(), moments.1[i].to_bits()), (want.to_bits(), m.to_bits(), v.to_bits()), "adam {noise:?} at {i}");
+        }
+    }
+    let (rows, cols) = (len / 37, 37);
+    let (x0, bias) = (random(rows * cols, 5).iter().map(|v| v * 20.0).collect::<Vec<f32>>(), random(cols, 6));
+    for act in [Activation::Identity, Activation::Relu, Activation::Sigmoid] {
+        let mut x = x0.clone();
+        cpu.bias_activation(&mut x, &bias, rows, cols, act);
+        for (i, (got, x)) in x.iter().zip(&x0).enumerate() {
+            let v = x + bias[i % cols];
+            let want = match act {
+                Activation::Identity => v,
+                Activation::Relu => elementwise::flush_subnormal(v.max(0.0)),
+                Activation::Sigmoid => 1.0 / (1.0 + elementwise::exp_f32(-v)),
+            };
+            assert_eq!(got.to_bits(), want.to_bits(), "{act:?} at {i}");
+        }
+    }
+}
+
 /// The subnormal-heavy state of a diverging run: units whose gradient stays zero, so Adam's
 /// moments decay geometrically through the subnormal range (β₁ = 0.9 reaches it after ~830
 /// steps from 1e-3), where every further step on them would take microcode assists.
