@@ -23,7 +23,7 @@ pub enum PriorKind {
 }
 
 /// The prior a client uploads, with the GMM's size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PriorFit {
     /// Which prior.
     pub kind: PriorKind,
@@ -32,7 +32,7 @@ pub struct PriorFit {
 }
 
 /// What a client uploads.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Upload {
     /// Decoder plus a prior (ALIGN-FL).
     Decoder(PriorFit),
@@ -41,7 +41,7 @@ pub enum Upload {
 }
 
 /// Where a client's model starts a round.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum ClientStart {
     /// From its own model of the last round (ALIGN-FL's stateful clients).
     KeepLocal,
@@ -50,7 +50,7 @@ pub enum ClientStart {
 }
 
 /// Local training settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LocalTraining {
     /// Epochs per round.
     pub epochs: usize,
@@ -59,7 +59,7 @@ pub struct LocalTraining {
 }
 
 /// The server's instructions for a round.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RoundPlan {
     /// Starting weights.
     pub start: ClientStart,
@@ -124,6 +124,13 @@ impl<B: TrainingOps> Client<B> {
     /// The client's current model.
     pub fn model(&mut self) -> &mut Vae<B> {
         &mut self.model
+    }
+
+    /// What the client carries into its next round: its model's training state and its DP-SGD
+    /// state (Adam restarts every round and the shuffling streams derive from the seed, so these
+    /// two are all a client that runs one round per process needs to keep).
+    pub fn into_carried(self) -> (vae::VaeState, Option<DpSgd>) {
+        (self.model.training_state(), self.privacy.map(|p| p.dp_sgd))
     }
 
     /// Trains locally for one round as `plan` says and builds the update to upload.

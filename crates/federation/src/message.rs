@@ -3,6 +3,7 @@
 //! size limit). The encoded length is the uplink cost reported per round.
 
 use bincode::Options;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vae::{DecoderSpec, LatentPrior, LayerWeights, Loss, VaeConfig, VaeWeights};
 
@@ -24,6 +25,57 @@ fn codec() -> impl Options {
         .with_little_endian()
         .reject_trailing_bytes()
         .with_limit(MAX_UPDATE_BYTES)
+}
+
+/// Why framed bytes (see [`encode_framed`]) do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The bytes do not start with the expected format name.
+    #[error("expected {expected:?} data, found bytes starting with {starts_with:?}")]
+    Format {
+        /// The first bytes found, as text.
+        starts_with: String,
+        /// The format name expected.
+        expected: String,
+    },
+    /// The expected format in another version.
+    #[error("format version {got}, but this build reads version {reads}: run the same align-fl release everywhere")]
+    Version {
+        /// The version the bytes carry.
+        got: u16,
+        /// The version this build reads.
+        reads: u16,
+    },
+    /// The header matches but the body does not decode.
+    #[error("{0}")]
+    Body(String),
+}
+
+/// `value` behind a header naming its format (16 bytes) and version (little-endian u16), in
+/// bincode (fixed-width integers, little-endian, at most 1 GiB): every message and state file
+/// that leaves a process is framed so.
+pub fn encode_framed<T: Serialize>(format: &[u8; 16], version: u16, value: &T) -> Vec<u8> {
+    let mut bytes = format.to_vec();
+    bytes.extend_from_slice(&version.to_le_bytes());
+    codec().serialize_into(&mut bytes, value).expect("an in-memory value always serialises");
+    bytes
+}
+
+/// Decodes what [`encode_framed`] wrote with the same format name and version; refuses any other
+/// name or version, trailing bytes and lengths beyond the limit.
+pub fn decode_framed<T: DeserializeOwned>(format: &[u8; 16], version: u16, bytes: &[u8]) -> Result<T, FrameError> {
+    let name = format.len();
+    if bytes.len() < name + 2 || bytes[..name] != format[..] {
+        return Err(FrameError::Format {
+            starts_with: String::from_utf8_lossy(&bytes[..bytes.len().min(name)]).into_owned(),
+            expected: String::from_utf8_lossy(format).trim_end_matches('\0').to_string(),
+        });
+    }
+    let got = u16::from_le_bytes([bytes[name], bytes[name + 1]]);
+    if got != version {
+        return Err(FrameError::Version { got, reads: version });
+    }
+    codec().deserialize(&bytes[name + 2..]).map_err(|e| FrameError::Body(e.to_string()))
 }
 
 /// One client's contribution to a round.
@@ -69,31 +121,21 @@ pub enum UpdatePayload {
 impl ClientUpdate {
     /// Encodes for the wire: [`UPDATE_FORMAT`], [`UPDATE_FORMAT_VERSION`], then the update.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = UPDATE_FORMAT.to_vec();
-        bytes.extend_from_slice(&UPDATE_FORMAT_VERSION.to_le_bytes());
-        codec().serialize_into(&mut bytes, self).expect("an in-memory update always serialises");
-        bytes
+        encode_framed(UPDATE_FORMAT, UPDATE_FORMAT_VERSION, self)
     }
 
     /// Decodes bytes from client `sender`: refuses another format or version (naming both
     /// versions), then checks that the contents match the declared architecture (layer shapes,
     /// finite values, prior dimension).
     pub fn decode(bytes: &[u8], sender: usize) -> Result<Self, FederationError> {
-        let malformed = |reason: String| FederationError::MalformedUpdate { client: sender, reason };
-        let header = UPDATE_FORMAT.len() + 2;
-        if bytes.len() < header || bytes[..UPDATE_FORMAT.len()] != UPDATE_FORMAT[..] {
-            let start = &bytes[..bytes.len().min(UPDATE_FORMAT.len())];
-            return Err(malformed(format!(
-                "not an align-fl client update: it starts with {:?}, not {:?}",
-                String::from_utf8_lossy(start),
-                String::from_utf8_lossy(UPDATE_FORMAT)
-            )));
-        }
-        let version = u16::from_le_bytes([bytes[UPDATE_FORMAT.len()], bytes[UPDATE_FORMAT.len() + 1]]);
-        if version != UPDATE_FORMAT_VERSION {
-            return Err(FederationError::UpdateVersion { client: sender, got: version, reads: UPDATE_FORMAT_VERSION });
-        }
-        let update: ClientUpdate = codec().deserialize(&bytes[header..]).map_err(|e| malformed(e.to_string()))?;
+        let update: ClientUpdate = decode_framed(UPDATE_FORMAT, UPDATE_FORMAT_VERSION, bytes).map_err(|e| match e {
+            FrameError::Version { got, reads } => FederationError::UpdateVersion { client: sender, got, reads },
+            FrameError::Format { .. } => FederationError::MalformedUpdate {
+                client: sender,
+                reason: format!("not an align-fl client update: {e}"),
+            },
+            FrameError::Body(reason) => FederationError::MalformedUpdate { client: sender, reason },
+        })?;
         let invalid = |reason: String| FederationError::InvalidUpdate { client: sender, reason };
         if update.client_id != sender {
             return Err(invalid(format!("claims to come from client {}", update.client_id)));

@@ -83,12 +83,19 @@ impl<B: TrainingOps> Federation<B> {
         }
         let server = self.strategy.aggregate(round, &updates, progress)?;
         self.round = round;
-        Ok(RoundOutcome {
+        Ok(RoundOutcome::of(round, uplink_bytes, &updates, server))
+    }
+}
+
+impl RoundOutcome {
+    /// Round `round`'s outcome from the updates the server aggregated (`uplink_bytes` encoded).
+    pub fn of(round: usize, uplink_bytes: usize, updates: &[ClientUpdate], server: ServerStats) -> Self {
+        RoundOutcome {
             round,
             uplink_bytes,
             client_losses: updates.iter().map(|u| u.train_loss).collect(),
             client_privacy: updates.iter().map(|u| u.privacy.clone()).collect(),
             server,
-        })
+        }
     }
 }

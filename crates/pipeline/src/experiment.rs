@@ -47,15 +47,35 @@ fn build_federation<B: TrainingOps + ImageOps>(
     strategy: StrategyKind,
     sigmas: &HashMap<usize, f64>,
 ) -> Result<Federation<B>> {
+    let clients = (0..partition.clients.len())
+        .map(|k| build_client(backend, cfg, partition, k, sigmas))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Federation::new(clients, build_strategy(backend, cfg, strategy)?)?)
+}
+
+/// Client k of the partition with its initial model and, under DP-SGD, its calibrated noise.
+pub(crate) fn build_client<B: TrainingOps>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    partition: &Partition,
+    k: usize,
+    sigmas: &HashMap<usize, f64>,
+) -> Result<Client<B>> {
+    let shard = &partition.clients[k];
+    let client = Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), cfg.seed)?;
+    Ok(match dp_sgd_for(cfg, k, client.num_samples(), sigmas)? {
+        Some(privacy) => client.with_dp_sgd(privacy),
+        None => client,
+    })
+}
+
+/// The server's strategy around its initial global model.
+pub(crate) fn build_strategy<B: TrainingOps>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    strategy: StrategyKind,
+) -> Result<Box<dyn federation::Strategy<B>>> {
     let seed = cfg.seed;
-    let mut clients = Vec::with_capacity(partition.clients.len());
-    for (k, shard) in partition.clients.iter().enumerate() {
-        let client = Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), seed)?;
-        clients.push(match dp_sgd_for(cfg, k, client.num_samples(), sigmas)? {
-            Some(privacy) => client.with_dp_sgd(privacy),
-            None => client,
-        });
-    }
     let global_cfg = if strategy == StrategyKind::AlignFl { cfg.global_model().vae() } else { cfg.model.vae() };
     let global = Vae::new(backend, &global_cfg, derive_seed(seed, Stream::GlobalInit, 0, 0))?;
     let c = &cfg.client;
@@ -96,19 +116,19 @@ fn build_federation<B: TrainingOps + ImageOps>(
             cfg.fedavg.fedprox_mu,
         )),
     };
-    Ok(Federation::new(clients, strategy)?)
+    Ok(strategy)
 }
 
 /// DP-SGD's noise multiplier for each distinct client size N: the σ at which ⌈N/b⌉ · epochs ·
 /// rounds Poisson-sampled steps at q = b/N reach the target ε at δ. Sizes are calibrated in
 /// parallel; empty without DP-SGD.
-fn calibrate_clients(cfg: &ExperimentConfig, partition: &Partition) -> Result<HashMap<usize, f64>> {
+pub(crate) fn calibrate_clients(cfg: &ExperimentConfig, clients: &[data::ClientShard]) -> Result<HashMap<usize, f64>> {
     let dp = &cfg.privacy;
     if dp.mechanism != Mechanism::DpSgd {
         return Ok(HashMap::new());
     }
     let batch = cfg.client.batch_size;
-    let mut sizes: Vec<usize> = partition.clients.iter().map(|c| c.samples.len()).collect();
+    let mut sizes: Vec<usize> = clients.iter().map(|c| c.samples.len()).collect();
     sizes.sort_unstable();
     sizes.dedup();
     if let Some(&n) = sizes.iter().find(|&&n| n < batch) {
@@ -246,7 +266,7 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
     let name = strategy.as_str();
     let start = Instant::now();
     let mut fed = build_federation(backend, cfg, partition, strategy, sigmas)?;
-    let checkpoint = out.join(format!("{name}-global.safetensors"));
+    let recorder = RoundRecorder { cfg, eval: &partition.eval, fid, observer, out, strategy };
     let bars = observer.strategy_started(strategy, cfg.rounds, partition.clients.len());
     let mut rounds = Vec::with_capacity(cfg.rounds);
     let mut last_mu = Vec::new();
@@ -255,22 +275,65 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
         let t0 = Instant::now();
         let outcome = fed.run_round(bars.as_ref()).map_err(|error| {
             bars.finished();
-            let kept = if rounds.is_empty() {
-                "no round completed, so no checkpoint was written".to_string()
-            } else {
-                format!("the last good global model (round {}) is kept at {}", rounds.len(), checkpoint.display())
-            };
-            PipelineError::Training { strategy: name, error, kept }
+            PipelineError::Training { strategy: name, error, kept: recorder.kept(rounds.len()) }
         })?;
-        let global = fed.global_model();
-        let e = evaluate(global, &partition.eval, cfg.seed)?;
-        write_file(&checkpoint, vae::encode_checkpoint(global.config(), &global.weights()))?;
-        let wanted = outcome.round == cfg.rounds || (cfg.fid.every > 0 && outcome.round % cfg.fid.every == 0);
-        let fid = match fid.filter(|_| wanted) {
+        let (record, mu) = recorder.record(fed.global_model(), &outcome, t0, Vec::new())?;
+        last_privacy = outcome.client_privacy;
+        bars.round_finished(strategy, &record);
+        rounds.push(record);
+        last_mu = mu;
+    }
+    bars.finished();
+    let analysed =
+        if cfg.analyses_training_images() { outlier_analysis(&mut fed, partition, strategy, out)? } else { None };
+    let privacy = last_privacy.into_iter().flatten().collect();
+    recorder.finish(fed.global_model(), rounds, &last_mu, privacy, analysed, start.elapsed().as_secs_f64())
+}
+
+/// What records a strategy's rounds and finishes its run, for the simulation and the deployed
+/// server alike.
+pub(crate) struct RoundRecorder<'a, B: TrainingOps + ImageOps> {
+    pub(crate) cfg: &'a ExperimentConfig,
+    pub(crate) eval: &'a Samples,
+    pub(crate) fid: Option<&'a FidScorer<B>>,
+    pub(crate) observer: &'a dyn Observer,
+    pub(crate) out: &'a Path,
+    pub(crate) strategy: StrategyKind,
+}
+
+impl<B: TrainingOps + ImageOps> RoundRecorder<'_, B> {
+    /// Where the last good global model is kept.
+    pub(crate) fn checkpoint(&self) -> std::path::PathBuf {
+        self.out.join(format!("{}-global.safetensors", self.strategy.as_str()))
+    }
+
+    /// What a failed round leaves behind, after `completed` rounds.
+    pub(crate) fn kept(&self, completed: usize) -> String {
+        if completed == 0 {
+            "no round completed, so no checkpoint was written".to_string()
+        } else {
+            format!("the last good global model (round {completed}) is kept at {}", self.checkpoint().display())
+        }
+    }
+
+    /// Evaluates the global model after a round, keeps it as the checkpoint and scores FID when
+    /// due; returns the round's record and the evaluation set's latent means.
+    pub(crate) fn record(
+        &self,
+        global: &mut Vae<B>,
+        outcome: &federation::RoundOutcome,
+        started: Instant,
+        left_out: Vec<report::LeftOut>,
+    ) -> Result<(RoundRecord, Vec<f32>)> {
+        let cfg = self.cfg;
+        let e = evaluate(global, self.eval, cfg.seed)?;
+        write_file(&self.checkpoint(), vae::encode_checkpoint(global.config(), &global.weights()))?;
+        let wanted = outcome.round == cfg.rounds || (cfg.fid.every > 0 && outcome.round.is_multiple_of(cfg.fid.every));
+        let fid = match self.fid.filter(|_| wanted) {
             Some(scorer) => Some(scorer.score(
                 global.decoder(),
                 derive_seed(cfg.seed, Stream::FidSamples, 0, outcome.round as u64),
-                observer,
+                self.observer,
             )?),
             None => None,
         };
@@ -282,46 +345,55 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
             lipschitz_spectral_bound: e.spectral_bound,
             lipschitz_pairwise: e.pairwise,
             uplink_bytes: outcome.uplink_bytes,
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds: started.elapsed().as_secs_f64(),
             client_loss: outcome.client_losses.iter().map(|l| l.map(|l| l.total)).collect(),
             server_loss: outcome.server.train_loss.map(|l| l.total),
             synthetic_samples: outcome.server.synthetic_samples,
             fid,
+            left_out,
         };
-        last_privacy = outcome.client_privacy;
-        bars.round_finished(strategy, &record);
-        rounds.push(record);
-        last_mu = e.mu;
+        Ok((record, e.mu))
     }
-    bars.finished();
-    let mut figures = write_figures(fed.global_model(), &partition.eval, &last_mu, cfg.seed, strategy, out)?;
-    let analysed =
-        if cfg.analyses_training_images() { outlier_analysis(&mut fed, partition, strategy, out)? } else { None };
-    let outliers = analysed.map(|(report, figure)| {
-        figures.push(figure);
-        report
-    });
-    let last = rounds.last().expect("at least one round");
-    let warnings: Vec<String> = collapse_warning(strategy, last.accuracy, &partition.eval).into_iter().collect();
-    warnings.iter().for_each(|w| observer.note(w));
-    Ok(StrategyRun {
-        strategy,
-        final_metrics: FinalMetrics {
-            accuracy: last.accuracy,
-            f1: last.f1,
-            lipschitz_decoder: last.lipschitz_decoder,
-            lipschitz_spectral_bound: last.lipschitz_spectral_bound,
-            lipschitz_pairwise: last.lipschitz_pairwise,
-            fid: last.fid,
-        },
-        rounds,
-        wall_seconds: start.elapsed().as_secs_f64(),
-        checkpoint: checkpoint.display().to_string(),
-        figures,
-        client_privacy: last_privacy.into_iter().flatten().collect(),
-        outliers,
-        warnings,
-    })
+
+    /// The strategy's run after its last round: figures of the global model, the outlier
+    /// analysis if one was made, a warning if training collapsed.
+    pub(crate) fn finish(
+        &self,
+        global: &mut Vae<B>,
+        rounds: Vec<RoundRecord>,
+        last_mu: &[f32],
+        client_privacy: Vec<privacy::PrivacySpent>,
+        analysed: Option<(OutlierReport, String)>,
+        wall_seconds: f64,
+    ) -> Result<StrategyRun> {
+        let (cfg, strategy) = (self.cfg, self.strategy);
+        let mut figures = write_figures(global, self.eval, last_mu, cfg.seed, strategy, self.out)?;
+        let outliers = analysed.map(|(report, figure)| {
+            figures.push(figure);
+            report
+        });
+        let last = rounds.last().expect("at least one round");
+        let warnings: Vec<String> = collapse_warning(strategy, last.accuracy, self.eval).into_iter().collect();
+        warnings.iter().for_each(|w| self.observer.note(w));
+        Ok(StrategyRun {
+            strategy,
+            final_metrics: FinalMetrics {
+                accuracy: last.accuracy,
+                f1: last.f1,
+                lipschitz_decoder: last.lipschitz_decoder,
+                lipschitz_spectral_bound: last.lipschitz_spectral_bound,
+                lipschitz_pairwise: last.lipschitz_pairwise,
+                fid: last.fid,
+            },
+            rounds,
+            wall_seconds,
+            checkpoint: self.checkpoint().display().to_string(),
+            figures,
+            client_privacy,
+            outliers,
+            warnings,
+        })
+    }
 }
 
 fn write_figures<B: TrainingOps + ImageOps>(
@@ -467,7 +539,7 @@ fn run_prepared<B: TrainingOps + ImageOps>(
         partition,
         out,
         // Every strategy's clients share the calibrated noise: compute it once.
-        sigmas: calibrate_clients(cfg, partition)?,
+        sigmas: calibrate_clients(cfg, &partition.clients)?,
         fid: prepared.fid.scorer(),
         observer,
     };
@@ -486,7 +558,7 @@ fn run_prepared<B: TrainingOps + ImageOps>(
         backend: backend.name().to_string(),
         threads: rayon::current_num_threads(),
         data_dir: prepared.data_dir.display().to_string(),
-        privacy: privacy_report(cfg, &main, &baselines)?,
+        privacy: privacy_report(cfg, &main, &baselines, cfg.analyses_training_images())?,
         main,
         baselines,
         total_wall_seconds: total.elapsed().as_secs_f64(),
@@ -498,11 +570,12 @@ fn run_prepared<B: TrainingOps + ImageOps>(
 
 /// The report's `privacy` object: None without a mechanism. Under DP-SGD every strategy's
 /// clients train on the same private data, so each client's release is composed over the main
-/// strategy and the baselines.
-fn privacy_report(
+/// strategy and the baselines; `training_images_shown` says whether the run showed some of them.
+pub(crate) fn privacy_report(
     cfg: &ExperimentConfig,
     main: &StrategyRun,
     baselines: &BTreeMap<StrategyKind, StrategyRun>,
+    training_images_shown: bool,
 ) -> Result<Option<PrivacyReport>> {
     let dp = &cfg.privacy;
     let prior = cfg.prior().kind;
@@ -517,7 +590,6 @@ fn privacy_report(
                         .map_err(|e| PipelineError::from(e).within(format!("composing client {k}'s release")))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let training_images_shown = cfg.analyses_training_images();
             Some(PrivacyReport::DpSgd {
                 target_epsilon: dp.epsilon,
                 delta: dp.delta,

@@ -4,6 +4,7 @@
 //! * [`run_experiment`]: partition → clients → strategy rounds → evaluation → outliers → FID →
 //!   checkpoints, returning a typed [`Report`] and writing `report.json` / `report.md`.
 //! * [`reproduce`]: the paper's table, curves and figures over seeds, resumable cell by cell.
+//! * [`deploy`]: the same run across machines, one round per process with state on disk.
 //!
 //! Progress goes to an [`Observer`] ([`Quiet`] shows nothing); every failure is a
 //! [`PipelineError`] that names the setting, file or experiment at fault.
@@ -18,6 +19,7 @@
 //! ```
 
 pub mod config;
+pub mod deploy;
 mod error;
 mod experiment;
 mod figures;

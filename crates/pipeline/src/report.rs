@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use federation::PriorKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vae::{GradientScope, PenaltyTarget};
 
 use crate::config::{ExperimentConfig, StrategyKind};
@@ -13,7 +13,7 @@ use crate::out_dir::write_file;
 use crate::Result;
 
 /// Metrics after one round.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RoundRecord {
     /// 1-based round.
     pub round: usize,
@@ -39,6 +39,19 @@ pub struct RoundRecord {
     pub synthetic_samples: usize,
     /// FID of the global decoder's samples, on the rounds `fid.every` asks for and the last.
     pub fid: Option<f64>,
+    /// Clients whose update the server left out of this round, and why (a deployment's server
+    /// leaves out a client that does not answer in time or whose update fails validation).
+    #[serde(default)]
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A client left out of a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeftOut {
+    /// The client's id.
+    pub client: usize,
+    /// Why: no answer within the timeout, or its update failed validation (the error).
+    pub reason: String,
 }
 
 /// Metrics of the final global model.

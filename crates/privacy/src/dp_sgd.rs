@@ -34,7 +34,7 @@ pub enum ClippingRule {
 }
 
 /// The parameters of [`ClippingRule::Adaptive`] (Andrew et al. 2021); unused by the other rules.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveClipping {
     /// γ, the target fraction of unclipped samples (0.5: the median).
     pub target_quantile: f64,
@@ -68,7 +68,7 @@ pub enum NoiseSource {
 }
 
 /// Everything DP-SGD needs for one client.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DpSgdSettings {
     /// σ: noise standard deviation over C of the (combined) Gaussian queries.
     pub noise_multiplier: f64,
@@ -170,7 +170,10 @@ impl ComposedPrivacy {
     }
 }
 
-/// DP-SGD state of one client: clipping threshold, noise stream, step count.
+/// DP-SGD state of one client: clipping threshold, noise stream, step count. It serialises whole
+/// so a client that runs one round per process resumes exactly where it stopped; under secure
+/// noise that includes the noise key, so the state stays on the client's own machine.
+#[derive(Serialize, Deserialize)]
 pub struct DpSgd {
     settings: DpSgdSettings,
     sampling_rate: f64,

@@ -74,7 +74,7 @@ impl AdamStep {
 
 /// A key for the counter-based Gaussian noise stream: the same key, stream and offset give the
 /// same values on every backend and every thread count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NoiseKey {
     /// The 256-bit ChaCha20 key.
     pub seed: [u8; 32],

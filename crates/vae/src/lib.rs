@@ -32,7 +32,7 @@ pub use config::{DecoderSpec, VaeConfig};
 pub use error::VaeError;
 pub use loss::Loss;
 pub use mlp::LayerWeights;
-pub use model::{Decoder, GradientScope, Vae, VaeWeights};
+pub use model::{Decoder, GradientScope, Vae, VaeState, VaeWeights};
 pub use optim::{Adam, Param, ProximalAnchor};
 pub use penalty::PenaltyTarget;
 pub use prior::{DiagonalGmm, LatentPrior};

@@ -156,6 +156,16 @@ enum Reduction {
     PerSample,
 }
 
+/// What [`Vae::training_state`] captures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VaeState {
+    /// All weights.
+    pub weights: VaeWeights,
+    noise: NoiseKey,
+    penalty_rng: ChaCha20Rng,
+    steps: u64,
+}
+
 /// An MLP VAE on backend `B`.
 pub struct Vae<B: TrainingOps> {
     backend: B,
@@ -249,6 +259,28 @@ impl<B: TrainingOps> Vae<B> {
         weights.check(&self.config)?;
         self.encoder.set_weights(&weights.encoder);
         self.decoder.mlp.set_weights(&weights.decoder);
+        Ok(())
+    }
+
+    /// Everything training carries from one call to the next: the weights and the random streams
+    /// (reparameterisation noise, penalty interpolation) with the step count. A model restored
+    /// from it trains on exactly as this one would (Adam's moments are not part of it: callers
+    /// start a fresh [`crate::Adam`] per round).
+    pub fn training_state(&self) -> VaeState {
+        VaeState {
+            weights: self.weights(),
+            noise: self.noise,
+            penalty_rng: self.penalty_rng.clone(),
+            steps: self.steps,
+        }
+    }
+
+    /// Continues from a [`Vae::training_state`] (weights checked against the architecture).
+    pub fn restore(&mut self, state: &VaeState) -> Result<(), VaeError> {
+        self.set_weights(&state.weights)?;
+        self.noise = state.noise;
+        self.penalty_rng = state.penalty_rng.clone();
+        self.steps = state.steps;
         Ok(())
     }
 

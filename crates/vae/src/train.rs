@@ -8,7 +8,7 @@ use tensor_kernels::TrainingOps;
 use crate::{Adam, Loss, PenaltyTarget, ProximalAnchor, Vae, VaeError};
 
 /// Optimiser settings of local training.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainOptions {
     /// Mini-batch size.
     pub batch_size: usize,

@@ -201,7 +201,11 @@ fn vector_kernels_match_the_scalar_formulas_bitwise() {
             let m = elementwise::flush_subnormal(step.beta1 * m0[i] + (1.0 - step.beta1) * g);
             let v = elementwise::flush_subnormal(step.beta2 * v0[i] + (1.0 - step.beta2) * g * g);
             let want = p0[i] - step_size * m / (v.sqrt() / bc2_sqrt + step.eps);
-            assert_eq!((p[i].to_bits(), moments.0[i].to_bits(), moments.1[i].to_bits()), (want.to_bits(), m.to_bits(), v.to_bits()), "adam {noise:?} at {i}");
+            assert_eq!(
+                (p[i].to_bits(), moments.0[i].to_bits(), moments.1[i].to_bits()),
+                (want.to_bits(), m.to_bits(), v.to_bits()),
+                "adam {noise:?} at {i}"
+            );
         }
     }
     let (rows, cols) = (len / 37, 37);

@@ -1,0 +1,141 @@
+//! One client's round in a deployment: downlink in, update out, state kept on disk.
+
+use std::path::Path;
+
+use federation::{encode_framed, ClientPrivacy, Progress};
+use privacy::DpSgd;
+use serde::{Deserialize, Serialize};
+use tensor_kernels::{ImageOps, TrainingOps};
+use vae::VaeState;
+
+use super::{config_text, read_framed, Downlink};
+use crate::experiment::{build_client, calibrate_clients, load_partition};
+use crate::out_dir::{create_dir, write_file};
+use crate::{PipelineError, Result};
+
+/// The format name of a client's state file.
+const CLIENT_STATE_FORMAT: &[u8; 16] = b"align-fl/client\0";
+/// Its layout version.
+const CLIENT_STATE_VERSION: u16 = 1;
+/// The state file's name inside the state directory.
+const CLIENT_STATE_FILE: &str = "client-state.bin";
+
+/// What a client keeps between rounds.
+#[derive(Serialize, Deserialize)]
+struct ClientState {
+    /// The client's id.
+    client: usize,
+    /// The config the run started with (TOML), which every later downlink must repeat.
+    config: String,
+    /// The last round trained.
+    round: usize,
+    /// The model after that round, with its random streams.
+    model: VaeState,
+    /// DP-SGD's state after that round (its steps, clipping threshold, noise stream).
+    dp_sgd: Option<DpSgd>,
+    /// The update of that round, sent again if the server asks for the round again.
+    update: Vec<u8>,
+}
+
+/// What [`client_round`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRoundResult {
+    /// The round.
+    pub round: usize,
+    /// Bytes of the update written.
+    pub bytes: usize,
+    /// The round had already been trained (the client stopped after it): its saved update was
+    /// written again, without training twice.
+    pub resent: bool,
+}
+
+/// Client `client` runs the round `downlink` describes on its shard of the data in `data_dir`,
+/// from the state in `state_dir` (none before round 1), and writes its update to `update_out`.
+///
+/// The state is saved, with the update, before the update is written: a client that stops after
+/// training sends the saved update when asked again, and never trains a round twice (under DP-SGD
+/// that would spend privacy the accountant does not count).
+pub fn client_round<B: TrainingOps + ImageOps>(
+    backend: &B,
+    client: usize,
+    data_dir: &Path,
+    state_dir: &Path,
+    downlink: &Path,
+    update_out: &Path,
+    progress: &dyn Progress,
+) -> Result<ClientRoundResult> {
+    let message = Downlink::read(downlink)?;
+    let cfg = message.experiment()?;
+    if client >= cfg.partition.clients {
+        return Err(PipelineError::Config(format!(
+            "client id {client} is out of range: the server's config has {} clients (ids 0..{})",
+            cfg.partition.clients,
+            cfg.partition.clients - 1
+        )));
+    }
+    create_dir(state_dir)?;
+    let state_path = state_dir.join(CLIENT_STATE_FILE);
+    let state: Option<ClientState> = if state_path.exists() {
+        Some(read_framed(&state_path, CLIENT_STATE_FORMAT, CLIENT_STATE_VERSION)?)
+    } else {
+        None
+    };
+    let round = message.round;
+    if let Some(s) = &state {
+        check_continues(s, client, &message, &state_path)?;
+        if s.round == round {
+            write_file(update_out, &s.update)?;
+            return Ok(ClientRoundResult { round, bytes: s.update.len(), resent: true });
+        }
+    } else if round != 1 {
+        return Err(PipelineError::Config(format!(
+            "the server asks for round {round}, but {} holds no state: a client joins at round 1, \
+             or resumes from the state directory it used",
+            state_dir.display()
+        )));
+    }
+    let partition = load_partition(&cfg, data_dir)?;
+    let sigmas = calibrate_clients(&cfg, &partition.clients[client..=client])?;
+    let mut trainer = build_client(backend, &cfg, &partition, client, &sigmas)?;
+    if let Some(s) = state {
+        trainer.model().restore(&s.model)?;
+        if let Some(dp_sgd) = s.dp_sgd {
+            let dp = &cfg.privacy;
+            trainer = trainer.with_dp_sgd(ClientPrivacy { dp_sgd, delta: dp.delta, accountant: dp.accountant });
+        }
+    }
+    let update = trainer.fit(round, &message.plan, progress).map_err(PipelineError::from)?.encode();
+    let (model, dp_sgd) = trainer.into_carried();
+    let bytes = update.len();
+    let state = ClientState { client, config: config_text(&cfg), round, model, dp_sgd, update };
+    write_file(&state_path, encode_framed(CLIENT_STATE_FORMAT, CLIENT_STATE_VERSION, &state))?;
+    write_file(update_out, &state.update)?;
+    Ok(ClientRoundResult { round, bytes, resent: false })
+}
+
+/// Refuses a downlink that does not continue this client's run: another client's state, another
+/// config, or a round that is neither the next nor the last one trained.
+fn check_continues(state: &ClientState, client: usize, message: &Downlink, path: &Path) -> Result<()> {
+    let refuse = |what: String| Err(PipelineError::Config(format!("{}: {what}", path.display())));
+    if state.client != client {
+        return refuse(format!("this state belongs to client {}, not client {client}", state.client));
+    }
+    if state.config != config_text(&message.experiment()?) {
+        return refuse(
+            "the server's experiment config differs from the one this client's run started with; \
+             give a new run its own state directory"
+                .into(),
+        );
+    }
+    if message.round != state.round && message.round != state.round + 1 {
+        return refuse(format!(
+            "the server asks for round {}, but this client has trained up to round {} (it can train round {} \
+             or resend round {})",
+            message.round,
+            state.round,
+            state.round + 1,
+            state.round
+        ));
+    }
+    Ok(())
+}

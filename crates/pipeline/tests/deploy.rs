@@ -1,0 +1,219 @@
+//! A deployed run, one round per call with state on disk, against the single-process
+//! simulation; clients that fail or vanish; clients that restart.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use pipeline::deploy::{client_round, server_init, server_round, ServerRound};
+use pipeline::{ExperimentConfig, Mechanism, PipelineError, Quiet, StrategyKind};
+use privacy::NoiseSource;
+use tensor_kernels::Cpu;
+
+/// The tiny config for two rounds.
+fn two_rounds() -> ExperimentConfig {
+    let mut cfg = tiny();
+    cfg.rounds = 2;
+    cfg
+}
+
+/// A deployment's folders: the server's state and each client's.
+struct Sites {
+    root: PathBuf,
+}
+
+impl Sites {
+    fn new(name: &str) -> Self {
+        Sites { root: temp_dir(name) }
+    }
+    fn server(&self) -> PathBuf {
+        self.root.join("server")
+    }
+    fn client(&self, k: usize) -> PathBuf {
+        self.root.join(format!("client-{k}"))
+    }
+    fn downlink(&self) -> PathBuf {
+        self.root.join("downlink.bin")
+    }
+    fn update(&self, k: usize) -> PathBuf {
+        self.root.join(format!("update-{k}.bin"))
+    }
+
+    /// Client k's round from the current downlink.
+    fn client_round(&self, cfg: &ExperimentConfig, k: usize) -> pipeline::Result<pipeline::deploy::ClientRoundResult> {
+        client_round(&Cpu::new(), k, &cfg.data_dir(None), &self.client(k), &self.downlink(), &self.update(k), &Quiet)
+    }
+
+    /// The server's round on the updates of `answered`.
+    fn server_round(
+        &self,
+        answered: &[usize],
+        no_answer: &[usize],
+        min_clients: usize,
+    ) -> pipeline::Result<pipeline::deploy::ServerRoundResult> {
+        let input = ServerRound {
+            updates: answered.iter().map(|&k| (k, self.update(k))).collect(),
+            no_answer: no_answer.iter().map(|&k| (k, "no answer within 60 s".to_string())).collect::<BTreeMap<_, _>>(),
+            min_clients,
+        };
+        server_round(&Cpu::new(), &self.server(), &input, &self.downlink(), &Quiet)
+    }
+
+    /// Every round with every client.
+    fn run_all(&self, cfg: &ExperimentConfig) {
+        server_init(&Cpu::new(), cfg, &cfg.data_dir(None), &self.server(), &self.downlink()).unwrap();
+        let all: Vec<usize> = (0..cfg.partition.clients).collect();
+        for round in 1..=cfg.rounds {
+            for &k in &all {
+                let done = self.client_round(cfg, k).unwrap();
+                assert_eq!((done.round, done.resent), (round, false));
+            }
+            let result = self.server_round(&all, &[], all.len()).unwrap();
+            assert_eq!((result.round, result.next_round), (round, round < cfg.rounds));
+            assert_eq!(self.downlink().exists(), round < cfg.rounds);
+        }
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Everything in report.json that does not measure time.
+fn results(dir: &Path) -> serde_json::Value {
+    let mut report = report_json(dir);
+    for round in report["rounds"].as_array_mut().unwrap() {
+        round.as_object_mut().unwrap().remove("seconds");
+    }
+    serde_json::json!({ "rounds": report["rounds"], "final": report["final"], "privacy": report["privacy"] })
+}
+
+fn assert_deployed_equals_simulated(name: &str, cfg: &ExperimentConfig) {
+    let simulated = temp_dir(&format!("{name}-simulated"));
+    run(cfg, &simulated).unwrap();
+    let sites = Sites::new(name);
+    sites.run_all(cfg);
+    assert_eq!(results(&sites.server()), results(&simulated), "{name}: deployed vs simulated");
+    std::fs::remove_dir_all(&simulated).unwrap();
+}
+
+#[test]
+fn a_deployed_align_fl_run_equals_the_simulation_bit_for_bit() {
+    assert_deployed_equals_simulated("deploy-align-fl", &two_rounds());
+}
+
+#[test]
+fn a_deployed_fedavg_run_equals_the_simulation_bit_for_bit() {
+    let mut cfg = two_rounds();
+    cfg.strategy = StrategyKind::Fedavg;
+    assert_deployed_equals_simulated("deploy-fedavg", &cfg);
+}
+
+/// DP-SGD's state (steps, noise stream, clipping) crosses the process boundary exactly: the same
+/// model and the same ε after two rounds as in one process.
+#[test]
+fn a_deployed_dp_sgd_run_equals_the_simulation_bit_for_bit() {
+    let mut cfg = two_rounds();
+    cfg.privacy.mechanism = Mechanism::DpSgd;
+    cfg.privacy.noise = NoiseSource::Reproducible;
+    assert_deployed_equals_simulated("deploy-dp-sgd", &cfg);
+}
+
+#[test]
+fn clients_that_fail_or_vanish_are_left_out_and_named() {
+    let cfg = two_rounds();
+    let sites = Sites::new("deploy-left-out");
+    server_init(&Cpu::new(), &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink()).unwrap();
+    for k in 0..4 {
+        sites.client_round(&cfg, k).unwrap();
+    }
+    // Client 3's update is damaged on the way; client 4 never answers.
+    let mut damaged = std::fs::read(sites.update(3)).unwrap();
+    damaged.truncate(damaged.len() / 2);
+    std::fs::write(sites.update(3), damaged).unwrap();
+    let state_before = std::fs::read(sites.server().join("server-state.bin")).unwrap();
+    let e = sites.server_round(&[0, 1, 2, 3], &[4], 4).unwrap_err();
+    assert!(matches!(e, PipelineError::Config(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("3 valid update(s), fewer than the 4 required"), "{text}");
+    assert!(
+        text.contains("client 3: client update from client 3 does not decode") && text.contains("client 4: no answer"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(sites.server().join("server-state.bin")).unwrap(),
+        state_before,
+        "a refused round changes nothing"
+    );
+
+    let result = sites.server_round(&[0, 1, 2, 3], &[4], 3).unwrap();
+    let left: Vec<usize> = result.report.main.rounds[0].left_out.iter().map(|l| l.client).collect();
+    assert_eq!(left, [3, 4]);
+    assert_eq!(result.report.main.rounds[0].synthetic_samples, 3 * cfg.server.synthetic_samples);
+    assert_eq!(results(&sites.server())["rounds"][0]["left_out"][1]["reason"], "no answer within 60 s");
+    // Round 2: client 3 (whose state is whole) trains on; client 4, which never trained, cannot
+    // join late: it holds no state, which is also what a lost state directory looks like, and a
+    // lost privacy ledger must not restart from zero.
+    for k in 0..4 {
+        assert_eq!(sites.client_round(&cfg, k).unwrap().round, 2);
+    }
+    let e = sites.client_round(&cfg, 4).unwrap_err().to_string();
+    assert!(e.contains("asks for round 2") && e.contains("holds no state"), "{e}");
+    let result = sites.server_round(&[0, 1, 2, 3], &[4], 3).unwrap();
+    assert!(!result.next_round && !sites.downlink().exists());
+    assert_eq!(result.report.main.rounds[1].left_out.iter().map(|l| l.client).collect::<Vec<_>>(), [4]);
+    assert!(sites.server().join("align-fl-global.safetensors").is_file());
+    let e = sites.server_round(&[0], &[], 1).unwrap_err().to_string();
+    assert!(e.contains("has finished its 2 rounds"), "{e}");
+}
+
+#[test]
+fn a_restarted_client_resends_its_update_and_never_trains_a_round_twice() {
+    let cfg = two_rounds();
+    let sites = Sites::new("deploy-restart");
+    server_init(&Cpu::new(), &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink()).unwrap();
+    let first = sites.client_round(&cfg, 0).unwrap();
+    let sent = std::fs::read(sites.update(0)).unwrap();
+    std::fs::remove_file(sites.update(0)).unwrap();
+    let again = sites.client_round(&cfg, 0).unwrap();
+    assert!(!first.resent && again.resent);
+    assert_eq!(std::fs::read(sites.update(0)).unwrap(), sent);
+
+    // Another client's state directory, and a state that skips a round, are refused.
+    std::fs::rename(sites.client(0), sites.client(1)).unwrap();
+    let e = sites.client_round(&cfg, 1).unwrap_err().to_string();
+    assert!(e.contains("belongs to client 0, not client 1"), "{e}");
+    std::fs::rename(sites.client(1), sites.client(0)).unwrap();
+    let e = client_round(
+        &Cpu::new(),
+        2,
+        &cfg.data_dir(None),
+        &sites.client(2),
+        &sites.server().join("server-state.bin"),
+        &sites.update(2),
+        &Quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("server-state.bin") && e.contains("expected \"align-fl/round\" data"), "{e}");
+    let e = client_round(
+        &Cpu::new(),
+        7,
+        &cfg.data_dir(None),
+        &sites.client(7),
+        &sites.downlink(),
+        &sites.update(7),
+        &Quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("client id 7 is out of range"), "{e}");
+    assert!(server_init(&Cpu::new(), &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink())
+        .unwrap_err()
+        .to_string()
+        .contains("already holds a server state"));
+}
