@@ -4,6 +4,7 @@
 //! two image sets.
 
 mod backend;
+mod deploy;
 mod progress;
 
 use std::path::PathBuf;
@@ -43,11 +44,17 @@ enum Command {
     Fid(FidArgs),
     /// The paper's comparison table, privacy–utility curves and figures, over several seeds.
     Reproduce(ReproduceArgs),
+    /// A client's side of a run across machines (one round per call; docs/deployment.md).
+    #[command(subcommand)]
+    Client(deploy::ClientCommand),
+    /// The server's side of a run across machines (one round per call; docs/deployment.md).
+    #[command(subcommand)]
+    Server(deploy::ServerCommand),
 }
 
 /// Options every training command shares.
 #[derive(Args)]
-struct Machine {
+pub(crate) struct Machine {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
@@ -58,7 +65,7 @@ struct Machine {
 
 impl Machine {
     /// Sizes the global rayon pool (`--threads`).
-    fn set_threads(&self) -> Result<()> {
+    pub(crate) fn set_threads(&self) -> Result<()> {
         if let Some(n) = self.threads {
             if n == 0 {
                 bail!("--threads 0: give at least 1");
@@ -494,6 +501,8 @@ fn main() {
         Command::Privacy(cmd) => privacy_command(cmd),
         Command::Fid(args) => dispatch(args.backend, args),
         Command::Reproduce(args) => reproduce_command(args),
+        Command::Client(cmd) => deploy::client_command(cmd),
+        Command::Server(cmd) => deploy::server_command(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -56,7 +56,7 @@ impl Sites {
         let input = ServerRound {
             updates: answered.iter().map(|&k| (k, self.update(k))).collect(),
             no_answer: no_answer.iter().map(|&k| (k, "no answer within 60 s".to_string())).collect::<BTreeMap<_, _>>(),
-            min_clients,
+            min_clients: Some(min_clients),
         };
         server_round(&Cpu::new(), &self.server(), &input, &self.downlink(), &Quiet)
     }

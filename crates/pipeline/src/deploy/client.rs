@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use federation::{encode_framed, ClientPrivacy, Progress};
+use federation::{encode_framed, ClientPrivacy};
 use privacy::DpSgd;
 use serde::{Deserialize, Serialize};
 use tensor_kernels::{ImageOps, TrainingOps};
@@ -11,7 +11,7 @@ use vae::VaeState;
 use super::{config_text, read_framed, Downlink};
 use crate::experiment::{build_client, calibrate_clients, load_partition};
 use crate::out_dir::{create_dir, write_file};
-use crate::{PipelineError, Result};
+use crate::{Observer, PipelineError, Result};
 
 /// The format name of a client's state file.
 const CLIENT_STATE_FORMAT: &[u8; 16] = b"align-fl/client\0";
@@ -62,7 +62,7 @@ pub fn client_round<B: TrainingOps + ImageOps>(
     state_dir: &Path,
     downlink: &Path,
     update_out: &Path,
-    progress: &dyn Progress,
+    observer: &dyn Observer,
 ) -> Result<ClientRoundResult> {
     let message = Downlink::read(downlink)?;
     let cfg = message.experiment()?;
@@ -104,7 +104,10 @@ pub fn client_round<B: TrainingOps + ImageOps>(
             trainer = trainer.with_dp_sgd(ClientPrivacy { dp_sgd, delta: dp.delta, accountant: dp.accountant });
         }
     }
-    let update = trainer.fit(round, &message.plan, progress).map_err(PipelineError::from)?.encode();
+    let bars = observer.strategy_started(cfg.strategy, cfg.rounds, cfg.partition.clients);
+    let update = trainer.fit(round, &message.plan, bars.as_ref());
+    bars.finished();
+    let update = update.map_err(PipelineError::from)?.encode();
     let (model, dp_sgd) = trainer.into_carried();
     let bytes = update.len();
     let state = ClientState { client, config: config_text(&cfg), round, model, dp_sgd, update };

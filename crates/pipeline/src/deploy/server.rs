@@ -99,8 +99,8 @@ pub struct ServerRound {
     pub updates: BTreeMap<usize, PathBuf>,
     /// Clients that did not answer, with the reason (a timeout, an error on their side).
     pub no_answer: BTreeMap<usize, String>,
-    /// The fewest valid updates the round may go on with.
-    pub min_clients: usize,
+    /// The fewest valid updates the round may go on with (default: a majority of the clients).
+    pub min_clients: Option<usize>,
 }
 
 /// What [`server_round`] did.
@@ -166,12 +166,13 @@ pub fn server_round<B: TrainingOps + ImageOps>(
     for l in &left_out {
         observer.note(&format!("round {round}: client {} left out: {}", l.client, l.reason));
     }
-    if updates.len() < input.min_clients.max(1) {
+    let min_clients = input.min_clients.unwrap_or(clients / 2 + 1).max(1);
+    if updates.len() < min_clients {
         return Err(PipelineError::Config(format!(
             "round {round}: {} valid update(s), fewer than the {} required (min_clients); nothing was changed, \
              the last good global model stays in {}. Left out: {}",
             updates.len(),
-            input.min_clients.max(1),
+            min_clients,
             state_dir.display(),
             left_out.iter().map(|l| format!("client {}: {}", l.client, l.reason)).collect::<Vec<_>>().join("; ")
         )));
