@@ -1,0 +1,1 @@
+"""ALIGN-FL on Flower: byte-moving shims around the align-fl binary."""

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# End-to-end test of the Flower deployment on 127.0.0.1: makes a CA and a certificate with SAN
+# 127.0.0.1 and one P-384 key per SuperNode, starts a SuperLink with TLS and SuperNode
+# authentication, registers 5 node keys, starts 5 SuperNodes (client ids 0-4) and a sixth with an
+# unregistered key, runs 2 rounds of a trimmed quick config with `flwr run`, and checks that
+# report.json's results equal `align-fl run`'s for the same config bit for bit and that the
+# unregistered node was refused. Stops every process it started by PID. Prints "N passed, N failed".
+#   usage: deploy/flower/e2e.sh        (FLWR_VENV overrides the venv; built on first use)
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+venv="${FLWR_VENV:-$root/target/flwr-venv}"
+if [ ! -x "$venv/bin/flwr" ]; then
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q "flwr==1.42.0" numpy || { echo "0 passed, 1 failed (installing flwr)"; exit 1; }
+fi
+(cd "$root" && cargo build --release -q -p align-fl) || { echo "0 passed, 1 failed (building align-fl)"; exit 1; }
+bin="$root/target/release/align-fl"
+export PATH="$venv/bin:$PATH"  # the SuperLink and SuperNodes start flower-superexec from it
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+passed=0; failed=0
+check() { if eval "$2"; then passed=$((passed + 1)); echo "ok: $1"; else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+
+cd "$work"
+# Certificates: a CA, and the SuperLink's certificate for 127.0.0.1.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=align-fl-e2e-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+printf "subjectAltName=IP:127.0.0.1\n" > san.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
+for k in 0 1 2 3 4 5; do ssh-keygen -q -t ecdsa -b 384 -N "" -f "node-$k"; done
+
+# The experiment: the quick config, 2 rounds, 2 local epochs, no FID, no baseline.
+sed -e "s|^data_dir = .*|data_dir = \"$root/data/subset\"|" -e 's/^rounds = .*/rounds = 2/' -e 's/^compare = .*/compare = []/' \
+    -e 's/^local_epochs = .*/local_epochs = 2/' -e 's/^server_epochs = .*/server_epochs = 2/' -e 's/^\[fid\]$/[fid]\nenabled = false/' \
+    "$root/configs/quick.toml" > experiment.toml
+
+export FLWR_HOME="$work/flwr"
+mkdir -p "$FLWR_HOME"
+cat > "$FLWR_HOME/config.toml" <<TOML
+[superlink]
+default = "e2e"
+
+[superlink.e2e]
+address = "127.0.0.1:29091"
+root-certificates = "$work/ca.crt"
+TOML
+
+"$venv/bin/flower-superlink" --ssl-ca-certfile ca.crt --ssl-certfile server.crt --ssl-keyfile server.key \
+  --enable-supernode-auth --disable-runtime-dependency-installation --database "$work/superlink.db" \
+  --host 127.0.0.1 --port 29091 > superlink.log 2>&1 &
+pids+=($!)
+port_open() { python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1" 2>/dev/null; }
+for _ in $(seq 60); do port_open 29091 && break; sleep 1; done
+for k in 0 1 2 3 4; do "$venv/bin/flwr" supernode register "node-$k.pub" e2e > "register-$k.log" 2>&1; done
+check "5 SuperNode keys registered" '[ "$(grep -l -i "error" register-*.log | wc -l)" = 0 ]'
+for k in 0 1 2 3 4 5; do
+  PATH="$(dirname "$bin"):$PATH" "$venv/bin/flower-supernode" --superlink 127.0.0.1:29091 --root-certificates ca.crt \
+    --auth-supernode-private-key "node-$k" --port $((29100 + k)) \
+    --node-config "client-id=$k data-dir=\"$root/data/subset\" state-dir=\"$work/client-$k\" binary=\"$bin\"" > "supernode-$k.log" 2>&1 &
+  pids+=($!)
+done
+
+"$venv/bin/flwr" run "$root/deploy/flower" e2e --stream --run-config \
+  "binary=\"$bin\" experiment=\"$work/experiment.toml\" state-dir=\"$work/server\" clients=5 round-timeout=600.0" > run.log 2>&1 &
+runner=$!
+pids+=($runner)
+for _ in $(seq 900); do [ -f "$work/server/report.json" ] && ! [ -f "$work/server/exchange/downlink.bin" ] && break; kill -0 $runner 2>/dev/null || break; sleep 1; done
+"$bin" run --config experiment.toml --out simulated > simulate.log 2>&1
+results() { python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+for x in r['rounds']: x.pop('seconds')
+print(json.dumps({'rounds': r['rounds'], 'final': r['final'], 'privacy': r['privacy']}, sort_keys=True))" "$1"; }
+check "the deployment finished 2 rounds" '[ -f server/report.json ] && [ "$(python3 -c "import json; print(len(json.load(open(\"server/report.json\"))[\"rounds\"]))")" = 2 ]'
+check "report.json equals the simulation bit for bit" '[ "$(results server/report.json)" = "$(results simulated/report.json)" ]'
+check "the unregistered SuperNode was refused" 'grep -q -E "Failed to activate SuperNode" supernode-5.log'
+if [ "$failed" != 0 ]; then
+  for f in superlink.log run.log supernode-0.log supernode-5.log register-0.log simulate.log; do echo "== $f"; tail -n 30 "$f"; done
+fi
+echo "flower e2e: $passed passed, $failed failed ($SECONDS s)"
+[ "$failed" = 0 ]
