@@ -4,7 +4,9 @@
 # authentication, registers 5 node keys, starts 5 SuperNodes (client ids 0-4) and a sixth with an
 # unregistered key, runs 2 rounds of a trimmed quick config with `flwr run`, and checks that
 # report.json's results equal `align-fl run`'s for the same config bit for bit and that the
-# unregistered node was refused. Stops every process it started by PID. Prints "N passed, N failed".
+# unregistered node was refused. A second run kills client 4's SuperNode during round 2 and checks
+# that the round completes with the other 4 and the report names client 4. Stops every process it
+# started by PID. Prints "N passed, N failed".
 #   usage: deploy/flower/e2e.sh        (FLWR_VENV overrides the venv; built on first use)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -58,19 +60,33 @@ port_open() { python3 -c "import socket, sys; socket.create_connection(('127.0.0
 for _ in $(seq 60); do port_open 29091 && break; sleep 1; done
 for k in 0 1 2 3 4; do "$venv/bin/flwr" supernode register "node-$k.pub" e2e > "register-$k.log" 2>&1; done
 check "5 SuperNode keys registered" '[ "$(grep -l -i "error" register-*.log | wc -l)" = 0 ]'
+supernode_pids=()
 for k in 0 1 2 3 4 5; do
   PATH="$(dirname "$bin"):$PATH" "$venv/bin/flower-supernode" --superlink 127.0.0.1:29091 --root-certificates ca.crt \
     --auth-supernode-private-key "node-$k" --port $((29100 + k)) \
     --node-config "client-id=$k data-dir=\"$root/data/subset\" state-dir=\"$work/client-$k\" binary=\"$bin\"" > "supernode-$k.log" 2>&1 &
-  pids+=($!)
+  pids+=($!); supernode_pids+=($!)
 done
 
-"$venv/bin/flwr" run "$root/deploy/flower" e2e --stream --run-config \
-  "binary=\"$bin\" experiment=\"$work/experiment.toml\" state-dir=\"$work/server\" clients=5 round-timeout=600.0" > run.log 2>&1 &
-runner=$!
-pids+=($runner)
-for _ in $(seq 900); do [ -f "$work/server/report.json" ] && ! [ -f "$work/server/exchange/downlink.bin" ] && break; kill -0 $runner 2>/dev/null || break; sleep 1; done
+# Runs the app with the server state in $1 and the round timeout $2; waits until it ends.
+flower_run() {
+  "$venv/bin/flwr" run "$root/deploy/flower" e2e --stream --run-config \
+    "binary=\"$bin\" experiment=\"$work/experiment.toml\" state-dir=\"$work/$1\" clients=5 round-timeout=$2" > "$1.log" 2>&1 &
+  runner=$!
+  pids+=($runner)
+  for _ in $(seq 900); do
+    [ -f "$work/$1/report.json" ] && ! [ -f "$work/$1/exchange/downlink.bin" ] && break
+    [ "${3:-}" = kill-4 ] && [ -f "$work/$1/exchange/update-1-client-0.bin" ] && kill "${supernode_pids[4]}" 2>/dev/null
+    kill -0 $runner 2>/dev/null || break
+    sleep 1
+  done
+}
+start=$SECONDS
+flower_run server 600.0
+deployed_seconds=$((SECONDS - start))
+start=$SECONDS
 "$bin" run --config experiment.toml --out simulated > simulate.log 2>&1
+echo "2 rounds: ${deployed_seconds} s on Flower, $((SECONDS - start)) s as align-fl run"
 results() { python3 -c "
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -79,8 +95,16 @@ print(json.dumps({'rounds': r['rounds'], 'final': r['final'], 'privacy': r['priv
 check "the deployment finished 2 rounds" '[ -f server/report.json ] && [ "$(python3 -c "import json; print(len(json.load(open(\"server/report.json\"))[\"rounds\"]))")" = 2 ]'
 check "report.json equals the simulation bit for bit" '[ "$(results server/report.json)" = "$(results simulated/report.json)" ]'
 check "the unregistered SuperNode was refused" 'grep -q -E "Failed to activate SuperNode" supernode-5.log'
+
+# Client 4's SuperNode dies once round 1's updates arrive: round 2 goes on with the other four.
+flower_run killed 60.0 kill-4
+left_out() { python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(len(r['rounds']), [[l['client'] for l in x['left_out']] for x in r['rounds']])" "$1"; }
+check "with client 4 killed, round 2 completes and names it" '[ "$(left_out killed/report.json 2>/dev/null)" = "2 [[], [4]]" ]'
 if [ "$failed" != 0 ]; then
-  for f in superlink.log run.log supernode-0.log supernode-5.log register-0.log simulate.log; do echo "== $f"; tail -n 30 "$f"; done
+  for f in superlink.log server.log killed.log supernode-0.log supernode-5.log register-0.log simulate.log; do echo "== $f"; tail -n 30 "$f"; done
 fi
 echo "flower e2e: $passed passed, $failed failed ($SECONDS s)"
 [ "$failed" = 0 ]

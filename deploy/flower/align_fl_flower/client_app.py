@@ -31,7 +31,9 @@ def identify(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round: downlink bytes in, update bytes out, through the align-fl binary."""
-    client, data_dir, state_dir, binary = _node(context)
+    client, data_dir, state_root, binary = _node(context)
+    # One state directory per run: a SuperNode serves many runs, and resumes each after a restart.
+    state_dir = state_root / f"run-{context.run_id}"
     round_ = int(msg.content["round"]["round"])
     exchange = state_dir / "exchange"
     exchange.mkdir(parents=True, exist_ok=True)
