@@ -19,6 +19,7 @@ use vae::{LatentPrior, TrainOptions, Vae};
 
 use crate::config::{ExperimentConfig, Mechanism, StrategyKind};
 use crate::figures::FigureKind;
+use crate::metrics_log;
 use crate::observer::Observer;
 use crate::out_dir::{create_dir, write_file};
 use crate::report::{self, FinalMetrics, OutlierReport, PrivacyReport, Report, RoundRecord, StrategyRun};
@@ -352,6 +353,7 @@ impl<B: TrainingOps + ImageOps> RoundRecorder<'_, B> {
             fid,
             left_out,
         };
+        metrics_log::append(self.out, self.strategy, &record)?;
         Ok((record, e.mu))
     }
 
@@ -524,6 +526,7 @@ fn run_prepared<B: TrainingOps + ImageOps>(
 ) -> Result<Report> {
     let total = Instant::now();
     create_dir(out)?;
+    metrics_log::start(out)?;
     let partition = prepared.partition;
     observer.note(&format!(
         "align-fl: {} clients ({} samples, {} outliers at client 0), evaluation set of {} images from {}",

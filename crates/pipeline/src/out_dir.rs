@@ -27,7 +27,11 @@ pub(crate) fn create_dir(dir: &Path) -> Result<()> {
 
 /// The files a run writes, by name: a non-empty folder holding any of them holds a run.
 fn is_run_output(name: &str) -> bool {
-    name == "report.json" || name == "report.md" || name.ends_with(".png") || name.ends_with("-global.safetensors")
+    name == "report.json"
+        || name == "report.md"
+        || name == crate::METRICS_LOG
+        || name.ends_with(".png")
+        || name.ends_with("-global.safetensors")
 }
 
 /// The output folder the user asked for, or a fresh one.

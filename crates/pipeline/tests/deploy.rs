@@ -73,6 +73,8 @@ impl Sites {
             let result = self.server_round(&all, &[], all.len()).unwrap();
             assert_eq!((result.round, result.next_round), (round, round < cfg.rounds));
             assert_eq!(self.downlink().exists(), round < cfg.rounds);
+            let log = std::fs::read_to_string(self.server().join(pipeline::METRICS_LOG)).unwrap();
+            assert_eq!(log.lines().count(), round, "metrics.jsonl has a line per round so far");
         }
     }
 }

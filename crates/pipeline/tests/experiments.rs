@@ -332,3 +332,53 @@ fn wgpu_dp_sgd_agrees_with_the_cpu_and_spends_the_same_epsilon() {
     }
     assert!(c.main.rounds[0].client_loss.iter().all(Option::is_none), "no client loss is released under DP-SGD");
 }
+
+/// Watches a run and reads `metrics.jsonl` whenever a round finishes: the round's line must
+/// already be in the file (appended and flushed before the run moves on).
+struct LogReader {
+    out: std::path::PathBuf,
+    seen: std::sync::Mutex<Vec<(String, usize)>>,
+}
+
+/// One strategy's rounds, heard by the [`LogReader`].
+struct RoundSink<'a>(&'a LogReader);
+
+impl metrics::FeatureProgress for LogReader {
+    fn images_done(&self, _what: &str, _done: usize, _total: usize) {}
+}
+
+impl federation::Progress for RoundSink<'_> {}
+
+impl pipeline::RoundProgress for RoundSink<'_> {
+    fn round_finished(&self, strategy: pipeline::StrategyKind, record: &pipeline::report::RoundRecord) {
+        let text = std::fs::read_to_string(self.0.out.join(pipeline::METRICS_LOG)).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["strategy"], strategy.as_str());
+        assert_eq!(last["round"], record.round);
+        assert_eq!(last["accuracy"], record.accuracy);
+        self.0.seen.lock().unwrap().push((strategy.as_str().to_string(), text.lines().count()));
+    }
+    fn finished(&self) {}
+}
+
+impl pipeline::Observer for LogReader {
+    fn note(&self, _line: &str) {}
+    fn strategy_started(&self, _: pipeline::StrategyKind, _: usize, _: usize) -> Box<dyn pipeline::RoundProgress + '_> {
+        Box::new(RoundSink(self))
+    }
+}
+
+#[test]
+fn metrics_jsonl_holds_each_round_before_the_run_moves_on() {
+    let out = temp_dir("metrics-log");
+    let mut cfg = tiny();
+    cfg.rounds = 2;
+    cfg.compare = vec![pipeline::StrategyKind::Fedavg];
+    let reader = LogReader { out: out.clone(), seen: Default::default() };
+    pipeline::run_experiment(&tensor_kernels::Cpu::new(), &cfg, &cfg.data_dir(None), &out, &reader).unwrap();
+    let seen = reader.seen.lock().unwrap().clone();
+    let expected: Vec<(String, usize)> =
+        [("align-fl", 1), ("align-fl", 2), ("fedavg", 3), ("fedavg", 4)].map(|(s, n)| (s.to_string(), n)).into();
+    assert_eq!(seen, expected);
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -89,6 +89,7 @@ pub fn server_init<B: TrainingOps>(
         seconds: 0.0,
     };
     state.save(state_dir)?;
+    crate::metrics_log::start(state_dir)?;
     let downlink = Downlink { round: 1, config: state.config.clone(), plan: strategy.configure_round(1) };
     write_file(downlink_out, downlink.encode())
 }
