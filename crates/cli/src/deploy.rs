@@ -73,7 +73,7 @@ pub enum ServerCommand {
     #[command(
         after_help = "Example:\n  align-fl server init --config configs/quick.toml --state state/server --downlink round.bin"
     )]
-    Init(ServerInitArgs),
+    Init(Box<ServerInitArgs>),
     /// Finish a round: validate the updates, aggregate, evaluate, write the report and the next
     /// round's downlink (none after the last round).
     #[command(

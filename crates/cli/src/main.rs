@@ -23,7 +23,8 @@ use tensor_kernels::{ImageOps, TrainingOps};
 #[command(
     name = "align-fl",
     version,
-    about = "Federated learning across disjoint clients with shared decoders (ALIGN-FL)"
+    about = "Federated learning across disjoint clients with shared decoders (ALIGN-FL)",
+    after_help = "Examples:\n  align-fl run --config configs/quick.toml            # the quick experiment, offline\n  align-fl reproduce --quick                           # the paper's table on the committed subset\n  align-fl privacy calibrate --target-epsilon 10 --delta 1e-5 --sampling-rate 0.02 --steps 2500"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,6 +34,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run an experiment: local VAEs, decoder uploads, a global VAE, a report.
+    #[command(
+        after_help = "Examples:\n  align-fl run --config configs/quick.toml\n  align-fl run --config configs/paper-mnist.toml --privacy dp-sgd --epsilon 10 --out runs/dp10"
+    )]
     Run(Box<RunArgs>),
     /// Fetch, verify or subset the datasets.
     #[command(subcommand)]
@@ -41,8 +45,14 @@ enum Command {
     #[command(subcommand)]
     Privacy(PrivacyCommand),
     /// FID between two image sets (IDX files or PNG folders), or `fid weights verify`.
+    #[command(
+        after_help = "Examples:\n  align-fl fid --real data/real-pngs --fake runs/latest/samples --json\n  align-fl fid weights verify"
+    )]
     Fid(FidArgs),
     /// The paper's comparison table, privacy–utility curves and figures, over several seeds.
+    #[command(
+        after_help = "Examples:\n  align-fl reproduce --quick\n  align-fl reproduce --dataset mnist --seeds 3 --out runs/reproduce\n  align-fl reproduce --plan runs/sweep && align-fl reproduce --collect runs/sweep"
+    )]
     Reproduce(ReproduceArgs),
     /// A client's side of a run across machines (one round per call; docs/deployment.md).
     #[command(subcommand)]
@@ -285,6 +295,9 @@ enum FidAction {
 #[derive(Subcommand)]
 enum WeightsAction {
     /// Check the weights file's SHA-256 and every tensor's name and shape.
+    #[command(
+        after_help = "Example:\n  align-fl fid weights verify --inception-weights models/inception-2015-12-05.safetensors"
+    )]
     Verify {
         /// Inception weights file (default: $ALIGN_FL_MODELS, then ./models).
         #[arg(long)]
@@ -362,6 +375,9 @@ struct Schedule {
 enum PrivacyCommand {
     /// ε of `steps` Poisson-sampled Gaussian steps at rate q and noise multiplier σ
     /// (JSON: {"epsilon", "order", "accountant"}).
+    #[command(
+        after_help = "Example:\n  align-fl privacy epsilon --sampling-rate 0.02 --noise-multiplier 1.1 --steps 2500 --delta 1e-5"
+    )]
     Epsilon {
         /// σ > 0.
         #[arg(long)]
@@ -371,6 +387,9 @@ enum PrivacyCommand {
     },
     /// The smallest σ whose ε after `steps` steps at rate q is at most the target
     /// (JSON: {"noise_multiplier", "epsilon"}).
+    #[command(
+        after_help = "Example:\n  align-fl privacy calibrate --target-epsilon 10 --delta 1e-5 --sampling-rate 0.02 --steps 2500 --accountant pld"
+    )]
     Calibrate {
         /// Target ε.
         #[arg(long)]
@@ -422,6 +441,9 @@ fn privacy_command(cmd: PrivacyCommand) -> Result<()> {
 #[derive(Subcommand)]
 enum DataCommand {
     /// Put the dataset files into the data directory (download, or copy with --from).
+    #[command(
+        after_help = "Examples:\n  align-fl data fetch --dataset mnist\n  align-fl data fetch --dataset fashion-mnist --from ~/Downloads/fashion"
+    )]
     Fetch {
         /// Which dataset; both when omitted.
         #[arg(long, value_enum)]
@@ -435,12 +457,16 @@ enum DataCommand {
         from: Option<PathBuf>,
     },
     /// Check presence, SHA-256 and IDX headers of every dataset file.
+    #[command(after_help = "Example:\n  align-fl data verify --data-dir data")]
     Verify {
         /// Data directory (default: $ALIGN_FL_DATA, then ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Write the small committed subset (first N images per class) from a full data directory.
+    #[command(
+        after_help = "Example:\n  align-fl data subset --from data --out data/subset --train-per-class 300 --test-per-class 100"
+    )]
     Subset {
         /// Full data directory to read.
         #[arg(long)]
@@ -494,8 +520,26 @@ fn data_command(cmd: DataCommand) -> Result<()> {
     Ok(())
 }
 
+/// `--version`: the release, the CPU kernels this machine runs and the GPU backends this build has.
+fn version() -> String {
+    let gpu: Vec<&str> = [cfg!(feature = "wgpu").then_some("wgpu"), cfg!(feature = "cuda").then_some("cuda")]
+        .into_iter()
+        .flatten()
+        .collect();
+    format!(
+        "{} (CPU kernels: {} on this machine, chosen at run time among AVX-512F, AVX2 and baseline; GPU backends: {})",
+        env!("CARGO_PKG_VERSION"),
+        tensor_kernels::vector_instructions(),
+        if gpu.is_empty() { "none in this build (features wgpu, cuda)".to_string() } else { gpu.join(", ") }
+    )
+}
+
 fn main() {
-    let result = match Cli::parse().command {
+    use clap::{CommandFactory, FromArgMatches};
+    // clap keeps a version for the whole run: leaking the one string is what its `string` feature would do.
+    let matches = Cli::command().version(&*Box::leak(version().into_boxed_str())).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let result = match cli.command {
         Command::Run(args) => run_command(*args),
         Command::Data(cmd) => data_command(cmd),
         Command::Privacy(cmd) => privacy_command(cmd),

@@ -84,6 +84,8 @@ fn quick_config_runs_end_to_end_and_beats_fedavg() {
         "report.md",
         "samples-align-fl.png",
         "latent-align-fl.png",
+        "latent-align-fl.svg",
+        "metrics.jsonl",
         "align-fl-global.safetensors",
         "fedavg-global.safetensors",
     ] {
@@ -284,4 +286,33 @@ fn bad_arguments_and_inputs_exit_non_zero_with_the_fix_named() {
     let o = align_fl(&["run", "--config", config.to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("roundz"), "{}", stderr(&o));
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn version_names_the_kernels_and_every_command_shows_an_example() {
+    let out = align_fl(&["--version"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("CPU kernels: ") && text.contains("on this machine"), "{text}");
+    assert!(["AVX-512F on", "AVX2 on", "baseline on"].iter().any(|k| text.contains(k)), "{text}");
+    let commands: &[&[&str]] = &[
+        &[],
+        &["run"],
+        &["reproduce"],
+        &["fid"],
+        &["fid", "weights", "verify"],
+        &["privacy", "epsilon"],
+        &["privacy", "calibrate"],
+        &["data", "fetch"],
+        &["data", "verify"],
+        &["data", "subset"],
+        &["client", "round"],
+        &["server", "init"],
+        &["server", "round"],
+    ];
+    for args in commands {
+        let argv: Vec<&str> = args.iter().copied().chain(["--help"]).collect();
+        let out = align_fl(&argv);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && help.contains("Example"), "align-fl {} --help: {help}", args.join(" "));
+    }
 }

@@ -17,6 +17,7 @@ mod figures;
 mod inception;
 mod outliers;
 mod probe;
+mod vector_figures;
 
 pub use chart::{line_charts, Chart, ChartPoint, Series};
 pub use decoder_fid::{verify_inception_weights, FeatureProgress, FidScorer};
@@ -27,6 +28,7 @@ pub use inception::{
 };
 pub use outliers::{nearest_squared_distances, outlier_stats, OutlierStats};
 pub use probe::{linear_probe, stratified_split, weighted_f1, ProbeScore};
+pub use vector_figures::{latent_scatter_svg, line_charts_svg};
 
 use tensor_kernels::Backend;
 use vae::Decoder;

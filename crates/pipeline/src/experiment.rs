@@ -412,9 +412,14 @@ fn write_figures<B: TrainingOps + ImageOps>(
     let images = global.decoder().decode(&z);
     let grid = FigureKind::Samples.of_strategy(strategy);
     write_file(&out.join(&grid), metrics::sample_grid(&images, data::IMAGE_SIDE, 10)?)?;
+    let points = metrics::project_2d(mu, d);
     let scatter = FigureKind::Latent.of_strategy(strategy);
-    write_file(&out.join(&scatter), metrics::latent_scatter(&metrics::project_2d(mu, d), &eval.labels, 600)?)?;
-    Ok(vec![grid, scatter])
+    write_file(&out.join(&scatter), metrics::latent_scatter(&points, &eval.labels, 600)?)?;
+    let vector = FigureKind::LatentVector.of_strategy(strategy);
+    let title = format!("Latent means of the evaluation set, {} global model", strategy.as_str());
+    let axes = if d <= 2 { ("z₁", "z₂") } else { ("principal component 1", "principal component 2") };
+    write_file(&out.join(&vector), metrics::latent_scatter_svg(&points, &eval.labels, &title, axes)?)?;
+    Ok(vec![grid, scatter, vector])
 }
 
 /// Runs the experiment on `backend` and writes everything into `out`; returns the report.

@@ -9,6 +9,8 @@ pub enum FigureKind {
     Samples,
     /// The evaluation set's latent means, coloured by class.
     Latent,
+    /// The same scatter as SVG, with axes and a legend (for papers).
+    LatentVector,
     /// Client 0's outliers, through its own VAE and through the global VAE.
     Outliers,
 }
@@ -17,7 +19,7 @@ impl FigureKind {
     /// The figures a run writes for each strategy; the outlier figure only where it is written
     /// ([`crate::ExperimentConfig::analyses_training_images`]).
     pub fn of_run(with_outliers: bool) -> Vec<FigureKind> {
-        let mut kinds = vec![FigureKind::Samples, FigureKind::Latent];
+        let mut kinds = vec![FigureKind::Samples, FigureKind::Latent, FigureKind::LatentVector];
         if with_outliers {
             kinds.push(FigureKind::Outliers);
         }
@@ -27,12 +29,13 @@ impl FigureKind {
     /// File name of this figure for `subject` (a strategy in a run's folder, a table row in a
     /// reproduction's `figures/`).
     pub fn file_name(self, subject: &str) -> String {
-        let kind = match self {
-            FigureKind::Samples => "samples",
-            FigureKind::Latent => "latent",
-            FigureKind::Outliers => "outliers",
+        let (kind, extension) = match self {
+            FigureKind::Samples => ("samples", "png"),
+            FigureKind::Latent => ("latent", "png"),
+            FigureKind::LatentVector => ("latent", "svg"),
+            FigureKind::Outliers => ("outliers", "png"),
         };
-        format!("{kind}-{subject}.png")
+        format!("{kind}-{subject}.{extension}")
     }
 
     /// File name of this figure in the folder of a run of `strategy`.

@@ -31,6 +31,7 @@ fn is_run_output(name: &str) -> bool {
         || name == "report.md"
         || name == crate::METRICS_LOG
         || name.ends_with(".png")
+        || name.ends_with(".svg")
         || name.ends_with("-global.safetensors")
 }
 

@@ -21,7 +21,10 @@ fn heterogeneous_config_runs_and_writes_its_figures() {
     for f in &report.main.figures {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    assert_eq!(report.main.figures, ["samples-align-fl.png", "latent-align-fl.png", "outliers-align-fl.png"]);
+    assert_eq!(
+        report.main.figures,
+        ["samples-align-fl.png", "latent-align-fl.png", "latent-align-fl.svg", "outliers-align-fl.png"]
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -66,7 +66,14 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
     let xs: Vec<f64> = lambda.iter().map(|p| p["x"].as_f64().unwrap()).collect();
     assert_eq!(xs, [0.0, 0.01, 0.1, 1.0]);
     assert_eq!(lambda[0]["accuracy"], rows[0]["accuracy"]["mean"], "λ = 0 reuses the no-privacy run");
-    for f in ["privacy-utility.png", "samples-align-fl.png", "latent-fedavg.png", "outliers-fedavg.png"] {
+    for f in [
+        "privacy-utility.png",
+        "privacy-utility.svg",
+        "samples-align-fl.png",
+        "latent-fedavg.png",
+        "latent-fedavg.svg",
+        "outliers-fedavg.png",
+    ] {
         assert!(out.join("figures").join(f).is_file(), "{f} missing");
     }
     // A DP-SGD row writes no figure of raw training images.

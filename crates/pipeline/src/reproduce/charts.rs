@@ -113,13 +113,14 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
         }
     }
     let mut written = Vec::new();
-    if !privacy_panels.is_empty() {
-        write_file(&dir.join(PRIVACY_UTILITY), metrics::line_charts(&privacy_panels, 2)?)?;
-        written.push(PRIVACY_UTILITY.to_string());
-    }
-    if !samples_panels.is_empty() {
-        write_file(&dir.join(SAMPLES), metrics::line_charts(&samples_panels, 2)?)?;
-        written.push(SAMPLES.to_string());
+    for (name, panels) in [(PRIVACY_UTILITY, &privacy_panels), (SAMPLES, &samples_panels)] {
+        if panels.is_empty() {
+            continue;
+        }
+        write_file(&dir.join(name), metrics::line_charts(panels, 2)?)?;
+        let vector = name.replace(".png", ".svg");
+        write_file(&dir.join(&vector), metrics::line_charts_svg(panels, 2)?)?;
+        written.extend([name.to_string(), vector]);
     }
     Ok(written)
 }

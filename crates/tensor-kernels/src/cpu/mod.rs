@@ -68,6 +68,22 @@ widest_simd_fn! {
     fn widest_simd[R, F: FnOnce() -> R](f: F) -> R = f()
 }
 
+/// The vector instruction set the CPU kernels run with on this machine: "AVX-512F", "AVX2" or
+/// "baseline" (SSE2), as [`widest_simd_fn`] chooses at run time. The `gemm` crate's micro-kernels
+/// choose the same way.
+pub fn vector_instructions() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512F";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "AVX2";
+        }
+    }
+    "baseline"
+}
+
 /// The CPU backend. Buffers are `Vec<f32>`; threads come from the current rayon pool.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
