@@ -82,7 +82,7 @@ pub fn client_round<B: TrainingOps + ImageOps>(
     };
     let round = message.round;
     if let Some(s) = &state {
-        check_continues(s, client, &message, &state_path)?;
+        check_continues(s, client, &config_text(&cfg), round, &state_path)?;
         if s.round == round {
             write_file(update_out, &s.update)?;
             return Ok(ClientRoundResult { round, bytes: s.update.len(), resent: true });
@@ -118,23 +118,23 @@ pub fn client_round<B: TrainingOps + ImageOps>(
 
 /// Refuses a downlink that does not continue this client's run: another client's state, another
 /// config, or a round that is neither the next nor the last one trained.
-fn check_continues(state: &ClientState, client: usize, message: &Downlink, path: &Path) -> Result<()> {
+fn check_continues(state: &ClientState, client: usize, config: &str, round: usize, path: &Path) -> Result<()> {
     let refuse = |what: String| Err(PipelineError::Config(format!("{}: {what}", path.display())));
     if state.client != client {
         return refuse(format!("this state belongs to client {}, not client {client}", state.client));
     }
-    if state.config != config_text(&message.experiment()?) {
+    if state.config != config {
         return refuse(
             "the server's experiment config differs from the one this client's run started with; \
              give a new run its own state directory"
                 .into(),
         );
     }
-    if message.round != state.round && message.round != state.round + 1 {
+    if round != state.round && round != state.round + 1 {
         return refuse(format!(
             "the server asks for round {}, but this client has trained up to round {} (it can train round {} \
              or resend round {})",
-            message.round,
+            round,
             state.round,
             state.round + 1,
             state.round
