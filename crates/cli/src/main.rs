@@ -5,6 +5,7 @@
 
 mod backend;
 mod deploy;
+mod models;
 mod progress;
 
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ enum Command {
     /// Privacy accounting: ε of a DP-SGD schedule, or the σ that reaches a target ε.
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// The FID Inception weights: fetch pytorch-fid's release and convert it.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// FID between two image sets (IDX files or PNG folders), or `fid weights verify`.
     #[command(
         after_help = "Examples:\n  align-fl fid --real data/real-pngs --fake runs/latest/samples --json\n  align-fl fid weights verify"
@@ -543,6 +547,7 @@ fn main() {
         Command::Run(args) => run_command(*args),
         Command::Data(cmd) => data_command(cmd),
         Command::Privacy(cmd) => privacy_command(cmd),
+        Command::Models(cmd) => models::models_command(cmd),
         Command::Fid(args) => dispatch(args.backend, args),
         Command::Reproduce(args) => reproduce_command(args),
         Command::Client(cmd) => deploy::client_command(cmd),

@@ -8,10 +8,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `align-fl args` in the repository, with neither data nor models from the environment.
+/// `align-fl args` in the repository, with neither data nor models from the environment or the
+/// user's cache.
 fn command(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_align-fl"));
     c.args(args).current_dir(repo()).env_remove("ALIGN_FL_DATA").env_remove("ALIGN_FL_MODELS");
+    c.env("XDG_CACHE_HOME", std::env::temp_dir().join("align-fl-tests-no-cache"));
     c
 }
 
@@ -190,6 +192,8 @@ fn fid_command_scores_identical_sets_zero_reads_pngs_and_refuses_bad_input() {
     let o = align_fl(&["fid", "--real", twelve, "--fake", twelve]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--inception-weights") && stderr(&o).contains("ALIGN_FL_MODELS"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("align-fl-tests-no-cache/align-fl/models"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Run `align-fl models fetch` once"), "{}", stderr(&o));
     let o = align_fl(&["fid", "--real", twelve]);
     assert!(!o.status.success() && stderr(&o).contains("--fake"), "{}", stderr(&o));
     let o = align_fl(&["fid", "--real", twelve, "--fake", dir.join("absent.idx").to_str().unwrap()]);
@@ -286,6 +290,33 @@ fn bad_arguments_and_inputs_exit_non_zero_with_the_fix_named() {
     let o = align_fl(&["run", "--config", config.to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("roundz"), "{}", stderr(&o));
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `models fetch` offline: a file that is not pytorch-fid's release is refused by name and
+/// nothing is written; a verified copy in `--to` is kept and runs find it there.
+#[test]
+fn models_fetch_refuses_other_files_and_keeps_a_verified_copy() {
+    let to = temp_dir("models-fetch");
+    let excerpt = repo().join("crates/metrics/tests/fixtures/pytorch-fid-stem.pth");
+    let o = align_fl(&["models", "fetch", "--from", excerpt.to_str().unwrap(), "--to", to.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("Conv2d_2a_3x3.conv.weight is missing"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&to).unwrap().count(), 0, "nothing is written");
+    let o = align_fl(&["models", "fetch", "--from", "absent.pth", "--to", to.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("--from absent.pth: no such file"), "{}", stderr(&o));
+
+    let Some(models) = models() else { return };
+    std::fs::copy(models.join("inception-2015-12-05.safetensors"), to.join("inception-2015-12-05.safetensors"))
+        .unwrap();
+    let o = command(&["models", "fetch", "--url", "http://127.0.0.1:9/never-asked"])
+        .env("ALIGN_FL_MODELS", &to)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("already present") && text.contains("runs compute FID with it"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&to).unwrap();
 }
 
 #[test]

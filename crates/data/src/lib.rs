@@ -13,6 +13,7 @@
 //! # Ok::<(), data::DataError>(())
 //! ```
 
+mod download;
 mod error;
 pub mod idx;
 mod image_set;
@@ -20,6 +21,7 @@ mod partition;
 mod registry;
 mod subset;
 
+pub use download::download;
 pub use error::DataError;
 pub use image_set::ImageSet;
 pub use partition::{ClientShard, Partition, PartitionSpec, Samples, OUTLIER_LABEL};

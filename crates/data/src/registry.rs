@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::download::download;
 use crate::idx::{self, IdxArray};
 use crate::DataError;
 
@@ -285,7 +286,10 @@ pub fn fetch(dir: &Path, kind: DatasetKind, from: Option<&Path>) -> Result<Vec<P
                 })?;
                 std::fs::read(&found).map_err(|e| DataError::io(&found, e))?
             }
-            None => download(&format!("{}{}.gz", kind.mirror(), file))?,
+            None => {
+                let url = format!("{}{}.gz", kind.mirror(), file);
+                download(&url, 200 << 20, &mut |_, _| {}).map_err(|reason| DataError::Download { url, reason })?
+            }
         };
         let tmp = target.join(format!("{file}.gz.part"));
         let gz = if bytes.starts_with(&[0x1f, 0x8b]) { bytes } else { gzip(&bytes) };
@@ -308,15 +312,6 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(bytes).expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")
-}
-
-fn download(url: &str) -> Result<Vec<u8>, DataError> {
-    use std::io::Read;
-    let fail = |reason: String| DataError::Download { url: url.to_owned(), reason };
-    let resp = ureq::get(url).timeout(std::time::Duration::from_secs(120)).call().map_err(|e| fail(e.to_string()))?;
-    let mut out = Vec::new();
-    resp.into_reader().take(200 << 20).read_to_end(&mut out).map_err(|e| fail(e.to_string()))?;
-    Ok(out)
 }
 
 #[cfg(test)]

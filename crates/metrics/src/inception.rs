@@ -25,10 +25,19 @@ const BN_EPSILON: f32 = 1e-3;
 /// Where the weights come from, for error messages.
 const WEIGHTS_ORIGIN: &str = "the FID Inception v3 weights (TensorFlow graph 2015-12-05, the network pytorch-fid \
      and clean-fid port) stored as safetensors with the tensor names of inception-2015-12-05.md; \
-     the project's shared models folder (../shared/models) holds a copy";
+     `align-fl models fetch` downloads pytorch-fid's copy and converts it (`--from FILE` converts a copy you have)";
+
+/// The per-user cache of models, searched last and filled by `align-fl models fetch`:
+/// `$XDG_CACHE_HOME/align-fl/models`, else `$HOME/.cache/align-fl/models`.
+pub fn models_cache_dir() -> Option<PathBuf> {
+    let nonempty = |v: &str| std::env::var_os(v).filter(|d| !d.is_empty()).map(PathBuf::from);
+    nonempty("XDG_CACHE_HOME")
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache")))
+        .map(|c| c.join("align-fl").join("models"))
+}
 
 /// Finds the weights: `explicit` (a file, or a folder holding [`INCEPTION_FILE`]), then the
-/// folder in `ALIGN_FL_MODELS`, then `./models`.
+/// folder in `ALIGN_FL_MODELS`, then `./models`, then [`models_cache_dir`].
 pub fn locate_inception_weights(explicit: Option<&Path>) -> Result<PathBuf, MetricsError> {
     let in_folder = |p: &Path| if p.is_dir() { p.join(INCEPTION_FILE) } else { p.to_path_buf() };
     if let Some(p) = explicit {
@@ -47,27 +56,30 @@ pub fn locate_inception_weights(explicit: Option<&Path>) -> Result<PathBuf, Metr
         tried.push(in_folder(Path::new(&dir)));
     }
     tried.push(Path::new("models").join(INCEPTION_FILE));
+    tried.extend(models_cache_dir().map(|d| d.join(INCEPTION_FILE)));
     if let Some(found) = tried.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }
     let looked: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     Err(MetricsError::Weights(format!(
-        "Inception weights not found (looked at {}). Put {INCEPTION_FILE} (87 MB, sha256 {INCEPTION_SHA256}) in ./models, \
-         set ALIGN_FL_MODELS to its folder, or pass --inception-weights FILE. It is {WEIGHTS_ORIGIN}.",
+        "Inception weights not found (looked at {}). Run `align-fl models fetch` once: it downloads pytorch-fid's copy \
+         of the FID Inception and converts it (offline, `align-fl models fetch --from FILE` converts a \
+         pt_inception-2015-12-05-6726825d.pth you have). Or put {INCEPTION_FILE} (87 MB, sha256 {INCEPTION_SHA256}) \
+         in ./models, set ALIGN_FL_MODELS to its folder, or pass --inception-weights FILE.",
         looked.join(", ")
     )))
 }
 
 /// One convolution of the graph: name, kernel [out, in, kh, kw], stride, padding [h, w].
-struct LayerSpec {
-    name: String,
-    shape: [usize; 4],
+pub(crate) struct LayerSpec {
+    pub(crate) name: String,
+    pub(crate) shape: [usize; 4],
     stride: usize,
     pad: [usize; 2],
 }
 
 /// Every convolution of the graph, in order.
-fn architecture() -> Vec<LayerSpec> {
+pub(crate) fn architecture() -> Vec<LayerSpec> {
     let mut specs = Vec::new();
     // Stride 1 keeps the size ("same" padding) unless `valid`; stride 2 never pads.
     let mut add = |name: String, shape: [usize; 4], stride: usize, valid: bool| {

@@ -15,6 +15,7 @@ mod decoder_fid;
 mod fid;
 mod figures;
 mod inception;
+mod inception_import;
 mod outliers;
 mod probe;
 mod vector_figures;
@@ -24,7 +25,12 @@ pub use decoder_fid::{verify_inception_weights, FeatureProgress, FidScorer};
 pub use fid::{encode_feature_stats, frechet_distance, FeatureStats};
 pub use figures::{latent_scatter, project_2d, sample_grid, PALETTE};
 pub use inception::{
-    locate_inception_weights, Inception, Tap, FEATURE_DIM, INCEPTION_FILE, INCEPTION_SHA256, INPUT_SIZE,
+    locate_inception_weights, models_cache_dir, Inception, Tap, FEATURE_DIM, INCEPTION_FILE, INCEPTION_SHA256,
+    INPUT_SIZE,
+};
+pub use inception_import::{
+    convert_pytorch_fid, convert_pytorch_fid_entries, inception_safetensors, pytorch_fid_module, NamedTensor,
+    PytorchCheckpoint, PYTORCH_FID_SHA256_PREFIX, PYTORCH_FID_URL,
 };
 pub use outliers::{nearest_squared_distances, outlier_stats, OutlierStats};
 pub use probe::{linear_probe, stratified_split, weighted_f1, ProbeScore};

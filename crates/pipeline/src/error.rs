@@ -50,6 +50,17 @@ pub enum PipelineError {
         /// What was kept on disk.
         kept: String,
     },
+    /// The FID weights could not be downloaded, or the download is not the published file.
+    #[error(
+        "downloading {url} failed: {reason}. Nothing was written. Without access to it, download the file on \
+         another machine and run `align-fl models fetch --from FILE` here"
+    )]
+    ModelDownload {
+        /// The address.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An error inside a named part of the work (an experiment, a client).
     #[error("{context}: {error}")]
     In {

@@ -5,6 +5,7 @@
 //!   checkpoints, returning a typed [`Report`] and writing `report.json` / `report.md`.
 //! * [`reproduce`]: the paper's table, curves and figures over seeds, resumable cell by cell.
 //! * [`deploy`]: the same run across machines, one round per process with state on disk.
+//! * [`models`]: the FID Inception weights, fetched from pytorch-fid's release and converted.
 //!
 //! Progress goes to an [`Observer`] ([`Quiet`] shows nothing); every failure is a
 //! [`PipelineError`] that names the setting, file or experiment at fault.
@@ -24,6 +25,7 @@ mod error;
 mod experiment;
 mod figures;
 mod metrics_log;
+pub mod models;
 mod observer;
 mod out_dir;
 mod overrides;

@@ -250,6 +250,7 @@ fn a_run_without_weights_skips_fid_and_says_why() {
     assert!(report.main.final_metrics.fid.is_none());
     let note = report.fid_note.unwrap();
     assert!(note.contains("absent.safetensors") && note.contains("--inception-weights"), "{note}");
+    assert!(note.contains("`align-fl models fetch`"), "{note}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 
