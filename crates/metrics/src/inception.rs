@@ -62,7 +62,7 @@ pub fn locate_inception_weights(explicit: Option<&Path>) -> Result<PathBuf, Metr
     }
     let looked: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     Err(MetricsError::Weights(format!(
-        "Inception weights not found (looked at {}). Run `align-fl models fetch` once: it downloads pytorch-fid's copy \
+        "not found (looked at {}). Run `align-fl models fetch` once: it downloads pytorch-fid's copy \
          of the FID Inception and converts it (offline, `align-fl models fetch --from FILE` converts a \
          pt_inception-2015-12-05-6726825d.pth you have). Or put {INCEPTION_FILE} (87 MB, sha256 {INCEPTION_SHA256}) \
          in ./models, set ALIGN_FL_MODELS to its folder, or pass --inception-weights FILE.",
