@@ -7,15 +7,20 @@
 # unregistered node was refused. A second run kills client 4's SuperNode during round 2 and checks
 # that the round completes with the other 4 and the report names client 4. Stops every process it
 # started by PID. Prints "N passed, N failed".
-#   usage: deploy/flower/e2e.sh        (FLWR_VENV overrides the venv; built on first use)
+#   usage: deploy/flower/e2e.sh        (FLWR_VENV overrides the venv, built on first use;
+#          ALIGN_FL_BIN names an align-fl binary to test instead of building the release one)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="${FLWR_VENV:-$root/target/flwr-venv}"
 if [ ! -x "$venv/bin/flwr" ]; then
   python3 -m venv "$venv" && "$venv/bin/pip" install -q "flwr==1.42.0" numpy || { echo "0 passed, 1 failed (installing flwr)"; exit 1; }
 fi
-(cd "$root" && cargo build --release -q -p align-fl) || { echo "0 passed, 1 failed (building align-fl)"; exit 1; }
-bin="$root/target/release/align-fl"
+if [ -n "${ALIGN_FL_BIN:-}" ]; then
+  bin="$(cd "$(dirname "$ALIGN_FL_BIN")" && pwd)/$(basename "$ALIGN_FL_BIN")"
+else
+  (cd "$root" && cargo build --release -q -p align-fl) || { echo "0 passed, 1 failed (building align-fl)"; exit 1; }
+  bin="$root/target/release/align-fl"
+fi
 export PATH="$venv/bin:$PATH"  # the SuperLink and SuperNodes start flower-superexec from it
 work="$(mktemp -d)"
 pids=()
