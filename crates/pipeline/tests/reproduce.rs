@@ -42,9 +42,10 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
         ..Settings::new(out.clone())
     };
     reproduce(&tensor_kernels::Cpu::new(), &settings, &Quiet).unwrap();
-    // Rows align-fl, dp-decoder, fedavg; curve λ ∈ {0, 0.01, 0.1, 1}, whose λ = 0 is the align-fl row.
+    // Rows align-fl, dp-decoder, fedavg; curve λ ∈ {0, 0.01, 0.1, 1, 3, 10}, whose λ = 0 is the
+    // align-fl row.
     let cells = cell_files(&out);
-    assert_eq!(cells.len(), 6);
+    assert_eq!(cells.len(), 8);
     let table = table_json(&out);
     let rows = table["rows"].as_array().unwrap();
     let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
@@ -64,8 +65,9 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
     assert!(rows[2]["uplink_bytes_per_round"].as_u64() > rows[0]["uplink_bytes_per_round"].as_u64());
     let lambda = table["curves"]["lambda"].as_array().unwrap();
     let xs: Vec<f64> = lambda.iter().map(|p| p["x"].as_f64().unwrap()).collect();
-    assert_eq!(xs, [0.0, 0.01, 0.1, 1.0]);
-    assert_eq!(lambda[0]["accuracy"], rows[0]["accuracy"]["mean"], "λ = 0 reuses the no-privacy run");
+    assert_eq!(xs, [0.0, 0.01, 0.1, 1.0, 3.0, 10.0]);
+    assert_eq!(lambda[0]["accuracy"], rows[0]["accuracy"], "λ = 0 reuses the no-privacy run");
+    assert_eq!(lambda[5]["seeds"], 1);
     for f in [
         "privacy-utility.png",
         "privacy-utility.svg",

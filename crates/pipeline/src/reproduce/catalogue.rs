@@ -162,66 +162,129 @@ impl Row {
     }
 }
 
-/// A curve: one setting varied at seed 0, accuracy and FID against it.
+/// Rounds of the [`Curve::Rounds`] run, whose accuracy after every round is the curve.
+pub const ROUNDS_CURVE: usize = 20;
+
+/// A curve: one setting varied, accuracy and FID against it, over the seeds of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Curve {
-    /// DP-SGD's target ε (RDP).
+    /// DP-SGD's target ε, RDP accountant.
     Epsilon,
+    /// DP-SGD's target ε, PLD accountant.
+    EpsilonPld,
     /// LCD-VAE's λ_lip (0: no penalty).
     Lambda,
     /// Synthetic samples per client.
     Samples,
+    /// Latent dimension of every client's VAE and of the server's (ALIGN-FL, no privacy).
+    Latent,
+    /// Epochs of the server's training on the synthetic pool.
+    ServerEpochs,
+    /// Accuracy after each round of one [`ROUNDS_CURVE`]-round ALIGN-FL run.
+    Rounds,
 }
 
 impl Curve {
     /// Every curve.
-    pub const ALL: [Curve; 3] = [Curve::Epsilon, Curve::Lambda, Curve::Samples];
+    pub const ALL: [Curve; 7] = [
+        Curve::Epsilon,
+        Curve::EpsilonPld,
+        Curve::Lambda,
+        Curve::Samples,
+        Curve::Latent,
+        Curve::ServerEpochs,
+        Curve::Rounds,
+    ];
 
     /// Key on the command line (`--only`) and in `table.json`.
     pub fn key(self) -> &'static str {
         match self {
             Curve::Epsilon => "epsilon",
+            Curve::EpsilonPld => "epsilon-pld",
             Curve::Lambda => "lambda",
             Curve::Samples => "samples",
+            Curve::Latent => "latent",
+            Curve::ServerEpochs => "server-epochs",
+            Curve::Rounds => "rounds",
         }
     }
 
     /// The values of the varied setting.
     pub fn xs(self) -> &'static [f64] {
         match self {
-            Curve::Epsilon => &[1.0, 2.0, 5.0, 10.0, 20.0],
-            Curve::Lambda => &[0.0, 0.01, 0.1, 1.0],
-            Curve::Samples => &[1000.0, 2000.0, 5000.0, 10000.0],
+            Curve::Epsilon | Curve::EpsilonPld => &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0],
+            Curve::Lambda => &[0.0, 0.01, 0.1, 1.0, 3.0, 10.0],
+            Curve::Samples => &[1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 7000.0, 8000.0, 9000.0, 10000.0],
+            Curve::Latent => &[2.0, 4.0, 8.0, 16.0],
+            Curve::ServerEpochs => &[1.0, 2.0, 5.0, 10.0, 20.0],
+            Curve::Rounds => &[
+                1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0,
+                19.0, 20.0,
+            ],
         }
     }
 
     /// The section title in `table.md` and the x axis's name.
     pub fn title_and_axis(self) -> (&'static str, &'static str) {
         match self {
-            Curve::Epsilon => ("Accuracy and FID against ε (DP-SGD, RDP, seed 0)", "ε"),
-            Curve::Lambda => ("Accuracy and FID against λ_lip (LCD-VAE, seed 0; λ = 0 is no penalty)", "λ_lip"),
-            Curve::Samples => ("Accuracy and FID against synthetic samples per client (ALIGN-FL, seed 0)", "samples"),
+            Curve::Epsilon => ("Accuracy and FID against ε (DP-SGD, RDP)", "ε"),
+            Curve::EpsilonPld => ("Accuracy and FID against ε (DP-SGD, PLD)", "ε"),
+            Curve::Lambda => ("Accuracy and FID against λ_lip (LCD-VAE; λ = 0 is no penalty)", "λ_lip"),
+            Curve::Samples => ("Accuracy and FID against synthetic samples per client (ALIGN-FL)", "samples"),
+            Curve::Latent => (
+                "Accuracy and FID against the latent dimension of the clients' and the server's VAEs (ALIGN-FL; the \
+                 linear probe reads the server's latent)",
+                "latent dimension",
+            ),
+            Curve::ServerEpochs => ("Accuracy and FID against the server's epochs (ALIGN-FL)", "server epochs"),
+            Curve::Rounds => ("Accuracy after each round of a 20-round run (ALIGN-FL)", "round"),
         }
     }
 
-    /// The cell key and configuration of the point at `x` (seed 0).
-    pub fn point(self, base: &ExperimentConfig, x: f64) -> (String, ExperimentConfig) {
+    /// Whether the x axis is drawn on a log scale.
+    pub fn log_x(self) -> bool {
+        !matches!(self, Curve::Samples | Curve::Rounds)
+    }
+
+    /// The cell key and configuration of the point at `x` for `seed` (every x of
+    /// [`Curve::Rounds`] reads the same run).
+    pub fn point(self, base: &ExperimentConfig, x: f64, seed: u64) -> (String, ExperimentConfig) {
+        let align_fl = || Row::AlignFl.config(base, seed);
         match self {
-            Curve::Epsilon => {
-                let mut cfg = Row::DpRdp.config(base, 0);
+            Curve::Epsilon | Curve::EpsilonPld => {
+                let (row, prefix) =
+                    if self == Curve::Epsilon { (Row::DpRdp, "epsilon") } else { (Row::DpPld, "epsilon-pld") };
+                let mut cfg = row.config(base, seed);
                 cfg.privacy.epsilon = x;
-                (format!("epsilon-{x}"), cfg)
+                (format!("{prefix}-{x}"), cfg)
             }
-            Curve::Lambda if x == 0.0 => ("lambda-0".into(), Row::AlignFl.config(base, 0)),
+            Curve::Lambda if x == 0.0 => ("lambda-0".into(), align_fl()),
             Curve::Lambda => {
-                let mut cfg = Row::Lcd.config(base, 0);
+                let mut cfg = Row::Lcd.config(base, seed);
                 cfg.privacy.lambda_lip = x as f32;
                 (format!("lambda-{x}"), cfg)
             }
             Curve::Samples => {
-                let mut cfg = Row::AlignFl.config(base, 0);
+                let mut cfg = align_fl();
                 cfg.server.synthetic_samples = x as usize;
                 (format!("samples-{x}"), cfg)
+            }
+            Curve::Latent => {
+                let mut cfg = align_fl();
+                let models =
+                    std::iter::once(&mut cfg.model).chain(cfg.server.model.as_mut()).chain(&mut cfg.client_models);
+                models.for_each(|m| m.latent = x as usize);
+                (format!("latent-{x}"), cfg)
+            }
+            Curve::ServerEpochs => {
+                let mut cfg = align_fl();
+                cfg.server.server_epochs = x as usize;
+                (format!("server-epochs-{x}"), cfg)
+            }
+            Curve::Rounds => {
+                let mut cfg = align_fl();
+                cfg.rounds = ROUNDS_CURVE;
+                (format!("rounds-{ROUNDS_CURVE}"), cfg)
             }
         }
     }
@@ -232,7 +295,7 @@ impl Curve {
 pub enum Experiment {
     /// A row, over every seed.
     Row(Row),
-    /// A curve, at seed 0.
+    /// A curve, over the seeds.
     Curve(Curve),
 }
 
@@ -283,29 +346,29 @@ mod tests {
     #[test]
     fn curve_points_keep_the_committed_cell_names() {
         let base = ExperimentConfig::default();
-        let names: Vec<String> = Curve::ALL
-            .iter()
-            .flat_map(|&c| c.xs().iter().map(move |&x| (c, x)))
-            .map(|(c, x)| c.point(&base, x).0)
-            .collect();
+        let names = |c: Curve| -> Vec<String> { c.xs().iter().map(|&x| c.point(&base, x, 0).0).collect() };
         assert_eq!(
-            names,
-            [
-                "epsilon-1",
-                "epsilon-2",
-                "epsilon-5",
-                "epsilon-10",
-                "epsilon-20",
-                "lambda-0",
-                "lambda-0.01",
-                "lambda-0.1",
-                "lambda-1",
-                "samples-1000",
-                "samples-2000",
-                "samples-5000",
-                "samples-10000"
-            ]
+            names(Curve::Epsilon),
+            ["epsilon-0.5", "epsilon-1", "epsilon-2", "epsilon-5", "epsilon-10", "epsilon-20", "epsilon-50"]
         );
-        assert_eq!(Curve::Samples.point(&base, 2000.0).1.server.synthetic_samples, 2000);
+        assert_eq!(
+            names(Curve::Lambda),
+            ["lambda-0", "lambda-0.01", "lambda-0.1", "lambda-1", "lambda-3", "lambda-10"]
+        );
+        assert_eq!(names(Curve::Samples)[..2], ["samples-1000", "samples-2000"]);
+        assert_eq!(names(Curve::Samples).len(), 10);
+        assert_eq!(Curve::Samples.point(&base, 2000.0, 0).1.server.synthetic_samples, 2000);
+        let (key, pld) = Curve::EpsilonPld.point(&base, 0.5, 2);
+        assert_eq!(
+            (key.as_str(), pld.privacy.accountant, pld.privacy.epsilon, pld.seed),
+            ("epsilon-pld-0.5", AccountantKind::Pld, 0.5, 2)
+        );
+        let (key, latent) = Curve::Latent.point(&base, 8.0, 1);
+        assert_eq!((key.as_str(), latent.model.latent, latent.seed), ("latent-8", 8, 1));
+        assert!(latent.server.model.as_ref().is_none_or(|m| m.latent == 8));
+        assert_eq!(Curve::ServerEpochs.point(&base, 20.0, 0).1.server.server_epochs, 20);
+        let rounds: Vec<(String, ExperimentConfig)> =
+            Curve::Rounds.xs().iter().map(|&x| Curve::Rounds.point(&base, x, 0)).collect();
+        assert!(rounds.iter().all(|(k, c)| k == "rounds-20" && c.rounds == ROUNDS_CURVE && *c == rounds[0].1));
     }
 }

@@ -52,6 +52,12 @@ pub(crate) struct CellResult {
     pub wall_seconds: f64,
     pub backend: String,
     pub threads: usize,
+    /// Accuracy after each round (absent from cells made before the rounds curve).
+    #[serde(default)]
+    pub round_accuracy: Vec<f64>,
+    /// Weighted F1 after each round (likewise).
+    #[serde(default)]
+    pub round_f1: Vec<f64>,
 }
 
 impl CellResult {
@@ -81,6 +87,8 @@ impl CellResult {
             wall_seconds: main.wall_seconds,
             backend: report.backend.clone(),
             threads: report.threads,
+            round_accuracy: main.rounds.iter().map(|r| r.accuracy).collect(),
+            round_f1: main.rounds.iter().map(|r| r.f1).collect(),
         }
     }
 
@@ -94,16 +102,26 @@ impl CellResult {
 mod tests {
     use super::*;
 
-    /// Every committed cell still loads and matches the configuration the catalogue plans for it.
+    /// Every committed cell still loads and matches the configuration the catalogue plans for it
+    /// under its key and seed.
     #[test]
     fn the_committed_mnist_cells_load_and_are_reused() {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results/mnist");
         let s = super::super::Settings { seeds: 3, ..super::super::Settings::new(out.clone()) };
         let (base, _) = super::super::base_config(&s).unwrap();
         let (cells, ..) = super::super::plan(&s, &base).unwrap();
-        assert_eq!(cells.len(), 33);
-        for cell in &cells {
-            assert!(cell.cached(&out).is_some(), "{} seed {} does not load", cell.key, cell.seed);
+        let mut committed = 0;
+        for key in std::fs::read_dir(out.join("cells")).unwrap() {
+            let key = key.unwrap().file_name().to_string_lossy().into_owned();
+            for seed_dir in std::fs::read_dir(out.join("cells").join(&key)).unwrap() {
+                let name = seed_dir.unwrap().file_name().to_string_lossy().into_owned();
+                let seed: u64 = name.strip_prefix("seed-").unwrap().parse().unwrap();
+                let cell = cells.iter().find(|c| c.key == key && c.seed == seed);
+                let cell = cell.unwrap_or_else(|| panic!("{key}/{name} is not planned any more"));
+                assert!(cell.cached(&out).is_some(), "{key}/{name} does not load or has another configuration");
+                committed += 1;
+            }
         }
+        assert_eq!(committed, 33);
     }
 }

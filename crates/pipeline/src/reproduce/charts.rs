@@ -1,23 +1,25 @@
 //! The reproduction's figures: each row's seed-0 figures copied under the row's name, and the
-//! privacy–utility and samples charts.
+//! privacy–utility, samples and sweeps charts.
 
 use std::path::Path;
 
 use metrics::{Chart, ChartPoint, Series};
 
 use super::catalogue::Curve;
-use super::table::{CurvePoint, TableRow};
+use super::table::{CurvePoint, Stat, TableRow};
 use crate::config::ExperimentConfig;
 use crate::figures::FigureKind;
 use crate::out_dir::write_file;
 use crate::{PipelineError, Result};
 
-/// Accuracy and FID against ε and λ_lip.
+/// Accuracy and FID against ε (RDP and PLD) and λ_lip.
 const PRIVACY_UTILITY: &str = "privacy-utility.png";
 /// Accuracy and FID against synthetic samples per client.
 const SAMPLES: &str = "samples.png";
+/// Accuracy (and FID) against the latent dimension, the server's epochs and the round.
+const SWEEPS: &str = "sweeps.png";
 /// The chart files (as opposed to the per-row figures).
-pub(crate) const CHART_FILES: [&str; 2] = [PRIVACY_UTILITY, SAMPLES];
+pub(crate) const CHART_FILES: [&str; 3] = [PRIVACY_UTILITY, SAMPLES, SWEEPS];
 
 /// Copies the figures of `cfg`'s run in `run_dir` into `figures`, renamed after `row_key`.
 pub(crate) fn copy_row_figures(
@@ -36,84 +38,89 @@ pub(crate) fn copy_row_figures(
         .collect()
 }
 
-/// A metric a chart panel plots.
-type Metric = fn(&CurvePoint) -> Option<f64>;
-const METRICS: [(&str, &str, Metric); 2] =
-    [("accuracy", "accuracy %", |p| Some(100.0 * p.accuracy)), ("FID", "FID", |p| p.fid)];
+/// A metric a chart panel plots, and its scale.
+type Metric = fn(&CurvePoint) -> Option<Stat>;
+const METRICS: [(&str, &str, Metric, f64); 2] =
+    [("accuracy", "accuracy %", |p| p.accuracy, 100.0), ("FID", "FID", |p| p.fid, 1.0)];
 
-fn line(label: &str, points: &[&CurvePoint], y: Metric) -> Series {
-    Series {
-        label: label.into(),
-        points: points.iter().filter_map(|p| y(p).map(|v| ChartPoint { x: p.x, y: v, spread: 0.0 })).collect(),
-    }
+/// A curve's points as a line, mean ± standard deviation over the seeds.
+fn line(label: &str, points: &[CurvePoint], y: Metric, scale: f64) -> Series {
+    let point =
+        |p: &CurvePoint| y(p).map(|s| ChartPoint { x: p.x, y: s.mean * scale, spread: s.std.unwrap_or(0.0) * scale });
+    Series { label: label.into(), points: points.iter().filter_map(point).collect() }
 }
 
-/// A reference drawn flat across the curve's x values.
+/// A reference drawn flat across `xs`.
 fn flat(label: &str, xs: &[f64], y: Option<f64>) -> Option<Series> {
     y.map(|y| Series { label: label.into(), points: xs.iter().map(|&x| ChartPoint { x, y, spread: 0.0 }).collect() })
 }
 
-fn panel(title: String, x: &str, y: &str, main: Series, reference: Option<Series>) -> Option<Chart> {
-    (!main.points.is_empty()).then(|| Chart {
+/// A panel of `lines` (and a reference), if any line has points.
+fn panel(title: String, curve: Curve, y: &str, lines: Vec<Series>, reference: Option<Series>) -> Option<Chart> {
+    let lines: Vec<Series> = lines.into_iter().filter(|l| !l.points.is_empty()).collect();
+    (!lines.is_empty()).then(|| Chart {
         title,
-        x_label: x.into(),
+        x_label: curve.title_and_axis().1.into(),
         y_label: y.into(),
-        log_x: true,
-        series: std::iter::once(main).chain(reference).collect(),
+        log_x: curve.log_x(),
+        series: lines.into_iter().chain(reference).collect(),
     })
 }
 
-/// privacy-utility.png (accuracy and FID against ε and λ_lip) and samples.png; panels without
-/// data (FID skipped) are left out. Returns the files written.
+/// privacy-utility.png (accuracy and FID against ε under both accountants, and λ_lip),
+/// samples.png and sweeps.png (latent dimension, server epochs, rounds), each also as SVG; panels
+/// without data (FID skipped, curves not asked for) are left out. Returns the files written.
 pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec<CurvePoint>)]) -> Result<Vec<String>> {
+    let points = |c: Curve| curves.iter().find(|(k, _)| *k == c).map_or(&[][..], |(_, p)| p.as_slice());
     let no_privacy = table.iter().find(|r| r.row == super::Row::AlignFl);
-    let mut privacy_panels = Vec::new();
-    let mut samples_panels = Vec::new();
-    for (curve, points) in curves {
-        let refs: Vec<&CurvePoint> = points.iter().collect();
-        match curve {
-            Curve::Epsilon => {
-                let xs: Vec<f64> = points.iter().map(|p| p.x).collect();
-                for (name, axis, y) in METRICS {
-                    let reference = no_privacy.and_then(|r| if name == "FID" { r.fid } else { r.accuracy });
-                    let scale = if name == "FID" { 1.0 } else { 100.0 };
-                    privacy_panels.extend(panel(
-                        format!("{name} vs ε"),
-                        "ε",
-                        axis,
-                        line("DP-SGD (RDP)", &refs, y),
-                        flat("no privacy", &xs, reference.map(|s| s.mean * scale)),
-                    ));
-                }
-            }
-            Curve::Lambda => {
-                let (zero, penalised): (Vec<&CurvePoint>, Vec<&CurvePoint>) = refs.iter().partition(|p| p.x == 0.0);
-                let xs: Vec<f64> = penalised.iter().map(|p| p.x).collect();
-                for (name, axis, y) in METRICS {
-                    privacy_panels.extend(panel(
-                        format!("{name} vs λ_lip"),
-                        "λ_lip",
-                        axis,
-                        line("LCD-VAE", &penalised, y),
-                        flat("λ_lip = 0", &xs, zero.first().and_then(|p| y(p))),
-                    ));
-                }
-            }
-            Curve::Samples => {
-                for (name, axis, y) in METRICS {
-                    samples_panels.extend(panel(
-                        format!("{name} vs samples per client"),
-                        "synthetic samples per client",
-                        axis,
-                        line("ALIGN-FL", &refs, y),
-                        None,
-                    ));
-                }
-            }
+    let mut privacy = Vec::new();
+    let mut samples = Vec::new();
+    let mut sweeps = Vec::new();
+    for (name, axis, y, scale) in METRICS {
+        let epsilon_xs: Vec<f64> =
+            points(Curve::Epsilon).iter().chain(points(Curve::EpsilonPld)).map(|p| p.x).collect();
+        let reference = no_privacy.and_then(|r| if name == "FID" { r.fid } else { r.accuracy });
+        privacy.extend(panel(
+            format!("{name} vs ε"),
+            Curve::Epsilon,
+            axis,
+            vec![
+                line("DP-SGD (RDP)", points(Curve::Epsilon), y, scale),
+                line("DP-SGD (PLD)", points(Curve::EpsilonPld), y, scale),
+            ],
+            flat("no privacy", &epsilon_xs, reference.map(|s| s.mean * scale)),
+        ));
+        let (zero, penalised): (Vec<CurvePoint>, Vec<CurvePoint>) =
+            points(Curve::Lambda).iter().cloned().partition(|p| p.x == 0.0);
+        let xs: Vec<f64> = penalised.iter().map(|p| p.x).collect();
+        privacy.extend(panel(
+            format!("{name} vs λ_lip"),
+            Curve::Lambda,
+            axis,
+            vec![line("LCD-VAE", &penalised, y, scale)],
+            flat("λ_lip = 0", &xs, zero.first().and_then(y).map(|s| s.mean * scale)),
+        ));
+        samples.extend(panel(
+            format!("{name} vs samples per client"),
+            Curve::Samples,
+            axis,
+            vec![line("ALIGN-FL", points(Curve::Samples), y, scale)],
+            None,
+        ));
+        for (curve, what) in
+            [(Curve::Latent, "latent dimension"), (Curve::ServerEpochs, "server epochs"), (Curve::Rounds, "round")]
+        {
+            sweeps.extend(panel(
+                format!("{name} vs {what}"),
+                curve,
+                axis,
+                vec![line("ALIGN-FL", points(curve), y, scale)],
+                None,
+            ));
         }
     }
     let mut written = Vec::new();
-    for (name, panels) in [(PRIVACY_UTILITY, &privacy_panels), (SAMPLES, &samples_panels)] {
+    for (name, panels) in [(PRIVACY_UTILITY, &privacy), (SAMPLES, &samples), (SWEEPS, &sweeps)] {
         if panels.is_empty() {
             continue;
         }

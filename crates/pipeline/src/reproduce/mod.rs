@@ -1,8 +1,9 @@
 //! The paper's comparison table and figures from one call.
 //!
 //! The table's rows (ALIGN-FL without privacy, DP-SGD under RDP and PLD, DP-SGD on the decoder
-//! only, LCD-VAE, FedAvg, FedProx, a heterogeneous-architecture federation) run for every seed;
-//! the curves (accuracy and FID against ε, λ_lip and synthetic samples per client) run at seed 0.
+//! only, LCD-VAE, FedAvg, FedProx, a heterogeneous-architecture federation) and the curves
+//! (accuracy and FID against ε under RDP and PLD, λ_lip, synthetic samples per client, the latent
+//! dimension, the server's epochs, and the round of a 20-round run) run for every seed.
 //! Every experiment is a *cell* with its own directory under `cells/`; a cell whose `cell.json`
 //! holds the same configuration is reused, so an interrupted reproduction resumes where it
 //! stopped. The partition and the FID statistics of the evaluation images are computed once per
@@ -25,7 +26,7 @@ use std::time::Instant;
 use data::DatasetKind;
 use tensor_kernels::{ImageOps, TrainingOps};
 
-pub use catalogue::{Curve, Experiment, PaperNumbers, Row, PAPER_ALIGN_FID};
+pub use catalogue::{Curve, Experiment, PaperNumbers, Row, PAPER_ALIGN_FID, ROUNDS_CURVE};
 use cells::{Cell, CellResult};
 use table::Lookup;
 
@@ -195,10 +196,12 @@ fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, V
             push(r.key().to_string(), r.config(base, seed));
         }
     }
-    for &curve in &curves {
-        for &x in curve.xs() {
-            let (key, cfg) = curve.point(base, x);
-            push(key, cfg);
+    for seed in 0..s.seeds {
+        for &curve in &curves {
+            for &x in curve.xs() {
+                let (key, cfg) = curve.point(base, x, seed);
+                push(key, cfg);
+            }
         }
     }
     for c in &cells {
@@ -374,7 +377,7 @@ impl Outputs<'_> {
     fn write(&self, rows: &[Row], curves: &[Curve], failures: &[String], wall: f64) -> Result<()> {
         let (s, base) = (self.settings, self.base);
         let table = table::build_table(rows, s.seeds, base, s.paper_comparable(), self.lookup);
-        let curves = table::build_curves(curves, base, self.lookup);
+        let curves = table::build_curves(curves, s.seeds, base, self.lookup);
         let figures = s.out.join("figures");
         create_dir(&figures)?;
         let mut figure_files = Vec::new();
@@ -428,10 +431,11 @@ mod tests {
         let settings = Settings { seeds: 2, fid: false, ..Settings::new(PathBuf::from("unused")) };
         let (base, _) = base_config(&settings).unwrap();
         let (cells, rows, curves) = plan(&settings, &base).unwrap();
-        assert_eq!((rows.len(), curves.len()), (Row::ALL.len(), 3));
-        // 8 rows × 2 seeds, ε ∈ {1, 2, 5, 20} (10 is dp-rdp), λ ∈ {0.01, 1} (0: align-fl, 0.1: lcd),
-        // samples ∈ {1000, 2000, 10000} (5000 is align-fl).
-        assert_eq!(cells.len(), 16 + 4 + 2 + 3);
+        assert_eq!((rows.len(), curves.len()), (Row::ALL.len(), 7));
+        // 8 rows × 2 seeds; per seed 6 ε under each accountant (10 is the dp row), λ ∈ {0.01, 1, 3, 10}
+        // (0: align-fl, 0.1: lcd), 9 sample counts (5000 is align-fl), latent 4, 8, 16 (2 is
+        // align-fl), 4 server epochs (5 is align-fl) and the 20-round run.
+        assert_eq!(cells.len(), 16 + 2 * (6 + 6 + 4 + 9 + 3 + 4 + 1));
         let dp = cells.iter().find(|c| c.key == "dp-decoder").unwrap();
         assert_eq!(dp.cfg.privacy.scope, vae::GradientScope::DecoderOnly);
         assert_eq!(dp.cfg.privacy.mechanism, crate::Mechanism::DpSgd);
@@ -441,8 +445,8 @@ mod tests {
             Settings { only: Some(vec![Experiment::Row(Row::Lcd), Experiment::Curve(Curve::Lambda)]), ..settings };
         let (cells, rows, curves) = plan(&only, &base).unwrap();
         assert_eq!((rows, curves), (vec![Row::Lcd], vec![Curve::Lambda]));
-        // lcd × 2 seeds; λ ∈ {0, 0.01, 1} (0.1 at seed 0 is the lcd row).
-        assert_eq!(cells.len(), 2 + 3);
+        // lcd × 2 seeds; per seed λ ∈ {0, 0.01, 1, 3, 10} (0.1 is the lcd row).
+        assert_eq!(cells.len(), 2 + 2 * 5);
         assert!(only.command_line().contains("--only lcd,lambda"), "{}", only.command_line());
     }
 }

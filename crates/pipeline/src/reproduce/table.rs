@@ -127,20 +127,24 @@ pub(crate) fn compare_with_paper(
     parts.join(" ")
 }
 
-/// One point of a curve.
-#[derive(Debug, Serialize)]
+/// One point of a curve, over the seeds that finished.
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct CurvePoint {
     pub x: f64,
-    pub accuracy: f64,
-    pub f1: f64,
-    pub fid: Option<f64>,
+    pub seeds: usize,
+    pub accuracy: Option<Stat>,
+    pub f1: Option<Stat>,
+    pub fid: Option<Stat>,
+    pub lipschitz_decoder: Option<Stat>,
+    /// Largest ε any client spent, over the seeds.
     pub epsilon_spent: Option<f64>,
-    pub lipschitz_decoder: f64,
 }
 
-/// Each curve's finished points.
+/// Each curve's points with at least one finished seed. The rounds curve reads round x of its
+/// one run per seed (no FID or Lipschitz estimate per round).
 pub(crate) fn build_curves(
     curves: &[Curve],
+    seeds: u64,
     base: &ExperimentConfig,
     lookup: &Lookup<'_>,
 ) -> Vec<(Curve, Vec<CurvePoint>)> {
@@ -151,15 +155,37 @@ pub(crate) fn build_curves(
                 .xs()
                 .iter()
                 .filter_map(|&x| {
-                    let c = lookup(&curve.point(base, x).1)?;
-                    Some(CurvePoint {
-                        x,
-                        accuracy: c.accuracy,
-                        f1: c.f1,
-                        fid: c.fid,
-                        epsilon_spent: c.epsilon_spent,
-                        lipschitz_decoder: c.lipschitz_decoder,
-                    })
+                    let cells: Vec<&CellResult> =
+                        (0..seeds).filter_map(|seed| lookup(&curve.point(base, x, seed).1)).collect();
+                    let of = |f: fn(&CellResult) -> Option<f64>| {
+                        stat(&cells.iter().filter_map(|c| f(c)).collect::<Vec<_>>())
+                    };
+                    let point = if curve == Curve::Rounds {
+                        let round = x as usize - 1;
+                        let accuracy: Vec<f64> =
+                            cells.iter().filter_map(|c| c.round_accuracy.get(round).copied()).collect();
+                        let f1: Vec<f64> = cells.iter().filter_map(|c| c.round_f1.get(round).copied()).collect();
+                        CurvePoint {
+                            x,
+                            seeds: accuracy.len(),
+                            accuracy: stat(&accuracy),
+                            f1: stat(&f1),
+                            fid: None,
+                            lipschitz_decoder: None,
+                            epsilon_spent: None,
+                        }
+                    } else {
+                        CurvePoint {
+                            x,
+                            seeds: cells.len(),
+                            accuracy: of(|c| Some(c.accuracy)),
+                            f1: of(|c| Some(c.f1)),
+                            fid: of(|c| c.fid),
+                            lipschitz_decoder: of(|c| Some(c.lipschitz_decoder)),
+                            epsilon_spent: cells.iter().filter_map(|c| c.epsilon_spent).reduce(f64::max),
+                        }
+                    };
+                    (point.seeds > 0).then_some(point)
                 })
                 .collect();
             (curve, points)
@@ -192,7 +218,7 @@ pub(crate) fn markdown(
     let _ = writeln!(md, "# ALIGN-FL reproduction: {}\n", base.dataset.display_name());
     let _ = writeln!(
         md,
-        "{}: {} clients, {} round(s), {} synthetic samples per client, {} seed(s) per row (curves: seed 0){machine}. \
+        "{}: {} clients, {} round(s), {} synthetic samples per client, {} seed(s) per row and curve point{machine}. \
          Made by `{}`.\n",
         s.protocol_label(),
         base.partition.clients,
@@ -256,18 +282,19 @@ pub(crate) fn markdown(
     for (curve, points) in curves {
         let (title, x) = curve.title_and_axis();
         let _ = writeln!(md, "\n## {title}\n");
-        let _ = writeln!(md, "| {x} | accuracy % | F1 % | FID | decoder Lipschitz | ε spent |");
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "| {x} | accuracy % | F1 % | FID | decoder Lipschitz | ε spent | seeds |");
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
         for p in points {
             let _ = writeln!(
                 md,
-                "| {} | {:.2} | {:.2} | {} | {:.2} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 p.x,
-                100.0 * p.accuracy,
-                100.0 * p.f1,
-                p.fid.map_or("—".into(), |f| format!("{f:.2}")),
-                p.lipschitz_decoder,
-                p.epsilon_spent.map_or("—".into(), |e| format!("{e:.3}"))
+                cell_text(p.accuracy, 100.0, 2),
+                cell_text(p.f1, 100.0, 2),
+                cell_text(p.fid, 1.0, 2),
+                cell_text(p.lipschitz_decoder, 1.0, 2),
+                p.epsilon_spent.map_or("—".into(), |e| format!("{e:.3}")),
+                p.seeds
             );
         }
     }
@@ -301,6 +328,55 @@ pub(crate) fn markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cell(config: ExperimentConfig, accuracy: f64, round_accuracy: Vec<f64>) -> CellResult {
+        CellResult {
+            config,
+            accuracy,
+            f1: accuracy,
+            fid: None,
+            lipschitz_decoder: 1.0,
+            lipschitz_spectral_bound: 1.0,
+            lipschitz_pairwise: 1.0,
+            outliers_mapped_client: None,
+            outliers_mapped_global: None,
+            uplink_bytes_per_round: 0,
+            epsilon_spent: None,
+            guarantee_holds: None,
+            wall_seconds: 0.0,
+            backend: "cpu".into(),
+            threads: 1,
+            round_f1: round_accuracy.clone(),
+            round_accuracy,
+        }
+    }
+
+    /// Curve points average over the seeds that finished; the rounds curve reads round x of each
+    /// seed's one run.
+    #[test]
+    fn curves_average_over_seeds_and_the_rounds_curve_reads_each_round() {
+        let base = ExperimentConfig::default();
+        let rounds = |seed| Curve::Rounds.point(&base, 1.0, seed).1;
+        let samples = |seed| Curve::Samples.point(&base, 1000.0, seed).1;
+        let cells = [
+            cell(rounds(0), 0.7, (1..=20).map(|r| r as f64 / 100.0).collect()),
+            cell(rounds(1), 0.8, (1..=20).map(|r| r as f64 / 50.0).collect()),
+            cell(samples(0), 0.5, vec![]),
+            cell(samples(2), 0.7, vec![]),
+        ];
+        let lookup = |cfg: &ExperimentConfig| cells.iter().find(|c| c.config == *cfg);
+        let curves = build_curves(&[Curve::Rounds, Curve::Samples], 3, &base, &lookup);
+        let (_, rounds) = &curves[0];
+        assert_eq!(rounds.len(), 20);
+        let third = rounds[2].accuracy.unwrap();
+        assert_eq!((rounds[2].x, rounds[2].seeds, third.n), (3.0, 2, 2));
+        assert!((third.mean - 0.045).abs() < 1e-12 && (rounds[19].accuracy.unwrap().mean - 0.3).abs() < 1e-12);
+        assert!(rounds[2].fid.is_none() && rounds[2].lipschitz_decoder.is_none());
+        let (_, samples) = &curves[1];
+        assert_eq!(samples.len(), 1, "only x = 1000 has finished seeds");
+        let s = samples[0].accuracy.unwrap();
+        assert!((s.mean - 0.6).abs() < 1e-12 && (s.std.unwrap() - 0.1414213562373095).abs() < 1e-12);
+    }
 
     #[test]
     fn rows_compare_with_the_papers_numbers_in_words() {
