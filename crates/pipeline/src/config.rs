@@ -583,7 +583,9 @@ mod tests {
 
     #[test]
     fn shipped_configs_parse_and_validate() {
-        for name in ["paper-mnist.toml", "quick.toml", "heterogeneous.toml"] {
+        let names =
+            ["paper-mnist.toml", "quick.toml", "heterogeneous.toml", "best-no-privacy.toml", "best-dp-sgd.toml"];
+        for name in names {
             let cfg = ExperimentConfig::load(&repo_config(name)).unwrap();
             cfg.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
@@ -591,6 +593,16 @@ mod tests {
         assert_eq!(paper.partition, PartitionConfig::default());
         assert_eq!(paper.server.synthetic_samples, 5000);
         assert_eq!(paper.rounds, 5);
+        // The beyond-the-paper configs change only what their comments say.
+        let mut best = ExperimentConfig::load(&repo_config("best-no-privacy.toml")).unwrap();
+        let server_model = best.server.model.take().unwrap();
+        assert_eq!(server_model, ModelConfig { latent: 16, ..paper.model.clone() });
+        assert_eq!(best, ExperimentConfig { compare: vec![], ..paper.clone() });
+        let mut dp = ExperimentConfig::load(&repo_config("best-dp-sgd.toml")).unwrap();
+        assert_eq!(dp.server.model.take(), Some(server_model));
+        let mut dp_row = ExperimentConfig { compare: vec![], ..paper };
+        dp_row.privacy.mechanism = Mechanism::DpSgd;
+        assert_eq!(dp, dp_row);
     }
 
     #[test]
