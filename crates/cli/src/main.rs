@@ -197,7 +197,7 @@ struct ReproduceArgs {
     /// Skip FID.
     #[arg(long)]
     no_fid: bool,
-    /// Rounds of every experiment (default: the protocol's 5).
+    /// Rounds of every experiment (default: the protocol's 5) but the `rounds` curve's 20-round runs.
     #[arg(long)]
     rounds: Option<usize>,
     /// Data directory (default: data/subset under --quick, else $ALIGN_FL_DATA, then ./data).

@@ -73,7 +73,7 @@ pub struct Settings {
     pub only: Option<Vec<Experiment>>,
     /// Compute FID.
     pub fid: bool,
-    /// Override the rounds of every cell.
+    /// Override the rounds of every cell but the rounds curve's ([`ROUNDS_CURVE`]).
     pub rounds: Option<usize>,
     /// Data directory (default: `data/subset` under `quick`, else $ALIGN_FL_DATA, then ./data).
     pub data_dir: Option<PathBuf>,
