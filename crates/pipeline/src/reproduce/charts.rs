@@ -76,9 +76,14 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
     let mut privacy = Vec::new();
     let mut samples = Vec::new();
     let mut sweeps = Vec::new();
+    let mut epsilon_xs: Vec<f64> =
+        points(Curve::Epsilon).iter().chain(points(Curve::EpsilonPld)).map(|p| p.x).collect();
+    epsilon_xs.sort_by(f64::total_cmp);
+    epsilon_xs.dedup();
+    let (zero, penalised): (Vec<CurvePoint>, Vec<CurvePoint>) =
+        points(Curve::Lambda).iter().cloned().partition(|p| p.x == 0.0);
+    let lambda_xs: Vec<f64> = penalised.iter().map(|p| p.x).collect();
     for (name, axis, y, scale) in METRICS {
-        let epsilon_xs: Vec<f64> =
-            points(Curve::Epsilon).iter().chain(points(Curve::EpsilonPld)).map(|p| p.x).collect();
         let reference = no_privacy.and_then(|r| if name == "FID" { r.fid } else { r.accuracy });
         privacy.extend(panel(
             format!("{name} vs ε"),
@@ -90,15 +95,12 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
             ],
             flat("no privacy", &epsilon_xs, reference.map(|s| s.mean * scale)),
         ));
-        let (zero, penalised): (Vec<CurvePoint>, Vec<CurvePoint>) =
-            points(Curve::Lambda).iter().cloned().partition(|p| p.x == 0.0);
-        let xs: Vec<f64> = penalised.iter().map(|p| p.x).collect();
         privacy.extend(panel(
             format!("{name} vs λ_lip"),
             Curve::Lambda,
             axis,
             vec![line("LCD-VAE", &penalised, y, scale)],
-            flat("λ_lip = 0", &xs, zero.first().and_then(y).map(|s| s.mean * scale)),
+            flat("λ_lip = 0", &lambda_xs, zero.first().and_then(y).map(|s| s.mean * scale)),
         ));
         samples.extend(panel(
             format!("{name} vs samples per client"),
