@@ -76,7 +76,8 @@ fn identical_across_thread_counts(m: usize, n: usize, k: usize) {
 #[test]
 fn blocked_linear_matches_gemm_plus_bias_activation() {
     let cpu = Cpu::new();
-    for &(rows, i, o) in &[(1, 3, 5), (64, 7, 9), (201, 33, 784)] {
+    // The last two take the blocked path, with a partial last block.
+    for &(rows, i, o) in &[(1, 3, 5), (64, 7, 9), (201, 33, 784), (600, 33, 100), (517, 2, 128)] {
         let a = random(rows * i, 11);
         let w = random(o * i, 12);
         let bias = random(o, 13);
