@@ -165,9 +165,13 @@ struct ReproduceArgs {
     /// Primary dataset (the other one supplies client 0's outliers).
     #[arg(long, value_enum, default_value = "mnist")]
     dataset: DatasetKind,
-    /// Seeds per table row (the curves use seed 0) [default: 3; 1 with --quick].
+    /// Seeds per row and curve point, from --first-seed on [default: 3; 1 with --quick].
     #[arg(long)]
     seeds: Option<u64>,
+    /// The first seed: `--first-seed 3 --seeds 3` runs seeds 3, 4 and 5 (to report settings chosen
+    /// on seeds 0–2 on seeds they were not chosen on).
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
     /// Output directory: table.md, table.json, figures/, and cells/ (one run per experiment;
     /// finished ones are reused when the command is run again).
     #[arg(long, default_value = "runs/reproduce", conflicts_with_all = ["plan", "collect"])]
@@ -191,7 +195,8 @@ struct ReproduceArgs {
     #[arg(long, conflicts_with = "quick")]
     config: Option<PathBuf>,
     /// Only these experiments, comma-separated: align-fl, dp-rdp, dp-pld, dp-decoder, lcd, fedavg,
-    /// fedprox, heterogeneous (table rows); epsilon, lambda, samples (curves).
+    /// fedprox, heterogeneous (table rows); epsilon, epsilon-pld, lambda, samples, latent,
+    /// server-latent, server-latent-dp, server-epochs, rounds (curves).
     #[arg(long, value_delimiter = ',', value_parser = <Experiment as std::str::FromStr>::from_str)]
     only: Option<Vec<Experiment>>,
     /// Skip FID.
@@ -247,7 +252,7 @@ fn reproduce_command(a: ReproduceArgs) -> Result<()> {
     let settings = pipeline::reproduce::Settings {
         action,
         dataset: a.dataset,
-        seeds: a.seeds.unwrap_or(if a.quick { 1 } else { 3 }),
+        seeds: a.first_seed..a.first_seed + a.seeds.unwrap_or(if a.quick { 1 } else { 3 }),
         quick: a.quick,
         config: a.config,
         only: a.only,

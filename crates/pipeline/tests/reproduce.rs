@@ -29,7 +29,7 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
     let out = temp_dir("reproduce");
     let settings = Settings {
         quick: true,
-        seeds: 1,
+        seeds: 0..1,
         rounds: Some(1),
         fid: false,
         data_dir: Some(repo().join("data/subset")),
@@ -103,7 +103,7 @@ fn reproduce_keeps_going_past_a_failed_experiment_and_names_it() {
     let out = dir.join("out");
     let settings = Settings {
         config: Some(path.clone()),
-        seeds: 1,
+        seeds: 0..1,
         rounds: Some(1),
         fid: false,
         only: Some(vec![Experiment::Row(Row::AlignFl), Experiment::Row(Row::Fedavg)]),
@@ -131,7 +131,7 @@ fn a_planned_reproduction_runs_cell_by_cell_and_collects_the_same_table() {
     let cpu = tensor_kernels::Cpu::new();
     let base = Settings {
         quick: true,
-        seeds: 1,
+        seeds: 0..1,
         rounds: Some(1),
         fid: false,
         data_dir: Some(repo().join("data/subset")),

@@ -130,10 +130,12 @@ impl Row {
         }
     }
 
-    /// `base` changed into this row's method at `seed`.
+    /// `base` changed into this row's method at `seed`. A mechanism in `base` is dropped first, so
+    /// each row runs the method its label names.
     pub fn config(self, base: &ExperimentConfig, seed: u64) -> ExperimentConfig {
         let mut cfg = base.clone();
         cfg.seed = seed;
+        cfg.privacy.mechanism = Mechanism::None;
         let dp = |cfg: &mut ExperimentConfig, accountant| {
             cfg.privacy.mechanism = Mechanism::DpSgd;
             cfg.privacy.accountant = accountant;
@@ -178,6 +180,10 @@ pub enum Curve {
     Samples,
     /// Latent dimension of every client's VAE and of the server's (ALIGN-FL, no privacy).
     Latent,
+    /// Latent dimension of the server's VAE alone (ALIGN-FL, no privacy).
+    ServerLatent,
+    /// Latent dimension of the server's VAE alone, the clients under DP-SGD at ε = 10 (RDP).
+    ServerLatentDp,
     /// Epochs of the server's training on the synthetic pool.
     ServerEpochs,
     /// Accuracy after each round of one [`ROUNDS_CURVE`]-round ALIGN-FL run.
@@ -186,12 +192,14 @@ pub enum Curve {
 
 impl Curve {
     /// Every curve.
-    pub const ALL: [Curve; 7] = [
+    pub const ALL: [Curve; 9] = [
         Curve::Epsilon,
         Curve::EpsilonPld,
         Curve::Lambda,
         Curve::Samples,
         Curve::Latent,
+        Curve::ServerLatent,
+        Curve::ServerLatentDp,
         Curve::ServerEpochs,
         Curve::Rounds,
     ];
@@ -204,6 +212,8 @@ impl Curve {
             Curve::Lambda => "lambda",
             Curve::Samples => "samples",
             Curve::Latent => "latent",
+            Curve::ServerLatent => "server-latent",
+            Curve::ServerLatentDp => "server-latent-dp",
             Curve::ServerEpochs => "server-epochs",
             Curve::Rounds => "rounds",
         }
@@ -215,7 +225,7 @@ impl Curve {
             Curve::Epsilon | Curve::EpsilonPld => &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0],
             Curve::Lambda => &[0.0, 0.01, 0.1, 1.0, 3.0, 10.0],
             Curve::Samples => &[1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 7000.0, 8000.0, 9000.0, 10000.0],
-            Curve::Latent => &[2.0, 4.0, 8.0, 16.0],
+            Curve::Latent | Curve::ServerLatent | Curve::ServerLatentDp => &[2.0, 4.0, 8.0, 16.0],
             Curve::ServerEpochs => &[1.0, 2.0, 5.0, 10.0, 20.0],
             Curve::Rounds => &[
                 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0,
@@ -235,6 +245,16 @@ impl Curve {
                 "Accuracy and FID against the latent dimension of the clients' and the server's VAEs (ALIGN-FL; the \
                  linear probe reads the server's latent)",
                 "latent dimension",
+            ),
+            Curve::ServerLatent => (
+                "Accuracy and FID against the latent dimension of the server's VAE alone (ALIGN-FL; clients keep \
+                 theirs)",
+                "server latent dimension",
+            ),
+            Curve::ServerLatentDp => (
+                "Accuracy and FID against the latent dimension of the server's VAE alone, clients under DP-SGD \
+                 (ε = 10, RDP)",
+                "server latent dimension",
             ),
             Curve::ServerEpochs => ("Accuracy and FID against the server's epochs (ALIGN-FL)", "server epochs"),
             Curve::Rounds => ("Accuracy after each round of a 20-round run (ALIGN-FL)", "round"),
@@ -275,6 +295,19 @@ impl Curve {
                     std::iter::once(&mut cfg.model).chain(cfg.server.model.as_mut()).chain(&mut cfg.client_models);
                 models.for_each(|m| m.latent = x as usize);
                 (format!("latent-{x}"), cfg)
+            }
+            Curve::ServerLatent | Curve::ServerLatentDp => {
+                let (row, prefix) = if self == Curve::ServerLatent {
+                    (Row::AlignFl, "server-latent")
+                } else {
+                    (Row::DpRdp, "server-latent-dp")
+                };
+                let mut cfg = row.config(base, seed);
+                let mut server = cfg.server.model.clone().unwrap_or_else(|| cfg.model.clone());
+                server.latent = x as usize;
+                // The clients' architecture is the default, so the row's own run is not run twice.
+                cfg.server.model = (server != cfg.model).then_some(server);
+                (format!("{prefix}-{x}"), cfg)
             }
             Curve::ServerEpochs => {
                 let mut cfg = align_fl();
@@ -367,6 +400,22 @@ mod tests {
         assert_eq!((key.as_str(), latent.model.latent, latent.seed), ("latent-8", 8, 1));
         assert!(latent.server.model.as_ref().is_none_or(|m| m.latent == 8));
         assert_eq!(Curve::ServerEpochs.point(&base, 20.0, 0).1.server.server_epochs, 20);
+        for (curve, key, mechanism) in [
+            (Curve::ServerLatent, "server-latent-8", Mechanism::None),
+            (Curve::ServerLatentDp, "server-latent-dp-8", Mechanism::DpSgd),
+        ] {
+            assert_eq!(curve.point(&base, base.model.latent as f64, 1).1.server.model, None, "the row's own run");
+            let (k, cfg) = curve.point(&base, 8.0, 1);
+            let server = cfg.server.model.as_ref().expect("the server gets its own architecture");
+            assert_eq!(
+                (k.as_str(), server.latent, cfg.model.latent, cfg.privacy.mechanism),
+                (key, 8, base.model.latent, mechanism)
+            );
+            assert_eq!((&server.encoder, &server.decoder), (&base.model.encoder, &base.model.decoder));
+        }
+        let mut dp_base = base.clone();
+        dp_base.privacy.mechanism = Mechanism::DpSgd;
+        assert_eq!(Row::AlignFl.config(&dp_base, 0).privacy.mechanism, Mechanism::None, "a row says what it runs");
         let rounds: Vec<(String, ExperimentConfig)> =
             Curve::Rounds.xs().iter().map(|&x| Curve::Rounds.point(&base, x, 0)).collect();
         assert!(rounds.iter().all(|(k, c)| k == "rounds-20" && c.rounds == ROUNDS_CURVE && *c == rounds[0].1));

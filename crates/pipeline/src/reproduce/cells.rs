@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn the_committed_mnist_cells_load_and_are_reused() {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results/mnist");
-        let s = super::super::Settings { seeds: 3, ..super::super::Settings::new(out.clone()) };
+        let s = super::super::Settings { seeds: 0..3, ..super::super::Settings::new(out.clone()) };
         let (base, _) = super::super::base_config(&s).unwrap();
         let (cells, ..) = super::super::plan(&s, &base).unwrap();
         let mut committed = 0;

@@ -68,8 +68,9 @@ fn panel(title: String, curve: Curve, y: &str, lines: Vec<Series>, reference: Op
 }
 
 /// privacy-utility.png (accuracy and FID against ε under both accountants, and λ_lip),
-/// samples.png and sweeps.png (latent dimension, server epochs, rounds), each also as SVG; panels
-/// without data (FID skipped, curves not asked for) are left out. Returns the files written.
+/// samples.png and sweeps.png (latent dimension of clients and server or of the server alone,
+/// server epochs, rounds), each also as SVG; panels without data (FID skipped, curves not asked
+/// for) are left out. Returns the files written.
 pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec<CurvePoint>)]) -> Result<Vec<String>> {
     let points = |c: Curve| curves.iter().find(|(k, _)| *k == c).map_or(&[][..], |(_, p)| p.as_slice());
     let no_privacy = table.iter().find(|r| r.row == super::Row::AlignFl);
@@ -109,9 +110,18 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
             vec![line("ALIGN-FL", points(Curve::Samples), y, scale)],
             None,
         ));
-        for (curve, what) in
-            [(Curve::Latent, "latent dimension"), (Curve::ServerEpochs, "server epochs"), (Curve::Rounds, "round")]
-        {
+        sweeps.extend(panel(
+            format!("{name} vs latent dimension"),
+            Curve::Latent,
+            axis,
+            vec![
+                line("clients and server", points(Curve::Latent), y, scale),
+                line("server alone", points(Curve::ServerLatent), y, scale),
+                line("server alone, DP-SGD ε = 10", points(Curve::ServerLatentDp), y, scale),
+            ],
+            None,
+        ));
+        for (curve, what) in [(Curve::ServerEpochs, "server epochs"), (Curve::Rounds, "round")] {
             sweeps.extend(panel(
                 format!("{name} vs {what}"),
                 curve,

@@ -20,6 +20,7 @@ mod charts;
 mod table;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -61,8 +62,8 @@ pub struct Settings {
     pub action: Action,
     /// Primary dataset (the other one supplies client 0's outliers).
     pub dataset: DatasetKind,
-    /// Seeds 0..seeds for the table rows.
-    pub seeds: u64,
+    /// The seeds of every row and curve point.
+    pub seeds: Range<u64>,
     /// Output directory.
     pub out: PathBuf,
     /// The committed subset and the quick preset instead of the paper protocol.
@@ -87,7 +88,7 @@ impl Settings {
         Settings {
             action: Action::RunAll,
             dataset: DatasetKind::Mnist,
-            seeds: 3,
+            seeds: 0..3,
             out,
             quick: false,
             config: None,
@@ -113,6 +114,15 @@ impl Settings {
         }
     }
 
+    /// "3 seed(s)" from seed 0, else "seeds 3–5".
+    fn seeds_label(&self) -> String {
+        match (self.seeds.start, self.seeds.end - self.seeds.start) {
+            (0, n) => format!("{n} seed(s)"),
+            (first, 1) => format!("seed {first}"),
+            (first, _) => format!("seeds {first}–{}", self.seeds.end - 1),
+        }
+    }
+
     /// The `align-fl reproduce` command line that makes this table.
     fn command_line(&self) -> String {
         self.command_without_folder() + &format!(" --out {}", self.out.display())
@@ -130,7 +140,10 @@ impl Settings {
         if self.dataset == DatasetKind::FashionMnist {
             c += " --dataset fashion-mnist";
         }
-        c += &format!(" --seeds {}", self.seeds);
+        if self.seeds.start > 0 {
+            c += &format!(" --first-seed {}", self.seeds.start);
+        }
+        c += &format!(" --seeds {}", self.seeds.end - self.seeds.start);
         if let Some(r) = self.rounds {
             c += &format!(" --rounds {r}");
         }
@@ -191,12 +204,12 @@ fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, V
             cells.push(Cell { key, seed: cfg.seed, cfg });
         }
     };
-    for seed in 0..s.seeds {
+    for seed in s.seeds.clone() {
         for r in &rows {
             push(r.key().to_string(), r.config(base, seed));
         }
     }
-    for seed in 0..s.seeds {
+    for seed in s.seeds.clone() {
         for &curve in &curves {
             for &x in curve.xs() {
                 let (key, cfg) = curve.point(base, x, seed);
@@ -215,8 +228,8 @@ fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, V
 /// experiments are named in the table and in the error returned after it is written; running
 /// again retries only them.
 pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer: &dyn Observer) -> Result<()> {
-    if s.seeds == 0 {
-        return Err(PipelineError::Config("--seeds 0: run at least one seed".into()));
+    if s.seeds.is_empty() {
+        return Err(PipelineError::Config("--seeds 0: run at least one seed (--seeds 3 runs seeds 0, 1 and 2)".into()));
     }
     let start = Instant::now();
     let (base, config_data_dir) = base_config(s)?;
@@ -376,14 +389,14 @@ struct Outputs<'a> {
 impl Outputs<'_> {
     fn write(&self, rows: &[Row], curves: &[Curve], failures: &[String], wall: f64) -> Result<()> {
         let (s, base) = (self.settings, self.base);
-        let table = table::build_table(rows, s.seeds, base, s.paper_comparable(), self.lookup);
-        let curves = table::build_curves(curves, s.seeds, base, self.lookup);
+        let table = table::build_table(rows, s.seeds.clone(), base, s.paper_comparable(), self.lookup);
+        let curves = table::build_curves(curves, s.seeds.clone(), base, self.lookup);
         let figures = s.out.join("figures");
         create_dir(&figures)?;
         let mut figure_files = Vec::new();
-        // Latent spaces, sample grids and outlier reconstructions of each row's seed-0 run.
+        // Latent spaces, sample grids and outlier reconstructions of each row's first seed's run.
         for row in rows {
-            let cfg = row.config(base, 0);
+            let cfg = row.config(base, s.seeds.start);
             let cell = self.cells.iter().find(|c| c.cfg == cfg).expect("planned");
             if (self.lookup)(&cell.cfg).is_some() {
                 figure_files.extend(charts::copy_row_figures(&cell.cfg, &cell.dir(&s.out), &figures, row.key())?);
@@ -397,7 +410,7 @@ impl Outputs<'_> {
         let json = serde_json::json!({
             "dataset": base.dataset.display_name(),
             "protocol": s.protocol_label(),
-            "seeds": s.seeds,
+            "seeds": s.seeds.clone().collect::<Vec<u64>>(),
             "rows": table,
             "curves": curves_json,
             "paper_align_fl_fid_range": PAPER_ALIGN_FID,
@@ -428,14 +441,20 @@ mod tests {
 
     #[test]
     fn the_plan_runs_each_configuration_once_and_validates_it() {
-        let settings = Settings { seeds: 2, fid: false, ..Settings::new(PathBuf::from("unused")) };
+        let settings = Settings { seeds: 0..2, fid: false, ..Settings::new(PathBuf::from("unused")) };
         let (base, _) = base_config(&settings).unwrap();
         let (cells, rows, curves) = plan(&settings, &base).unwrap();
-        assert_eq!((rows.len(), curves.len()), (Row::ALL.len(), 7));
+        assert_eq!((rows.len(), curves.len()), (Row::ALL.len(), Curve::ALL.len()));
         // 8 rows × 2 seeds; per seed 6 ε under each accountant (10 is the dp row), λ ∈ {0.01, 1, 3, 10}
-        // (0: align-fl, 0.1: lcd), 9 sample counts (5000 is align-fl), latent 4, 8, 16 (2 is
-        // align-fl), 4 server epochs (5 is align-fl) and the 20-round run.
-        assert_eq!(cells.len(), 16 + 2 * (6 + 6 + 4 + 9 + 3 + 4 + 1));
+        // (0: align-fl, 0.1: lcd), 9 sample counts (5000 is align-fl), latent 4, 8, 16 for everyone,
+        // for the server alone and for the server alone under DP-SGD (2 is align-fl or dp-rdp), 4
+        // server epochs (5 is align-fl) and the 20-round run.
+        assert_eq!(cells.len(), 16 + 2 * (6 + 6 + 4 + 9 + 3 + 3 + 3 + 4 + 1));
+        let later = Settings { seeds: 3..5, ..settings.clone() };
+        let (cells, _, _) = plan(&later, &base).unwrap();
+        assert!(cells.iter().all(|c| (3..5).contains(&c.seed)) && cells.iter().any(|c| c.seed == 4));
+        assert!(later.command_line().contains("--first-seed 3 --seeds 2"), "{}", later.command_line());
+        assert_eq!((later.seeds_label(), settings.seeds_label()), ("seeds 3–4".into(), "2 seed(s)".into()));
         let dp = cells.iter().find(|c| c.key == "dp-decoder").unwrap();
         assert_eq!(dp.cfg.privacy.scope, vae::GradientScope::DecoderOnly);
         assert_eq!(dp.cfg.privacy.mechanism, crate::Mechanism::DpSgd);

@@ -2,6 +2,7 @@
 //! against the paper, and `table.md` / `table.json`.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use serde::Serialize;
 
@@ -55,7 +56,7 @@ pub(crate) type Lookup<'a> = dyn Fn(&ExperimentConfig) -> Option<&'a CellResult>
 
 pub(crate) fn build_table(
     rows: &[Row],
-    seeds: u64,
+    seeds: Range<u64>,
     base: &ExperimentConfig,
     comparable: bool,
     lookup: &Lookup<'_>,
@@ -63,7 +64,7 @@ pub(crate) fn build_table(
     rows.iter()
         .map(|&r| {
             let paper = if comparable { r.paper() } else { PaperNumbers::default() };
-            let runs: Vec<&CellResult> = (0..seeds).filter_map(|s| lookup(&r.config(base, s))).collect();
+            let runs: Vec<&CellResult> = seeds.clone().filter_map(|s| lookup(&r.config(base, s))).collect();
             let collect =
                 |f: &dyn Fn(&CellResult) -> Option<f64>| stat(&runs.iter().filter_map(|c| f(c)).collect::<Vec<_>>());
             let accuracy = collect(&|c| Some(c.accuracy));
@@ -144,7 +145,7 @@ pub(crate) struct CurvePoint {
 /// one run per seed (no FID or Lipschitz estimate per round).
 pub(crate) fn build_curves(
     curves: &[Curve],
-    seeds: u64,
+    seeds: Range<u64>,
     base: &ExperimentConfig,
     lookup: &Lookup<'_>,
 ) -> Vec<(Curve, Vec<CurvePoint>)> {
@@ -156,7 +157,7 @@ pub(crate) fn build_curves(
                 .iter()
                 .filter_map(|&x| {
                     let cells: Vec<&CellResult> =
-                        (0..seeds).filter_map(|seed| lookup(&curve.point(base, x, seed).1)).collect();
+                        seeds.clone().filter_map(|seed| lookup(&curve.point(base, x, seed).1)).collect();
                     let of = |f: fn(&CellResult) -> Option<f64>| {
                         stat(&cells.iter().filter_map(|c| f(c)).collect::<Vec<_>>())
                     };
@@ -218,13 +219,13 @@ pub(crate) fn markdown(
     let _ = writeln!(md, "# ALIGN-FL reproduction: {}\n", base.dataset.display_name());
     let _ = writeln!(
         md,
-        "{}: {} clients, {} round(s), {} synthetic samples per client, {} seed(s) per row and curve point{machine}. \
+        "{}: {} clients, {} round(s), {} synthetic samples per client, {} per row and curve point{machine}. \
          Made by `{}`.\n",
         s.protocol_label(),
         base.partition.clients,
         base.rounds,
         base.server.synthetic_samples,
-        s.seeds,
+        s.seeds_label(),
         s.command_line()
     );
     let _ = writeln!(
@@ -365,7 +366,7 @@ mod tests {
             cell(samples(2), 0.7, vec![]),
         ];
         let lookup = |cfg: &ExperimentConfig| cells.iter().find(|c| c.config == *cfg);
-        let curves = build_curves(&[Curve::Rounds, Curve::Samples], 3, &base, &lookup);
+        let curves = build_curves(&[Curve::Rounds, Curve::Samples], 0..3, &base, &lookup);
         let (_, rounds) = &curves[0];
         assert_eq!(rounds.len(), 20);
         let third = rounds[2].accuracy.unwrap();
