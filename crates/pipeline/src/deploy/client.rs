@@ -2,23 +2,19 @@
 
 use std::path::Path;
 
-use federation::{encode_framed, ClientPrivacy};
+use federation::ClientPrivacy;
 use privacy::DpSgd;
 use serde::{Deserialize, Serialize};
 use tensor_kernels::{ImageOps, TrainingOps};
 use vae::VaeState;
 
-use super::{config_text, read_framed, Downlink};
+use super::{config_text, Downlink, StateFile};
 use crate::experiment::{build_client, calibrate_clients, load_partition};
 use crate::out_dir::{create_dir, write_file};
 use crate::{Observer, PipelineError, Result};
 
-/// The format name of a client's state file.
-const CLIENT_STATE_FORMAT: &[u8; 16] = b"align-fl/client\0";
-/// Its layout version.
-const CLIENT_STATE_VERSION: u16 = 1;
-/// The state file's name inside the state directory.
-const CLIENT_STATE_FILE: &str = "client-state.bin";
+/// The client's state file.
+const CLIENT_STATE: StateFile = StateFile { name: "client-state.bin", format: b"align-fl/client\0", version: 1 };
 
 /// What a client keeps between rounds.
 #[derive(Serialize, Deserialize)]
@@ -74,12 +70,8 @@ pub fn client_round<B: TrainingOps + ImageOps>(
         )));
     }
     create_dir(state_dir)?;
-    let state_path = state_dir.join(CLIENT_STATE_FILE);
-    let state: Option<ClientState> = if state_path.exists() {
-        Some(read_framed(&state_path, CLIENT_STATE_FORMAT, CLIENT_STATE_VERSION)?)
-    } else {
-        None
-    };
+    let state_path = CLIENT_STATE.path(state_dir);
+    let state: Option<ClientState> = CLIENT_STATE.load(state_dir)?;
     let round = message.round;
     if let Some(s) = &state {
         check_continues(s, client, &config_text(&cfg), round, &state_path)?;
@@ -111,7 +103,7 @@ pub fn client_round<B: TrainingOps + ImageOps>(
     let (model, dp_sgd) = trainer.into_carried();
     let bytes = update.len();
     let state = ClientState { client, config: config_text(&cfg), round, model, dp_sgd, update };
-    write_file(&state_path, encode_framed(CLIENT_STATE_FORMAT, CLIENT_STATE_VERSION, &state))?;
+    CLIENT_STATE.save(state_dir, &state)?;
     write_file(update_out, &state.update)?;
     Ok(ClientRoundResult { round, bytes, resent: false })
 }

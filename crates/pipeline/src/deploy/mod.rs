@@ -16,7 +16,7 @@
 mod client;
 mod server;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use federation::{decode_framed, encode_framed, FrameError, RoundPlan};
 use serde::de::DeserializeOwned;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use client::{client_round, ClientRoundResult};
 pub use server::{server_init, server_round, ServerRound, ServerRoundResult};
 
+use crate::out_dir::write_file;
 use crate::{ExperimentConfig, PipelineError, Result};
 
 /// The format name of a [`Downlink`].
@@ -80,4 +81,36 @@ fn read_framed<T: DeserializeOwned>(path: &Path, format: &[u8; 16], version: u16
     let bytes = std::fs::read(path).map_err(|e| PipelineError::io(path, e))?;
     decode_framed(format, version, &bytes)
         .map_err(|e: FrameError| PipelineError::Config(format!("{}: {e}", path.display())))
+}
+
+/// A file a client or the server keeps between rounds in its state directory: framed bytes with
+/// their own format name and layout version.
+struct StateFile {
+    /// The file's name inside the state directory.
+    name: &'static str,
+    /// The format name in its header.
+    format: &'static [u8; 16],
+    /// Its layout version; raise it whenever the state changes shape.
+    version: u16,
+}
+
+impl StateFile {
+    /// Where it lives in `state_dir`.
+    fn path(&self, state_dir: &Path) -> PathBuf {
+        state_dir.join(self.name)
+    }
+
+    /// Writes `state` into `state_dir`.
+    fn save<T: Serialize>(&self, state_dir: &Path, state: &T) -> Result<()> {
+        write_file(&self.path(state_dir), encode_framed(self.format, self.version, state))
+    }
+
+    /// The state in `state_dir`, or `None` where there is none yet.
+    fn load<T: DeserializeOwned>(&self, state_dir: &Path) -> Result<Option<T>> {
+        let path = self.path(state_dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_framed(&path, self.format, self.version).map(Some)
+    }
 }

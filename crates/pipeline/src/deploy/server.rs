@@ -4,24 +4,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use federation::{encode_framed, ClientUpdate, RoundOutcome};
+use federation::{ClientUpdate, RoundOutcome};
 use serde::{Deserialize, Serialize};
 use tensor_kernels::{ImageOps, TrainingOps};
 use vae::VaeState;
 
-use super::{config_text, parse_config, read_framed, Downlink};
+use super::{config_text, parse_config, Downlink, StateFile};
 use crate::experiment::{build_strategy, load_partition, privacy_report, Fid, RoundRecorder};
 use crate::out_dir::{create_dir, write_file};
 use crate::report::{self, LeftOut, Report, RoundRecord};
 use crate::{ExperimentConfig, Observer, PipelineError, Result};
 
-/// The format name of the server's state file.
-const SERVER_STATE_FORMAT: &[u8; 16] = b"align-fl/server\0";
-/// Its layout version.
-const SERVER_STATE_VERSION: u16 = 1;
-/// The state file's name inside the state directory (which also holds the run's report,
-/// checkpoint and figures).
-const SERVER_STATE_FILE: &str = "server-state.bin";
+/// The server's state file (its state directory also holds the run's report, checkpoint and
+/// figures).
+const SERVER_STATE: StateFile = StateFile { name: "server-state.bin", format: b"align-fl/server\0", version: 1 };
 
 /// What the server keeps between rounds.
 #[derive(Serialize, Deserialize)]
@@ -42,24 +38,6 @@ struct ServerState {
     seconds: f64,
 }
 
-impl ServerState {
-    fn save(&self, state_dir: &Path) -> Result<()> {
-        let bytes = encode_framed(SERVER_STATE_FORMAT, SERVER_STATE_VERSION, self);
-        write_file(&state_dir.join(SERVER_STATE_FILE), bytes)
-    }
-
-    fn load(state_dir: &Path) -> Result<Self> {
-        let path = state_dir.join(SERVER_STATE_FILE);
-        if !path.exists() {
-            return Err(PipelineError::Config(format!(
-                "{} holds no server state: run `align-fl server init` first",
-                state_dir.display()
-            )));
-        }
-        read_framed(&path, SERVER_STATE_FORMAT, SERVER_STATE_VERSION)
-    }
-}
-
 /// Starts a deployed run of `cfg` (its main strategy; baselines are separate runs): the initial
 /// global model into `state_dir`, round 1's downlink to `downlink_out`. Refuses a state
 /// directory that already holds a run.
@@ -72,7 +50,7 @@ pub fn server_init<B: TrainingOps>(
 ) -> Result<()> {
     cfg.validate()?;
     create_dir(state_dir)?;
-    if state_dir.join(SERVER_STATE_FILE).exists() {
+    if SERVER_STATE.path(state_dir).exists() {
         return Err(PipelineError::Config(format!(
             "{} already holds a server state: give a new run a new state directory",
             state_dir.display()
@@ -88,7 +66,7 @@ pub fn server_init<B: TrainingOps>(
         client_privacy: vec![None; cfg.partition.clients],
         seconds: 0.0,
     };
-    state.save(state_dir)?;
+    SERVER_STATE.save(state_dir, &state)?;
     crate::metrics_log::start(state_dir)?;
     let downlink = Downlink { round: 1, config: state.config.clone(), plan: strategy.configure_round(1) };
     write_file(downlink_out, downlink.encode())
@@ -128,7 +106,12 @@ pub fn server_round<B: TrainingOps + ImageOps>(
     observer: &dyn Observer,
 ) -> Result<ServerRoundResult> {
     let started = Instant::now();
-    let mut state = ServerState::load(state_dir)?;
+    let mut state: ServerState = SERVER_STATE.load(state_dir)?.ok_or_else(|| {
+        PipelineError::Config(format!(
+            "{} holds no server state: run `align-fl server init` first",
+            state_dir.display()
+        ))
+    })?;
     let cfg = parse_config(&state.config)?;
     let round = state.round + 1;
     if round > cfg.rounds {
@@ -230,7 +213,7 @@ pub fn server_round<B: TrainingOps + ImageOps>(
     report::write(state_dir, &report)?;
     state.round = round;
     state.global = global.training_state();
-    state.save(state_dir)?;
+    SERVER_STATE.save(state_dir, &state)?;
     let next_round = round < cfg.rounds;
     if next_round {
         let downlink =
