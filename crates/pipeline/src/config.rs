@@ -432,6 +432,15 @@ impl ExperimentConfig {
         Ok(cfg)
     }
 
+    /// What this config sets differently from `reference` (called `name`), one entry per setting
+    /// as "`key` = ours (name: theirs)", in key order; a section only one side has is one entry.
+    pub fn differences_from(&self, reference: &ExperimentConfig, name: &str) -> Vec<String> {
+        let value = |c: &ExperimentConfig| toml::Value::try_from(c).expect("an experiment config always serialises");
+        let mut out = Vec::new();
+        toml_differences("", Some(&value(self)), Some(&value(reference)), name, &mut out);
+        out
+    }
+
     /// The prior clients upload: under DP-SGD, N(0, I) unless the non-private GMM is allowed.
     pub fn prior(&self) -> PriorFit {
         let dp = &self.privacy;
@@ -573,6 +582,27 @@ impl ExperimentConfig {
     }
 }
 
+/// Appends to `out` where `ours` and `theirs` (the values at `key`; theirs are `name`'s) differ,
+/// descending into tables both sides have.
+fn toml_differences(
+    key: &str,
+    ours: Option<&toml::Value>,
+    theirs: Option<&toml::Value>,
+    name: &str,
+    out: &mut Vec<String>,
+) {
+    if let (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) = (ours, theirs) {
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for k in keys {
+            let path = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
+            toml_differences(&path, a.get(k), b.get(k), name, out);
+        }
+    } else if ours != theirs {
+        let show = |v: Option<&toml::Value>| v.map_or("not set".to_string(), |v| v.to_string());
+        out.push(format!("`{key}` = {} ({name}: {})", show(ours), show(theirs)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,9 +630,19 @@ mod tests {
         assert_eq!(best, ExperimentConfig { compare: vec![], ..paper.clone() });
         let mut dp = ExperimentConfig::load(&repo_config("best-dp-sgd.toml")).unwrap();
         assert_eq!(dp.server.model.take(), Some(server_model));
-        let mut dp_row = ExperimentConfig { compare: vec![], ..paper };
+        let mut dp_row = ExperimentConfig { compare: vec![], ..paper.clone() };
         dp_row.privacy.mechanism = Mechanism::DpSgd;
         assert_eq!(dp, dp_row);
+        // What a reproduction's rows list as their changes.
+        let best = ExperimentConfig::load(&repo_config("best-no-privacy.toml")).unwrap();
+        assert_eq!(
+            best.differences_from(&paper, "paper"),
+            [
+                "`compare` = [] (paper: [\"fedavg\"])",
+                "`server.model` = { decoder = [128, 256, 512], encoder = [512, 256, 128], latent = 16 } (paper: not set)"
+            ]
+        );
+        assert_eq!(paper.differences_from(&paper, "paper"), Vec::<String>::new());
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Row {
     /// What differs from the authors' setup, in words.
     pub fn note(self) -> &'static str {
         match self {
-            Row::AlignFl => "Same protocol as the authors' code (DESIGN.md §2).",
+            Row::AlignFl => "ALIGN-FL as the authors' code runs it (DESIGN.md §2).",
             Row::DpRdp => {
                 "Ours clips adaptively with a privatised quantile (Andrew et al. 2021), samples Poisson batches and \
                  uploads an N(0, I) prior, so the ε holds; the authors clip at the unprivatised median and upload a GMM \

@@ -100,9 +100,19 @@ impl Settings {
         }
     }
 
-    /// Whether the paper's numbers apply: DESIGN.md has them for MNIST on the full protocol only.
+    /// Whether the paper's numbers apply: DESIGN.md has them for MNIST on the full protocol only
+    /// (a `--config` or `--rounds` row then says what it changes from it).
     fn paper_comparable(&self) -> bool {
-        !self.quick && self.config.is_none() && self.dataset == DatasetKind::Mnist
+        !self.quick && self.dataset == DatasetKind::Mnist
+    }
+
+    /// The paper protocol as a reproduction without `--config` and `--rounds` would run it, where
+    /// the paper's numbers apply.
+    fn paper_base(&self) -> Result<Option<ExperimentConfig>> {
+        if !self.paper_comparable() {
+            return Ok(None);
+        }
+        base_config(&Settings { config: None, rounds: None, ..self.clone() }).map(|(cfg, _)| Some(cfg))
     }
 
     /// "Paper protocol", "Quick protocol (committed subset)" or the config file's.
@@ -389,7 +399,8 @@ struct Outputs<'a> {
 impl Outputs<'_> {
     fn write(&self, rows: &[Row], curves: &[Curve], failures: &[String], wall: f64) -> Result<()> {
         let (s, base) = (self.settings, self.base);
-        let table = table::build_table(rows, s.seeds.clone(), base, s.paper_comparable(), self.lookup);
+        let paper = s.paper_base()?;
+        let table = table::build_table(rows, s.seeds.clone(), base, paper.as_ref(), self.lookup);
         let curves = table::build_curves(curves, s.seeds.clone(), base, self.lookup);
         let figures = s.out.join("figures");
         create_dir(&figures)?;

@@ -54,16 +54,22 @@ pub(crate) struct TableRow {
 /// A finished cell's result by its configuration.
 pub(crate) type Lookup<'a> = dyn Fn(&ExperimentConfig) -> Option<&'a CellResult> + 'a;
 
+/// The table's rows over `seeds`; with `paper_base` (the paper protocol, where the paper's numbers
+/// apply) each row is set against the paper's numbers and names what it changes from the paper's
+/// protocol.
 pub(crate) fn build_table(
     rows: &[Row],
     seeds: Range<u64>,
     base: &ExperimentConfig,
-    comparable: bool,
+    paper_base: Option<&ExperimentConfig>,
     lookup: &Lookup<'_>,
 ) -> Vec<TableRow> {
     rows.iter()
         .map(|&r| {
-            let paper = if comparable { r.paper() } else { PaperNumbers::default() };
+            let paper = if paper_base.is_some() { r.paper() } else { PaperNumbers::default() };
+            let changes = paper_base.map_or(Vec::new(), |p| {
+                r.config(base, seeds.start).differences_from(&r.config(p, seeds.start), "paper protocol")
+            });
             let runs: Vec<&CellResult> = seeds.clone().filter_map(|s| lookup(&r.config(base, s))).collect();
             let collect =
                 |f: &dyn Fn(&CellResult) -> Option<f64>| stat(&runs.iter().filter_map(|c| f(c)).collect::<Vec<_>>());
@@ -91,22 +97,27 @@ pub(crate) fn build_table(
                 comparison: if runs.is_empty() {
                     "No run of this row finished (see the failed experiments below).".into()
                 } else {
-                    compare_with_paper(r, paper, accuracy, f1, fid)
+                    compare_with_paper(r, &changes, paper, accuracy, f1, fid)
                 },
             }
         })
         .collect()
 }
 
-/// One sentence per measured difference from the paper's number, then the row's note.
+/// The settings the row changes from the paper protocol, one sentence per measured difference
+/// from the paper's number, then the row's note.
 pub(crate) fn compare_with_paper(
     r: Row,
+    changes: &[String],
     paper: PaperNumbers,
     accuracy: Option<Stat>,
     f1: Option<Stat>,
     fid: Option<Stat>,
 ) -> String {
     let mut parts = Vec::new();
+    if !changes.is_empty() {
+        parts.push(format!("Changed from the paper protocol: {}.", changes.join("; ")));
+    }
     for (what, ours, paper) in [("Accuracy", accuracy, paper.accuracy), ("F1", f1, paper.f1)] {
         if let (Some(o), Some(p)) = (ours, paper) {
             let d = 100.0 * o.mean - p;
@@ -270,7 +281,7 @@ pub(crate) fn markdown(
          pytorch-fid scale, not the paper's. LCD-VAE is empirical privacy: no ε is claimed for it. {}\n",
         if comparable {
             "† DESIGN.md gives the paper's FID only as the range over its ALIGN-FL variants."
-        } else if s.quick || s.config.is_some() {
+        } else if s.quick {
             "The paper's columns are empty: its numbers are for the full protocol, which this run changes."
         } else {
             "The paper's columns are empty: DESIGN.md gives the paper's numbers for MNIST only."
@@ -384,12 +395,14 @@ mod tests {
         let r = Row::Lcd;
         let acc = stat(&[0.60, 0.62, 0.64]);
         let f1 = stat(&[0.55]);
-        let text = compare_with_paper(r, r.paper(), acc, f1, None);
+        let text = compare_with_paper(r, &[], r.paper(), acc, f1, None);
         assert!(text.starts_with("Accuracy 62.00 % vs the paper's 63.25 % (lower by 1.25 points)."), "{text}");
         assert!(text.contains("F1 55.00 % vs the paper's 60.01 % (lower by 5.01 points)."), "{text}");
         assert!(text.ends_with(r.note()), "{text}");
         let s = acc.unwrap();
         assert!((s.mean - 0.62).abs() < 1e-12 && (s.std.unwrap() - 0.02).abs() < 1e-12 && s.n == 3);
         assert!(stat(&[0.5]).unwrap().std.is_none() && stat(&[]).is_none());
+        let changed = compare_with_paper(r, &["`rounds` = 1 (paper protocol: 5)".into()], r.paper(), acc, f1, None);
+        assert!(changed.starts_with("Changed from the paper protocol: `rounds` = 1 (paper protocol: 5). Accuracy"));
     }
 }
