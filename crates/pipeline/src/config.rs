@@ -390,6 +390,13 @@ pub struct FidConfig {
     pub weights: Option<PathBuf>,
 }
 
+impl FidConfig {
+    /// Whether round `round` of `rounds` scores FID: the final round, and every `every`-th.
+    pub fn scores_round(&self, round: usize, rounds: usize) -> bool {
+        round == rounds || (self.every > 0 && round.is_multiple_of(self.every))
+    }
+}
+
 impl Default for FidConfig {
     fn default() -> Self {
         FidConfig { enabled: true, samples: 2000, every: 0, batch: 8, weights: None }

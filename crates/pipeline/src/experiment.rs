@@ -329,8 +329,7 @@ impl<B: TrainingOps + ImageOps> RoundRecorder<'_, B> {
         let cfg = self.cfg;
         let e = evaluate(global, self.eval, cfg.seed)?;
         write_file(&self.checkpoint(), vae::encode_checkpoint(global.config(), &global.weights()))?;
-        let wanted = outcome.round == cfg.rounds || (cfg.fid.every > 0 && outcome.round.is_multiple_of(cfg.fid.every));
-        let fid = match self.fid.filter(|_| wanted) {
+        let fid = match self.fid.filter(|_| cfg.fid.scores_round(outcome.round, cfg.rounds)) {
             Some(scorer) => Some(scorer.score(
                 global.decoder(),
                 derive_seed(cfg.seed, Stream::FidSamples, 0, outcome.round as u64),
@@ -449,7 +448,8 @@ fn check_before_work(cfg: &ExperimentConfig) -> Result<()> {
 pub enum Fid<B: TrainingOps + ImageOps> {
     /// Inception loaded, the evaluation images' statistics computed.
     Ready(FidScorer<B>),
-    /// Not computed: disabled, or the Inception weights were not found.
+    /// Not computed: disabled, the Inception weights were not found, or (deployed) a round that
+    /// does not score FID.
     Skipped(String),
 }
 

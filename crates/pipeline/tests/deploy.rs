@@ -219,3 +219,24 @@ fn a_restarted_client_resends_its_update_and_never_trains_a_round_twice() {
         .to_string()
         .contains("already holds a server state"));
 }
+
+/// A round that scores no FID does not look for Inception (each round is a process of its own,
+/// and the evaluation images' statistics cost minutes); the final round does.
+#[test]
+fn only_the_rounds_that_score_fid_load_inception() {
+    let mut cfg = two_rounds();
+    cfg.fid.enabled = true;
+    cfg.fid.weights = Some(PathBuf::from("no-such-dir/inception.safetensors"));
+    let sites = Sites::new("deploy-fid-rounds");
+    server_init(&Cpu::new(), &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink()).unwrap();
+    let all: Vec<usize> = (0..cfg.partition.clients).collect();
+    let mut notes = Vec::new();
+    for _ in 1..=cfg.rounds {
+        for &k in &all {
+            sites.client_round(&cfg, k).unwrap();
+        }
+        notes.push(sites.server_round(&all, &[], all.len()).unwrap().report.fid_note.unwrap());
+    }
+    assert!(notes[0].contains("round 1 of 2 does not score FID"), "{}", notes[0]);
+    assert!(notes[1].contains("no-such-dir"), "the final round looks for the weights: {}", notes[1]);
+}

@@ -182,7 +182,17 @@ pub fn server_round<B: TrainingOps + ImageOps>(
         state.client_privacy[u.client_id] = u.privacy.clone();
     }
     let partition = load_partition(&cfg, &state.data_dir)?;
-    let fid = Fid::prepare(backend, &cfg, &partition, observer)?;
+    // Each round is a process of its own: the evaluation images' Inception statistics are
+    // computed only in the rounds that score FID.
+    let fid = if cfg.fid.enabled && !cfg.fid.scores_round(round, cfg.rounds) {
+        let when = match cfg.fid.every {
+            0 => "in the final round; fid.every adds more".to_string(),
+            every => format!("every {every} rounds and in the final one"),
+        };
+        Fid::Skipped(format!("round {round} of {} does not score FID: it is scored {when}", cfg.rounds))
+    } else {
+        Fid::prepare(backend, &cfg, &partition, observer)?
+    };
     let recorder = RoundRecorder {
         cfg: &cfg,
         eval: &partition.eval,
