@@ -116,8 +116,8 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
             axis,
             vec![
                 line("clients and server", points(Curve::Latent), y, scale),
-                line("server alone", points(Curve::ServerLatent), y, scale),
-                line("server alone, DP-SGD ε = 10", points(Curve::ServerLatentDp), y, scale),
+                line("server only", points(Curve::ServerLatent), y, scale),
+                line("server only, DP", points(Curve::ServerLatentDp), y, scale),
             ],
             None,
         ));

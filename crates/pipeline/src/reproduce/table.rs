@@ -217,28 +217,8 @@ fn paper_cell(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.2}"))
 }
 
-/// `table.md`: the protocol, the table, the sentence per row, the curves and the figures.
-pub(crate) fn markdown(
-    s: &Settings,
-    base: &ExperimentConfig,
-    table: &[TableRow],
-    curves: &[(Curve, Vec<CurvePoint>)],
-    figures: &[String],
-    machine: &str,
-) -> String {
-    let mut md = String::new();
-    let _ = writeln!(md, "# ALIGN-FL reproduction: {}\n", base.dataset.display_name());
-    let _ = writeln!(
-        md,
-        "{}: {} clients, {} round(s), {} synthetic samples per client, {} per row and curve point{machine}. \
-         Made by `{}`.\n",
-        s.protocol_label(),
-        base.partition.clients,
-        base.rounds,
-        base.server.synthetic_samples,
-        s.seeds_label(),
-        s.command_line()
-    );
+/// The rows' table, its footnote and the sentence per row.
+fn rows_markdown(md: &mut String, s: &Settings, table: &[TableRow]) {
     let _ = writeln!(
         md,
         "| method | FID | accuracy % | F1 % | decoder Lipschitz | outliers mapped to typical, client 0 / global % | uplink MB / round | ε spent | guarantee | paper accuracy % | paper F1 % | paper FID | wall s / run |"
@@ -291,6 +271,33 @@ pub(crate) fn markdown(
     for r in table {
         let _ = writeln!(md, "* **{}**: {}", r.method, r.comparison);
     }
+}
+
+/// `table.md`: the protocol, the table, the sentence per row, the curves and the figures.
+pub(crate) fn markdown(
+    s: &Settings,
+    base: &ExperimentConfig,
+    table: &[TableRow],
+    curves: &[(Curve, Vec<CurvePoint>)],
+    figures: &[String],
+    machine: &str,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# ALIGN-FL reproduction: {}\n", base.dataset.display_name());
+    let _ = writeln!(
+        md,
+        "{}: {} clients, {} round(s), {} synthetic samples per client, {} per row and curve point{machine}. \
+         Made by `{}`.\n",
+        s.protocol_label(),
+        base.partition.clients,
+        base.rounds,
+        base.server.synthetic_samples,
+        s.seeds_label(),
+        s.command_line()
+    );
+    if !table.is_empty() {
+        rows_markdown(&mut md, s, table);
+    }
     for (curve, points) in curves {
         let (title, x) = curve.title_and_axis();
         let _ = writeln!(md, "\n## {title}\n");
@@ -314,25 +321,27 @@ pub(crate) fn markdown(
     for f in figures.iter().filter(|f| super::charts::CHART_FILES.contains(&f.as_str())) {
         let _ = writeln!(md, "![{f}](figures/{f})\n");
     }
-    let _ = writeln!(
-        md,
-        "Seed 0 of each row: samples decoded from N(0, I) by the global decoder; the evaluation set's latent means \
-         (tab10 class colours: 0 blue, 1 orange, 2 green, 3 red, 4 purple, 5 brown, 6 pink, 7 grey, 8 olive, 9 cyan); \
-         client 0's outliers (top row), through its own VAE (middle) and through the global VAE (bottom).\n"
-    );
-    let _ = writeln!(md, "| method | samples | latent space | outliers |");
-    let _ = writeln!(md, "|---|---|---|---|");
-    for r in table {
-        let img = |kind: crate::FigureKind| {
-            let f = kind.file_name(r.key);
-            if figures.contains(&f) {
-                format!("![{f}](figures/{f})")
-            } else {
-                "—".into()
-            }
-        };
-        use crate::FigureKind::{Latent, Outliers, Samples};
-        let _ = writeln!(md, "| {} | {} | {} | {} |", r.method, img(Samples), img(Latent), img(Outliers));
+    if !table.is_empty() {
+        let _ = writeln!(
+            md,
+            "The first seed's run of each row: samples decoded from N(0, I) by the global decoder; the evaluation set's latent means \
+             (tab10 class colours: 0 blue, 1 orange, 2 green, 3 red, 4 purple, 5 brown, 6 pink, 7 grey, 8 olive, 9 cyan); \
+             client 0's outliers (top row), through its own VAE (middle) and through the global VAE (bottom).\n"
+        );
+        let _ = writeln!(md, "| method | samples | latent space | outliers |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        for r in table {
+            let img = |kind: crate::FigureKind| {
+                let f = kind.file_name(r.key);
+                if figures.contains(&f) {
+                    format!("![{f}](figures/{f})")
+                } else {
+                    "—".into()
+                }
+            };
+            use crate::FigureKind::{Latent, Outliers, Samples};
+            let _ = writeln!(md, "| {} | {} | {} | {} |", r.method, img(Samples), img(Latent), img(Outliers));
+        }
     }
     md
 }
@@ -388,6 +397,14 @@ mod tests {
         assert_eq!(samples.len(), 1, "only x = 1000 has finished seeds");
         let s = samples[0].accuracy.unwrap();
         assert!((s.mean - 0.6).abs() < 1e-12 && (s.std.unwrap() - 0.1414213562373095).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_table_of_curves_alone_has_no_empty_row_sections() {
+        let s = Settings { seeds: 3..6, ..Settings::new("unused".into()) };
+        let md = markdown(&s, &ExperimentConfig::default(), &[], &[], &[], "");
+        assert!(md.contains("seeds 3–5 per row") && md.contains("--first-seed 3 --seeds 3"), "{md}");
+        assert!(!md.contains("| method |") && !md.contains("row by row"), "{md}");
     }
 
     #[test]
