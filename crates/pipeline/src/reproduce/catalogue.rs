@@ -266,60 +266,50 @@ impl Curve {
         !matches!(self, Curve::Samples | Curve::Rounds)
     }
 
-    /// The cell key and configuration of the point at `x` for `seed` (every x of
-    /// [`Curve::Rounds`] reads the same run).
-    pub fn point(self, base: &ExperimentConfig, x: f64, seed: u64) -> (String, ExperimentConfig) {
-        let align_fl = || Row::AlignFl.config(base, seed);
+    /// The row whose method the point at `x` runs (λ_lip = 0 is the no-penalty row's).
+    fn row(self, x: f64) -> Row {
         match self {
-            Curve::Epsilon | Curve::EpsilonPld => {
-                let (row, prefix) =
-                    if self == Curve::Epsilon { (Row::DpRdp, "epsilon") } else { (Row::DpPld, "epsilon-pld") };
-                let mut cfg = row.config(base, seed);
-                cfg.privacy.epsilon = x;
-                (format!("{prefix}-{x}"), cfg)
-            }
-            Curve::Lambda if x == 0.0 => ("lambda-0".into(), align_fl()),
-            Curve::Lambda => {
-                let mut cfg = Row::Lcd.config(base, seed);
-                cfg.privacy.lambda_lip = x as f32;
-                (format!("lambda-{x}"), cfg)
-            }
-            Curve::Samples => {
-                let mut cfg = align_fl();
-                cfg.server.synthetic_samples = x as usize;
-                (format!("samples-{x}"), cfg)
-            }
+            Curve::Epsilon | Curve::ServerLatentDp => Row::DpRdp,
+            Curve::EpsilonPld => Row::DpPld,
+            Curve::Lambda if x != 0.0 => Row::Lcd,
+            Curve::Lambda
+            | Curve::Samples
+            | Curve::Latent
+            | Curve::ServerLatent
+            | Curve::ServerEpochs
+            | Curve::Rounds => Row::AlignFl,
+        }
+    }
+
+    /// The cell key (`<curve key>-<x>`) and configuration of the point at `x` for `seed`: its
+    /// row's method with the curve's one setting at `x` (every x of [`Curve::Rounds`] reads the
+    /// same [`ROUNDS_CURVE`]-round run).
+    pub fn point(self, base: &ExperimentConfig, x: f64, seed: u64) -> (String, ExperimentConfig) {
+        let mut cfg = self.row(x).config(base, seed);
+        let mut x = x;
+        match self {
+            Curve::Epsilon | Curve::EpsilonPld => cfg.privacy.epsilon = x,
+            Curve::Lambda if x != 0.0 => cfg.privacy.lambda_lip = x as f32,
+            Curve::Lambda => {} // λ_lip = 0 is the no-privacy row's own run, as it stands.
+            Curve::Samples => cfg.server.synthetic_samples = x as usize,
             Curve::Latent => {
-                let mut cfg = align_fl();
                 let models =
                     std::iter::once(&mut cfg.model).chain(cfg.server.model.as_mut()).chain(&mut cfg.client_models);
                 models.for_each(|m| m.latent = x as usize);
-                (format!("latent-{x}"), cfg)
             }
             Curve::ServerLatent | Curve::ServerLatentDp => {
-                let (row, prefix) = if self == Curve::ServerLatent {
-                    (Row::AlignFl, "server-latent")
-                } else {
-                    (Row::DpRdp, "server-latent-dp")
-                };
-                let mut cfg = row.config(base, seed);
                 let mut server = cfg.server.model.clone().unwrap_or_else(|| cfg.model.clone());
                 server.latent = x as usize;
                 // The clients' architecture is the default, so the row's own run is not run twice.
                 cfg.server.model = (server != cfg.model).then_some(server);
-                (format!("{prefix}-{x}"), cfg)
             }
-            Curve::ServerEpochs => {
-                let mut cfg = align_fl();
-                cfg.server.server_epochs = x as usize;
-                (format!("server-epochs-{x}"), cfg)
-            }
+            Curve::ServerEpochs => cfg.server.server_epochs = x as usize,
             Curve::Rounds => {
-                let mut cfg = align_fl();
                 cfg.rounds = ROUNDS_CURVE;
-                (format!("rounds-{ROUNDS_CURVE}"), cfg)
+                x = ROUNDS_CURVE as f64;
             }
         }
+        (format!("{}-{x}", self.key()), cfg)
     }
 }
 

@@ -223,9 +223,9 @@ pub(super) fn gemm_strided(
 /// more than it saves.
 pub(super) fn linear(a: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], shape: LinearShape, act: Activation) {
     let LinearShape { rows, in_dim, out_dim } = shape;
-    let product = GemmShape::new(rows, out_dim, in_dim).transposed(Transpose::No, Transpose::Yes);
+    let product = GemmShape::new(rows, out_dim, in_dim);
     if rows <= LINEAR_BLOCK_ROWS {
-        gemm(product, a, w, out, 1.0, 0.0);
+        gemm(product.transposed(Transpose::No, Transpose::Yes), a, w, out, 1.0, 0.0);
         bias_activation(out, bias, rows, out_dim, act);
         return;
     }
@@ -235,7 +235,6 @@ pub(super) fn linear(a: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], shape:
     crate::check_len("linear", "out", out.len(), rows * out_dim);
     let (a, bias) = (&a[..rows * in_dim], &bias[..out_dim]);
     let w_t = transpose(&w[..in_dim * out_dim], out_dim, in_dim);
-    let product = GemmShape::new(rows, out_dim, in_dim);
     out[..rows * out_dim].par_chunks_mut(LINEAR_BLOCK_ROWS * out_dim).enumerate().for_each(|(blk, o)| {
         let r = o.len() / out_dim;
         let a_blk = &a[blk * LINEAR_BLOCK_ROWS * in_dim..][..r * in_dim];
