@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::elementwise::{bias_activation, bias_activation_rows};
+use super::transpose::{transpose, transpose_into};
 use crate::{Activation, GemmShape, LinearShape, Transpose};
 
 /// Rows per block of the blocked [`linear`]: a 256 × 784 output block (800 KB) stays in L2, and
@@ -57,23 +58,16 @@ struct SharedC(*mut f32);
 unsafe impl Send for SharedC {}
 unsafe impl Sync for SharedC {}
 
-/// Side of the square blocks [`transpose`] copies: two 32 × 32 blocks of f32 (8 KB) stay in L1.
-const TRANSPOSE_BLOCK: usize = 32;
+/// Fewest rows of C for which a tile copies its part of a transposed B (see [`gemm_tile`]): with
+/// fewer, the copy costs about as much as the product.
+const COPY_B_MIN_ROWS: usize = 16;
+/// Largest copy of B a thread keeps between calls (4 M values, 16 MB); a larger one is freed.
+const COPY_B_KEPT: usize = 1 << 22;
 
-/// `src` (rows × cols, row-major) transposed, in cache-sized blocks.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut dst = vec![0.0; rows * cols];
-    for r0 in (0..rows).step_by(TRANSPOSE_BLOCK) {
-        for c0 in (0..cols).step_by(TRANSPOSE_BLOCK) {
-            for r in r0..(r0 + TRANSPOSE_BLOCK).min(rows) {
-                let row = &src[r * cols..][..cols];
-                for c in c0..(c0 + TRANSPOSE_BLOCK).min(cols) {
-                    dst[c * rows + r] = row[c];
-                }
-            }
-        }
-    }
-    dst
+thread_local! {
+    /// Each thread's copy of its tile of a transposed B, reused from call to call: a fresh
+    /// allocation of this size costs a page fault per 4 KB.
+    static B_COPY: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// C = α·op(A)·op(B) + β·C (see [`crate::Backend::gemm`]) in tiles of C spread over the current
@@ -126,11 +120,50 @@ fn check_operands(shape: GemmShape, a: &[f32], b: &[f32], c: &[f32]) {
 
 /// One tile of C = α·op(A)·op(B) + β·C through the `gemm` crate, single-threaded.
 ///
+/// A transposed B (n × k stored, as a linear layer's weight in its forward pass) is first copied
+/// as k × cols for the tile's columns, eight by eight in AVX registers: the crate would gather it
+/// one scalar at a time (11 % of a DP-SGD step, `perf`, AVX-512 EPYC), and a row-major B it reads
+/// in place. The products are the same bits.
+///
 /// # Safety
 /// `a`, `b` and the buffer behind `c` must hold op(A), op(B) and C of `shape` in full (row-major,
 /// as [`check_operands`] checks), `c` must alias neither input, and no other thread may touch the
 /// tile's elements of C during the call.
 unsafe fn gemm_tile(shape: GemmShape, a: &[f32], b: &[f32], c: SharedC, tile: Tile, alpha: f32, beta: f32) {
+    let GemmShape { n, k, trans_b, .. } = shape;
+    let Tile { col, cols, .. } = tile;
+    if trans_b == Transpose::No || tile.rows < COPY_B_MIN_ROWS {
+        // SAFETY: the caller's contract, with C's row stride n.
+        return unsafe { gemm_tile_strided(shape, n, a, b, c, tile, alpha, beta) };
+    }
+    B_COPY.with_borrow_mut(|copy| {
+        copy.resize(k * cols, 0.0);
+        transpose_into(&b[col * k..(col + cols) * k], cols, k, copy);
+        let columns = GemmShape { n: cols, trans_b: Transpose::No, ..shape };
+        // SAFETY: the caller's contract bounds op(A) and the tile of C, whose columns start at
+        // `col` of rows n apart; `copy` holds the tile's k × cols of op(B).
+        unsafe { gemm_tile_strided(columns, n, a, copy, SharedC(c.0.add(col)), Tile { col: 0, ..tile }, alpha, beta) };
+        if copy.capacity() > COPY_B_KEPT {
+            *copy = Vec::new();
+        }
+    })
+}
+
+/// [`gemm_tile`] without the copy of B, C's rows `c_stride` (≥ the shape's n) apart.
+///
+/// # Safety
+/// As [`gemm_tile`], with C's tile at rows `c_stride` apart.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile_strided(
+    shape: GemmShape,
+    c_stride: usize,
+    a: &[f32],
+    b: &[f32],
+    c: SharedC,
+    tile: Tile,
+    alpha: f32,
+    beta: f32,
+) {
     let GemmShape { m, n, k, trans_a, trans_b } = shape;
     let (a_rs, a_cs) = strides(trans_a, if trans_a == Transpose::No { k } else { m });
     let (b_rs, b_cs) = strides(trans_b, if trans_b == Transpose::No { n } else { k });
@@ -141,9 +174,9 @@ unsafe fn gemm_tile(shape: GemmShape, a: &[f32], b: &[f32], c: SharedC, tile: Ti
             rows,
             cols,
             k,
-            c.0.add(row * n + col),
+            c.0.add(row * c_stride + col),
             1,
-            n as isize,
+            c_stride as isize,
             beta != 0.0,
             a.as_ptr().offset(row as isize * a_rs),
             a_cs,
@@ -215,12 +248,7 @@ pub(super) fn gemm_strided(
 /// single-threaded GEMM followed by the bias and activation while the block is still in cache.
 /// Each block's arithmetic is the same whatever the thread count.
 ///
-/// The blocks read wᵀ from a copy transposed once per call. The `gemm` crate computes a row-major
-/// C as Cᵀ = w·aᵀ and packs w for every call; w stored out × in reaches that packing row by row,
-/// which it copies one scalar at a time (a fifth of decoding's time on an AVX-512 EPYC, `perf`).
-/// Stored in × out, w reaches it column by column. The products are the same bits. A single call
-/// (up to [`LINEAR_BLOCK_ROWS`] rows, as in training) packs w once anyway, and the copy would cost
-/// more than it saves.
+/// The blocks read wᵀ from one copy transposed per call, not one per block (see [`gemm_tile`]).
 pub(super) fn linear(a: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], shape: LinearShape, act: Activation) {
     let LinearShape { rows, in_dim, out_dim } = shape;
     let product = GemmShape::new(rows, out_dim, in_dim);
@@ -270,6 +298,27 @@ mod tests {
             bias_activation_rows(o, &bias, Activation::Relu);
         }
         assert_eq!(got, want);
-        assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn copying_a_transposed_b_changes_no_bit_of_the_product() {
+        // Tiled by columns, by rows, and one tile; the last two with ragged 8 × 8 edges.
+        for (m, n, k) in [(128, 784, 512), (300, 100, 77), (20, 33, 130)] {
+            let (a, b, c0) = (random(m * k, 4), random(n * k, 5), random(m * n, 6));
+            let shape = GemmShape::new(m, n, k).transposed(Transpose::No, Transpose::Yes);
+            let mut got = c0.clone();
+            gemm(shape, &a, &b, &mut got, 0.5, 2.0);
+            // The crate reading B through a transposed view, tile by tile as `gemm` splits C.
+            let mut want = c0;
+            let (tile_rows, tile_cols) = tile_size(m, n, k);
+            for row in (0..m).step_by(tile_rows) {
+                for col in (0..n).step_by(tile_cols) {
+                    let tile = Tile { row, rows: tile_rows.min(m - row), col, cols: tile_cols.min(n - col) };
+                    // SAFETY: the operands hold the whole shape and `want` is borrowed uniquely.
+                    unsafe { gemm_tile_strided(shape, n, &a, &b, SharedC(want.as_mut_ptr()), tile, 0.5, 2.0) };
+                }
+            }
+            assert_eq!(got, want, "{m} × {n} × {k}");
+        }
     }
 }

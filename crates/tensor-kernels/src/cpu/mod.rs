@@ -48,6 +48,7 @@ pub(crate) mod noise;
 #[cfg(test)]
 mod tests;
 mod training;
+mod transpose;
 
 use rayon::prelude::*;
 
