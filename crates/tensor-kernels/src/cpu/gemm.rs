@@ -304,8 +304,8 @@ mod tests {
 
     #[test]
     fn copying_a_transposed_b_changes_no_bit_of_the_product() {
-        // Tiled by columns, by rows, and one tile; the last two with ragged 8 × 8 edges.
-        for (m, n, k) in [(128, 784, 512), (300, 100, 77), (20, 33, 130)] {
+        // Tiled by columns, by rows, and one tile (ragged 8 × 8 edges; the fewest rows that copy).
+        for (m, n, k) in [(128, 784, 512), (300, 100, 77), (20, 33, 130), (8, 512, 784)] {
             let (a, b, c0) = (random(m * k, 4), random(n * k, 5), random(m * n, 6));
             let shape = GemmShape::new(m, n, k).transposed(Transpose::No, Transpose::Yes);
             let mut got = c0.clone();
