@@ -63,6 +63,10 @@ unsafe impl Sync for SharedC {}
 /// 784 at 8 rows 472 → 98 µs); a single row is a dot product per column, which the crate runs
 /// without packing, and at 2 to 4 rows the crate's timings and the copy's cross.
 const COPY_B_MIN_ROWS: usize = 8;
+/// Largest tile of C (in values) that stays with the crate however many rows it has: from a
+/// transposed B the crate computes a tile of at most 16 × 16 values as dot products (gemm-common's
+/// horizontal micro-kernel), which round otherwise than the copy's path would.
+const CRATE_DOT_PRODUCT_MAX: usize = 16 * 16;
 /// Largest copy of B a thread keeps between calls (4 M values, 16 MB); a larger one is freed.
 const COPY_B_KEPT: usize = 1 << 22;
 
@@ -134,7 +138,7 @@ fn check_operands(shape: GemmShape, a: &[f32], b: &[f32], c: &[f32]) {
 unsafe fn gemm_tile(shape: GemmShape, a: &[f32], b: &[f32], c: SharedC, tile: Tile, alpha: f32, beta: f32) {
     let GemmShape { n, k, trans_b, .. } = shape;
     let Tile { col, cols, .. } = tile;
-    if trans_b == Transpose::No || tile.rows < COPY_B_MIN_ROWS {
+    if trans_b == Transpose::No || tile.rows < COPY_B_MIN_ROWS || tile.rows * cols <= CRATE_DOT_PRODUCT_MAX {
         // SAFETY: the caller's contract, with C's row stride n.
         return unsafe { gemm_tile_strided(shape, n, a, b, c, tile, alpha, beta) };
     }
@@ -304,8 +308,9 @@ mod tests {
 
     #[test]
     fn copying_a_transposed_b_changes_no_bit_of_the_product() {
-        // Tiled by columns, by rows, and one tile (ragged 8 × 8 edges; the fewest rows that copy).
-        for (m, n, k) in [(128, 784, 512), (300, 100, 77), (20, 33, 130), (8, 512, 784)] {
+        // Tiled by columns, by rows, and one tile (ragged 8 × 8 edges; the fewest rows that copy; a
+        // tile the crate computes as dot products).
+        for (m, n, k) in [(128, 784, 512), (300, 100, 77), (20, 33, 130), (8, 512, 784), (12, 40, 300), (16, 4, 128)] {
             let (a, b, c0) = (random(m * k, 4), random(n * k, 5), random(m * n, 6));
             let shape = GemmShape::new(m, n, k).transposed(Transpose::No, Transpose::Yes);
             let mut got = c0.clone();

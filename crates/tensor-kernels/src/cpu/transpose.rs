@@ -1,6 +1,12 @@
-//! Matrix transposition for the GEMMs that read an operand transposed: the `gemm` crate packs
-//! such an operand one scalar at a time, and copying it transposed first, eight by eight in AVX
-//! registers, costs a fraction of that.
+//! Matrix transposition of 32-bit words, eight by eight in AVX registers: for the GEMMs that read
+//! an operand transposed (the `gemm` crate packs such an operand one scalar at a time, and a
+//! transposed copy costs a fraction of that) and for ChaCha20's blocks computed lane by lane.
+
+/// A 32-bit plain value ([`f32`], [`u32`]): any bits are a value, so the AVX kernel may move them
+/// as floats.
+pub(super) trait Word: Copy + Default {}
+impl Word for f32 {}
+impl Word for u32 {}
 
 /// `src` (rows × cols, row-major) transposed: cols × rows, row-major.
 pub(super) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -10,7 +16,7 @@ pub(super) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// `dst[..rows·cols]` (cols × rows) = `src[..rows·cols]` (rows × cols, row-major) transposed.
-pub(super) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(super) fn transpose_into<T: Word>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
@@ -26,7 +32,7 @@ const BLOCK: usize = 32;
 
 /// The part of the transpose at rows ≥ `from_row` or columns ≥ `from_col`, in cache-sized blocks
 /// (all of it from (0, 0)).
-fn transpose_scalar(src: &[f32], rows: usize, cols: usize, from_row: usize, from_col: usize, dst: &mut [f32]) {
+fn transpose_scalar<T: Word>(src: &[T], rows: usize, cols: usize, from_row: usize, from_col: usize, dst: &mut [T]) {
     for r0 in (0..rows).step_by(BLOCK) {
         for c0 in (0..cols).step_by(BLOCK) {
             for r in r0..(r0 + BLOCK).min(rows) {
@@ -44,16 +50,20 @@ fn transpose_scalar(src: &[f32], rows: usize, cols: usize, from_row: usize, from
 mod avx {
     use std::arch::x86_64::*;
 
+    use super::Word;
+
     /// [`super::transpose_into`] in 8 × 8 blocks held in AVX registers (the unpack / shuffle /
     /// permute sequence of Intel's optimisation manual, §11.11), the ragged edges in scalar code.
     ///
     /// # Safety
     /// The CPU must support AVX, and `src` and `dst` must hold `rows · cols` values each.
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    pub(super) unsafe fn transpose<T: Word>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
         assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose operand too short");
         let (full_rows, full_cols) = (rows / 8 * 8, cols / 8 * 8);
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        const { assert!(size_of::<T>() == 4, "a Word is 32 bits") };
+        // The words travel as f32 lanes: loads, shuffles and stores keep every bit.
+        let (s, d) = (src.as_ptr().cast::<f32>(), dst.as_mut_ptr().cast::<f32>());
         for r0 in (0..full_rows).step_by(8) {
             for c0 in (0..full_cols).step_by(8) {
                 // SAFETY: r0 + 8 ≤ rows and c0 + 8 ≤ cols, so every row read (r · cols + c0 ..+8)
@@ -115,6 +125,12 @@ mod tests {
                 }
             }
             assert_eq!(transpose(&src, rows, cols), want, "{rows} × {cols}");
+            // Words that are not ordinary floats (NaN payloads, subnormals) keep their bits.
+            let words: Vec<u32> =
+                (0..rows * cols).map(|i| 0x7fc0_0001 ^ (i as u32).wrapping_mul(0x9e37_79b9)).collect();
+            let mut got = vec![0u32; rows * cols];
+            transpose_into(&words, rows, cols, &mut got);
+            assert!((0..rows * cols).all(|i| got[i % cols * rows + i / cols] == words[i]), "{rows} × {cols} words");
         }
     }
 }
