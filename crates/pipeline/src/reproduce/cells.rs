@@ -122,6 +122,7 @@ mod tests {
                 committed += 1;
             }
         }
-        assert_eq!(committed, 33);
+        // Every row over seeds 0–2, and the curve cells committed so far.
+        assert!(committed >= super::super::Row::ALL.len() * 3, "{committed} committed cells");
     }
 }
