@@ -2,9 +2,11 @@
 //! an operand transposed (the `gemm` crate packs such an operand one scalar at a time, and a
 //! transposed copy costs a fraction of that) and for ChaCha20's blocks computed lane by lane.
 
+use std::ops::Range;
+
 /// A 32-bit plain value ([`f32`], [`u32`]): any bits are a value, so the AVX kernel may move them
 /// as floats.
-pub(super) trait Word: Copy + Default {}
+pub(super) trait Word: Copy {}
 impl Word for f32 {}
 impl Word for u32 {}
 
@@ -23,22 +25,22 @@ pub(super) fn transpose_into<T: Word>(src: &[T], rows: usize, cols: usize, dst: 
         // SAFETY: the CPU supports AVX (checked just above); both slices hold rows · cols values.
         return unsafe { avx::transpose(src, rows, cols, dst) };
     }
-    transpose_scalar(src, rows, cols, 0, 0, dst);
+    transpose_part(src, (rows, cols), 0..rows, 0..cols, dst);
 }
 
-/// Side of the square blocks [`transpose_scalar`] copies: two 32 × 32 blocks of f32 (8 KB) stay
-/// in L1.
+/// Side of the square blocks [`transpose_part`] copies: two 32 × 32 blocks of f32 (8 KB) stay in
+/// L1.
 const BLOCK: usize = 32;
 
-/// The part of the transpose at rows ≥ `from_row` or columns ≥ `from_col`, in cache-sized blocks
-/// (all of it from (0, 0)).
-fn transpose_scalar<T: Word>(src: &[T], rows: usize, cols: usize, from_row: usize, from_col: usize, dst: &mut [T]) {
-    for r0 in (0..rows).step_by(BLOCK) {
-        for c0 in (0..cols).step_by(BLOCK) {
-            for r in r0..(r0 + BLOCK).min(rows) {
+/// Rows `rs` × columns `cs` of the transpose of `src` (`shape` = rows × cols, row-major) into
+/// `dst`, in cache-sized blocks.
+fn transpose_part<T: Word>(src: &[T], shape: (usize, usize), rs: Range<usize>, cs: Range<usize>, dst: &mut [T]) {
+    let (rows, cols) = shape;
+    for r0 in rs.clone().step_by(BLOCK) {
+        for c0 in cs.clone().step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rs.end) {
                 let row = &src[r * cols..][..cols];
-                let first = if r < from_row { from_col.max(c0) } else { c0 };
-                for c in first..(c0 + BLOCK).min(cols) {
+                for c in c0..(c0 + BLOCK).min(cs.end) {
                     dst[c * rows + r] = row[c];
                 }
             }
@@ -105,7 +107,9 @@ mod avx {
                 }
             }
         }
-        super::transpose_scalar(src, rows, cols, full_rows, full_cols, dst);
+        // The ragged edges: the last rows whole, then the last columns of the other rows.
+        super::transpose_part(src, (rows, cols), full_rows..rows, 0..cols, dst);
+        super::transpose_part(src, (rows, cols), 0..full_rows, full_cols..cols, dst);
     }
 }
 
@@ -118,7 +122,7 @@ mod tests {
         for (rows, cols) in [(1, 1), (2, 3), (8, 8), (9, 17), (16, 40), (33, 7), (70, 150), (64, 784)] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let mut want = vec![0.0; rows * cols];
-            transpose_scalar(&src, rows, cols, 0, 0, &mut want);
+            transpose_part(&src, (rows, cols), 0..rows, 0..cols, &mut want);
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(want[c * rows + r], src[r * cols + c]);
