@@ -216,17 +216,18 @@ fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, V
             cells.push(Cell { key, seed: cfg.seed, cfg });
         }
     };
-    for seed in s.seeds.clone() {
-        for r in &rows {
-            push(r.key().to_string(), r.config(base, seed));
-        }
+    // Every row's run for every seed, asked for or not: the curves' points look their keys up here.
+    let row_runs: Vec<(Row, ExperimentConfig)> =
+        s.seeds.clone().flat_map(|seed| Row::ALL.into_iter().map(move |r| (r, r.config(base, seed)))).collect();
+    for (r, cfg) in row_runs.iter().filter(|(r, _)| rows.contains(r)) {
+        push(r.key().to_string(), cfg.clone());
     }
-    let row_key = |cfg: &ExperimentConfig| Row::ALL.into_iter().find(|r| r.config(base, cfg.seed) == *cfg);
     for seed in s.seeds.clone() {
         for &curve in &curves {
             for &x in curve.xs() {
                 let (key, cfg) = curve.point(base, x, seed);
-                push(row_key(&cfg).map_or(key, |r| r.key().to_string()), cfg);
+                let row = row_runs.iter().find(|(_, run)| *run == cfg);
+                push(row.map_or(key, |(r, _)| r.key().to_string()), cfg);
             }
         }
     }
