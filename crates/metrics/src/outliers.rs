@@ -4,7 +4,7 @@
 //! image; an outlier is *mapped to typical data* when its reconstruction lies closer to an
 //! in-domain image than to the outlier itself.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tensor_kernels::{Backend, GemmShape, Transpose};
 
 use crate::MetricsError;
@@ -13,7 +13,7 @@ use crate::MetricsError;
 const BLOCK: usize = 4096;
 
 /// Distances of reconstructions of the outliers.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutlierStats {
     /// Outliers analysed.
     pub count: usize,

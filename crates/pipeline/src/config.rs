@@ -395,6 +395,12 @@ impl FidConfig {
     pub fn scores_round(&self, round: usize, rounds: usize) -> bool {
         round == rounds || (self.every > 0 && round.is_multiple_of(self.every))
     }
+
+    /// Whether a run of `rounds` rounds scores FID after its last round alone (then FID can be
+    /// added later from the saved final model).
+    pub fn scores_last_round_only(&self, rounds: usize) -> bool {
+        !(1..rounds).any(|r| self.scores_round(r, rounds))
+    }
 }
 
 impl Default for FidConfig {

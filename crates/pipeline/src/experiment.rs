@@ -291,6 +291,16 @@ fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: Str
     recorder.finish(fed.global_model(), rounds, &last_mu, privacy, analysed, start.elapsed().as_secs_f64())
 }
 
+/// The file in a run's folder that keeps `strategy`'s last good global model.
+pub(crate) fn checkpoint_file(strategy: StrategyKind) -> String {
+    format!("{}-global.safetensors", strategy.as_str())
+}
+
+/// The seed of the latents whose decoded images score FID after `round` of a run seeded `seed`.
+pub(crate) fn fid_seed(seed: u64, round: usize) -> u64 {
+    derive_seed(seed, Stream::FidSamples, 0, round as u64)
+}
+
 /// What records a strategy's rounds and finishes its run, for the simulation and the deployed
 /// server alike.
 pub(crate) struct RoundRecorder<'a, B: TrainingOps + ImageOps> {
@@ -305,7 +315,7 @@ pub(crate) struct RoundRecorder<'a, B: TrainingOps + ImageOps> {
 impl<B: TrainingOps + ImageOps> RoundRecorder<'_, B> {
     /// Where the last good global model is kept.
     pub(crate) fn checkpoint(&self) -> std::path::PathBuf {
-        self.out.join(format!("{}-global.safetensors", self.strategy.as_str()))
+        self.out.join(checkpoint_file(self.strategy))
     }
 
     /// What a failed round leaves behind, after `completed` rounds.
@@ -330,11 +340,7 @@ impl<B: TrainingOps + ImageOps> RoundRecorder<'_, B> {
         let e = evaluate(global, self.eval, cfg.seed)?;
         write_file(&self.checkpoint(), vae::encode_checkpoint(global.config(), &global.weights()))?;
         let fid = match self.fid.filter(|_| cfg.fid.scores_round(outcome.round, cfg.rounds)) {
-            Some(scorer) => Some(scorer.score(
-                global.decoder(),
-                derive_seed(cfg.seed, Stream::FidSamples, 0, outcome.round as u64),
-                self.observer,
-            )?),
+            Some(scorer) => Some(scorer.score(global.decoder(), fid_seed(cfg.seed, outcome.round), self.observer)?),
             None => None,
         };
         let record = RoundRecord {

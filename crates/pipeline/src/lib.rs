@@ -32,6 +32,7 @@ mod overrides;
 pub mod report;
 pub mod reproduce;
 mod resources;
+mod saved_fid;
 
 pub use config::{ExperimentConfig, Mechanism, StrategyKind};
 pub use error::{PipelineError, Result};
@@ -43,3 +44,4 @@ pub use out_dir::{write_file, OutDir};
 pub use overrides::Overrides;
 pub use report::Report;
 pub use resources::{available_memory, MemoryEstimate};
+pub use saved_fid::add_fid_to_run;

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::StrategyKind;
-use crate::report::RoundRecord;
+use crate::report::{Report, RoundRecord};
 use crate::{PipelineError, Result};
 
 /// The log's file name inside a run's folder.
@@ -36,4 +36,17 @@ pub(crate) fn append(dir: &Path, strategy: StrategyKind, record: &RoundRecord) -
         std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| PipelineError::io(&path, e))?;
     // One write of the whole line, so a reader never sees half a line from this writer.
     file.write_all(&line).and_then(|()| file.flush()).map_err(|e| PipelineError::io(&path, e))
+}
+
+/// Writes the log of `report` anew: the main strategy's rounds, then each baseline's (the order a
+/// run appends them in).
+pub(crate) fn rewrite(dir: &Path, report: &Report) -> Result<()> {
+    start(dir)?;
+    let baselines = report.config.compare.iter().filter_map(|b| report.baselines.get(b));
+    for run in std::iter::once(&report.main).chain(baselines) {
+        for record in &run.rounds {
+            append(dir, run.strategy, record)?;
+        }
+    }
+    Ok(())
 }

@@ -55,7 +55,7 @@ pub struct LeftOut {
 }
 
 /// Metrics of the final global model.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinalMetrics {
     /// Linear-probe accuracy.
     pub accuracy: f64,
@@ -73,7 +73,7 @@ pub struct FinalMetrics {
 }
 
 /// One strategy's run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StrategyRun {
     /// Strategy.
     pub strategy: StrategyKind,
@@ -97,7 +97,7 @@ pub struct StrategyRun {
 }
 
 /// How client 0's cross-domain outliers come out of its final VAE and of the global VAE.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutlierReport {
     /// Through client 0's own VAE (encoder μ, then decoder).
     pub client: metrics::OutlierStats,
@@ -106,7 +106,7 @@ pub struct OutlierReport {
 }
 
 /// The report's `privacy` object: what each mechanism claims, and on what grounds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "mechanism", rename_all = "kebab-case")]
 pub enum PrivacyReport {
     /// DP-SGD with an accountant.
@@ -143,7 +143,7 @@ pub enum PrivacyReport {
 }
 
 /// The whole report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     /// The effective configuration.
     pub config: ExperimentConfig,
@@ -302,6 +302,18 @@ pub fn write(dir: &Path, report: &Report) -> Result<()> {
     let json = serde_json::to_string_pretty(report).expect("a report serialises");
     write_file(&dir.join("report.json"), json)?;
     write_file(&dir.join("report.md"), markdown(report))
+}
+
+/// Reads the report a finished run wrote into `dir` (its `report.json`).
+pub fn read(dir: &Path) -> Result<Report> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| crate::PipelineError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        crate::PipelineError::Config(format!(
+            "{} is not a report this align-fl writes ({e}); run the experiment again into a new folder",
+            path.display()
+        ))
+    })
 }
 
 /// `report.md`.

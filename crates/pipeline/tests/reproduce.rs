@@ -182,3 +182,55 @@ fn a_planned_reproduction_runs_cell_by_cell_and_collects_the_same_table() {
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::remove_dir_all(&single).unwrap();
 }
+
+/// A reproduction that asks for FID where a cell finished with `--no-fid` scores the cell's saved
+/// global model instead of training again, and gets the FID a run with FID on prints, bit for bit.
+#[test]
+fn fid_is_added_to_a_cell_finished_without_it_as_a_run_with_fid_scores_it() {
+    let Some(models) = models() else { return };
+    let dir = temp_dir("reproduce-add-fid");
+    let mut cfg = tiny();
+    // A 100-image evaluation set and 24 samples keep Inception's share small.
+    cfg.partition.eval_parts = 10;
+    cfg.fid.samples = 24;
+    cfg.fid.enabled = true; // --no-fid turns it off
+    let config = dir.join("tiny.toml");
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
+    let settings = |out: &std::path::Path, fid: bool| Settings {
+        config: Some(config.clone()),
+        seeds: 0..1,
+        fid,
+        data_dir: Some(repo().join("data/subset")),
+        inception_weights: Some(models.clone()),
+        only: Some(vec![Experiment::Row(Row::AlignFl)]),
+        ..Settings::new(out.to_path_buf())
+    };
+    let cpu = tensor_kernels::Cpu::new();
+    let (late, direct) = (dir.join("late"), dir.join("direct"));
+    let cell = |out: &std::path::Path| out.join("cells/align-fl/seed-0");
+    let checkpoint = cell(&late).join("align-fl-global.safetensors");
+
+    reproduce(&cpu, &settings(&late, false), &Quiet).unwrap();
+    assert!(report_json(&cell(&late))["final"]["fid"].is_null());
+    let trained = std::fs::metadata(&checkpoint).unwrap().modified().unwrap();
+    reproduce(&cpu, &settings(&late, true), &Quiet).unwrap();
+    assert_eq!(std::fs::metadata(&checkpoint).unwrap().modified().unwrap(), trained, "trained again");
+    reproduce(&cpu, &settings(&direct, true), &Quiet).unwrap();
+
+    let (added, scored) = (report_json(&cell(&late)), report_json(&cell(&direct)));
+    let fid = added["final"]["fid"].as_f64().expect("FID added");
+    assert!(fid.is_finite() && fid > 0.0, "{fid}");
+    assert_eq!(added["final"], scored["final"]);
+    assert_eq!(added["config"], scored["config"]);
+    assert!(added["fid_note"].is_null());
+    assert_eq!(table_json(&late)["rows"][0]["fid"], table_json(&direct)["rows"][0]["fid"]);
+    let log = std::fs::read_to_string(cell(&late).join(pipeline::METRICS_LOG)).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["fid"].as_f64(), Some(fid));
+    assert!(std::fs::read_to_string(cell(&late).join("report.md")).unwrap().contains(&format!("{fid:.2}")));
+    // Asked again, the cell is finished: nothing changes.
+    let json = std::fs::read_to_string(cell(&late).join("cell.json")).unwrap();
+    reproduce(&cpu, &settings(&late, true), &Quiet).unwrap();
+    assert_eq!(std::fs::read_to_string(cell(&late).join("cell.json")).unwrap(), json);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

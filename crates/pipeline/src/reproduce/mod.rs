@@ -6,7 +6,8 @@
 //! dimension, the server's epochs, and the round of a 20-round run) run for every seed.
 //! Every experiment is a *cell* with its own directory under `cells/`; a cell whose `cell.json`
 //! holds the same configuration is reused, so an interrupted reproduction resumes where it
-//! stopped. The partition and the FID statistics of the evaluation images are computed once per
+//! stopped; one that finished with `--no-fid` gets its FID from its saved global model when a
+//! later reproduction asks for FID, without training again. The partition and the FID statistics of the evaluation images are computed once per
 //! seed and shared by its cells.
 //!
 //! On a cluster the cells run apart: [`Action::Plan`] writes one self-contained command per
@@ -35,6 +36,7 @@ use crate::config::ExperimentConfig;
 use crate::experiment::{load_partition, run_on_partition, Fid, Prepared};
 use crate::observer::Observer;
 use crate::out_dir::{create_dir, write_file};
+use crate::saved_fid::add_fid_to_run;
 use crate::{PipelineError, Result};
 
 /// What `reproduce` does with the planned cells.
@@ -292,12 +294,18 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
             );
         }
         Action::RunAll => {
+            let fid_only = pending.iter().filter(|c| c.finished_without_fid(&s.out)).count();
             observer.note(&format!(
-                "reproduce: {} experiments, {} already done in {}, {} to run on {} images from {}",
+                "reproduce: {} experiments, {} already done in {}, {} to run{} on {} images from {}",
                 cells.len(),
                 cells.len() - pending.len(),
                 s.out.display(),
                 pending.len(),
+                if fid_only > 0 {
+                    format!(" ({fid_only} of them finished without FID: only FID to add)")
+                } else {
+                    String::new()
+                },
                 base.dataset.display_name(),
                 data_dir.display()
             ));
@@ -347,7 +355,14 @@ fn run_cells<B: TrainingOps + ImageOps>(
             observer.note(&format!("\n[{done}/{total}] {} seed {seed}", cell.key));
             let dir = cell.dir(&s.out);
             let prepared = Prepared { data_dir, partition: &partition, fid: &fid };
-            let report = match run_on_partition(backend, &cell.cfg, &prepared, &dir, observer) {
+            let outcome = match fid.scorer().filter(|_| cell.finished_without_fid(&s.out)) {
+                Some(scorer) => {
+                    observer.note("finished without FID: adding it from the saved global model");
+                    add_fid_to_run(backend, &dir, scorer, observer)
+                }
+                None => run_on_partition(backend, &cell.cfg, &prepared, &dir, observer),
+            };
+            let report = match outcome {
                 Ok(report) => report,
                 Err(e) => {
                     // Keep going: one diverged or broken experiment should not cost the others.

@@ -1,0 +1,71 @@
+//! FID for a run that finished without it (`--no-fid`), from the global models it saved. The
+//! score decodes the latents a run with FID draws after its last round (the same seed) and passes
+//! them through the same Inception, so it is the number that run would have printed, without
+//! training again.
+
+use std::path::Path;
+
+use metrics::FidScorer;
+use tensor_kernels::{ImageOps, TrainingOps};
+use vae::Vae;
+
+use crate::experiment::{checkpoint_file, fid_seed};
+use crate::observer::Observer;
+use crate::report::{self, Report};
+use crate::{metrics_log, PipelineError, Result};
+
+/// Scores the final global model of every strategy of the finished run in `dir` with `scorer`
+/// (built on the run's evaluation images), and rewrites the run's `report.json`, `report.md` and
+/// `metrics.jsonl` as a run with FID on would have written them. Returns the new report.
+///
+/// Only a run whose FID config scores the last round alone qualifies: the earlier rounds' models
+/// are not kept. The wall times stay those of the training.
+pub fn add_fid_to_run<B: TrainingOps + ImageOps>(
+    backend: &B,
+    dir: &Path,
+    scorer: &FidScorer<B>,
+    observer: &dyn Observer,
+) -> Result<Report> {
+    let mut report = report::read(dir)?;
+    let cfg = &mut report.config;
+    if cfg.fid.enabled {
+        return Err(PipelineError::Config(format!("the run in {} asked for FID already", dir.display())));
+    }
+    cfg.fid.enabled = true;
+    if !cfg.fid.scores_last_round_only(cfg.rounds) {
+        return Err(PipelineError::Config(format!(
+            "the run in {} has fid.every = {}, which scores rounds before the last, and only the last round's \
+             model is saved: run it again with FID on",
+            dir.display(),
+            cfg.fid.every
+        )));
+    }
+    let seed = cfg.seed;
+    for run in std::iter::once(&mut report.main).chain(report.baselines.values_mut()) {
+        let path = dir.join(checkpoint_file(run.strategy));
+        let (vae_cfg, weights) = vae::load_checkpoint(&path).map_err(|e| {
+            PipelineError::from(e).within(format!("{}'s saved global model (needed to add FID)", run.strategy.as_str()))
+        })?;
+        let mut global = Vae::from_weights(backend, &vae_cfg, &weights, 0)?;
+        let last = run.rounds.last_mut().ok_or_else(|| {
+            PipelineError::Config(format!(
+                "the run in {} recorded no round of {}",
+                dir.display(),
+                run.strategy.as_str()
+            ))
+        })?;
+        observer.note(&format!(
+            "FID of {}'s global model after round {}, from {}",
+            run.strategy.as_str(),
+            last.round,
+            path.display()
+        ));
+        let fid = scorer.score(global.decoder(), fid_seed(seed, last.round), observer)?;
+        last.fid = Some(fid);
+        run.final_metrics.fid = Some(fid);
+    }
+    report.fid_note = None;
+    report::write(dir, &report)?;
+    metrics_log::rewrite(dir, &report)?;
+    Ok(report)
+}
