@@ -48,9 +48,10 @@ enum Command {
     /// The FID Inception weights: fetch pytorch-fid's release and convert it.
     #[command(subcommand)]
     Models(models::ModelsCommand),
-    /// FID between two image sets (IDX files or PNG folders), or `fid weights verify`.
+    /// FID between two image sets (IDX files or PNG folders), of a finished run (`--run`), or
+    /// `fid weights verify`.
     #[command(
-        after_help = "Examples:\n  align-fl fid --real data/real-pngs --fake runs/latest/samples --json\n  align-fl fid weights verify"
+        after_help = "Examples:\n  align-fl fid --real data/real-pngs --fake runs/latest/samples --json\n  align-fl fid --run runs/latest                # add FID to a run made with --no-fid\n  align-fl fid weights verify"
     )]
     Fid(FidArgs),
     /// The paper's comparison table, privacy–utility curves and figures, over several seeds.
@@ -270,6 +271,15 @@ fn reproduce_command(a: ReproduceArgs) -> Result<()> {
 struct FidArgs {
     #[command(subcommand)]
     action: Option<FidAction>,
+    /// A finished run's folder (`align-fl run --no-fid`): score the FID of the global models it
+    /// saved, with the samples and the Inception batch the run would have used, and add it to its
+    /// report.
+    #[arg(long, conflicts_with_all = ["real", "fake", "save_stats", "batch"])]
+    run: Option<PathBuf>,
+    /// With --run: the data folder of the run's evaluation images (default: the one its report
+    /// names).
+    #[arg(long, requires = "run")]
+    data_dir: Option<PathBuf>,
     /// Real images: an IDX image file (.gz or raw) or a folder of PNGs.
     #[arg(long)]
     real: Option<PathBuf>,
@@ -324,8 +334,21 @@ impl OnBackend for FidArgs {
             println!("ok  {} (sha256 {}, 94 convolutions)", path.display(), metrics::INCEPTION_SHA256);
             return Ok(());
         }
+        if let Some(dir) = &self.run {
+            let terminal = Terminal::default();
+            let weights = self.inception_weights.as_deref();
+            let report = pipeline::add_fid_to_finished_run(backend, dir, self.data_dir.as_deref(), weights, &terminal)?;
+            for run in std::iter::once(&report.main).chain(report.baselines.values()) {
+                let fid = run.final_metrics.fid.expect("scored");
+                println!("{}: FID {fid:.2}, added to {}", run.strategy.as_str(), dir.join("report.json").display());
+            }
+            return Ok(());
+        }
         let (Some(real), Some(fake)) = (&self.real, &self.fake) else {
-            bail!("align-fl fid needs --real A and --fake B (IDX image files or folders of PNGs)");
+            bail!(
+                "align-fl fid needs --real A and --fake B (IDX image files or folders of PNGs), or --run DIR (a finished \
+                 run's folder)"
+            );
         };
         if self.batch == 0 {
             bail!("--batch 0: give at least 1 image per batch");

@@ -44,4 +44,4 @@ pub use out_dir::{write_file, OutDir};
 pub use overrides::Overrides;
 pub use report::Report;
 pub use resources::{available_memory, MemoryEstimate};
-pub use saved_fid::add_fid_to_run;
+pub use saved_fid::{add_fid_to_finished_run, add_fid_to_run};

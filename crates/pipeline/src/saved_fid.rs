@@ -3,13 +3,14 @@
 //! them through the same Inception, so it is the number that run would have printed, without
 //! training again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use metrics::FidScorer;
 use tensor_kernels::{ImageOps, TrainingOps};
 use vae::Vae;
 
-use crate::experiment::{checkpoint_file, fid_seed};
+use crate::config::ExperimentConfig;
+use crate::experiment::{checkpoint_file, fid_seed, load_partition, Fid};
 use crate::observer::Observer;
 use crate::report::{self, Report};
 use crate::{metrics_log, PipelineError, Result};
@@ -27,20 +28,9 @@ pub fn add_fid_to_run<B: TrainingOps + ImageOps>(
     observer: &dyn Observer,
 ) -> Result<Report> {
     let mut report = report::read(dir)?;
-    let cfg = &mut report.config;
-    if cfg.fid.enabled {
-        return Err(PipelineError::Config(format!("the run in {} asked for FID already", dir.display())));
-    }
-    cfg.fid.enabled = true;
-    if !cfg.fid.scores_last_round_only(cfg.rounds) {
-        return Err(PipelineError::Config(format!(
-            "the run in {} has fid.every = {}, which scores rounds before the last, and only the last round's \
-             model is saved: run it again with FID on",
-            dir.display(),
-            cfg.fid.every
-        )));
-    }
-    let seed = cfg.seed;
+    check_fid_can_be_added(&report.config, dir)?;
+    report.config.fid.enabled = true;
+    let seed = report.config.seed;
     for run in std::iter::once(&mut report.main).chain(report.baselines.values_mut()) {
         let path = dir.join(checkpoint_file(run.strategy));
         let (vae_cfg, weights) = vae::load_checkpoint(&path).map_err(|e| {
@@ -68,4 +58,45 @@ pub fn add_fid_to_run<B: TrainingOps + ImageOps>(
     report::write(dir, &report)?;
     metrics_log::rewrite(dir, &report)?;
     Ok(report)
+}
+
+/// [`add_fid_to_run`] for a run's folder alone (`align-fl fid --run DIR`): loads the run's
+/// evaluation images from `data_dir` (default: the data folder its report names) and the
+/// Inception weights at `weights` (default: $ALIGN_FL_MODELS, then ./models), then scores.
+pub fn add_fid_to_finished_run<B: TrainingOps + ImageOps>(
+    backend: &B,
+    dir: &Path,
+    data_dir: Option<&Path>,
+    weights: Option<&Path>,
+    observer: &dyn Observer,
+) -> Result<Report> {
+    let report = report::read(dir)?;
+    check_fid_can_be_added(&report.config, dir)?;
+    let mut cfg = report.config;
+    cfg.fid.enabled = true;
+    cfg.fid.weights = weights.map(Path::to_path_buf);
+    let data_dir = data_dir.map_or_else(|| PathBuf::from(&report.data_dir), Path::to_path_buf);
+    let partition = load_partition(&cfg, &data_dir)
+        .map_err(|e| e.within(format!("the evaluation images of the run in {} (--data-dir)", dir.display())))?;
+    let fid = Fid::prepare(backend, &cfg, &partition, observer)?;
+    let scorer =
+        fid.scorer().ok_or_else(|| PipelineError::Config(fid.skipped_because().unwrap_or_default().to_string()))?;
+    add_fid_to_run(backend, dir, scorer, observer)
+}
+
+/// Whether the run in `dir` with config `cfg` can have FID added: it ran without FID, and with FID
+/// it would have scored its last round alone (the earlier rounds' models are not kept).
+fn check_fid_can_be_added(cfg: &ExperimentConfig, dir: &Path) -> Result<()> {
+    if cfg.fid.enabled {
+        return Err(PipelineError::Config(format!("the run in {} asked for FID already", dir.display())));
+    }
+    if !cfg.fid.scores_last_round_only(cfg.rounds) {
+        return Err(PipelineError::Config(format!(
+            "the run in {} has fid.every = {}, which scores rounds before the last, and only the last round's model \
+             is saved: run it again with FID on",
+            dir.display(),
+            cfg.fid.every
+        )));
+    }
+    Ok(())
 }

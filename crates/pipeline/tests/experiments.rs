@@ -386,3 +386,29 @@ fn metrics_jsonl_holds_each_round_before_the_run_moves_on() {
     assert_eq!(seen, expected);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `align-fl fid --run`: a run made without FID gets, from its saved global model, the FID a run
+/// with FID on prints, bit for bit.
+#[test]
+fn fid_added_to_a_finished_run_is_the_fid_the_run_would_have_scored() {
+    let Some(models) = models() else { return };
+    let out = temp_dir("add-fid");
+    let mut cfg = tiny();
+    cfg.partition.eval_parts = 10;
+    cfg.fid = pipeline::config::FidConfig { enabled: false, samples: 24, every: 0, batch: 8, weights: None };
+    let (late, direct) = (out.join("late"), out.join("direct"));
+    run(&cfg, &late).unwrap();
+    let report =
+        pipeline::add_fid_to_finished_run(&tensor_kernels::Cpu::new(), &late, None, Some(&models), &pipeline::Quiet)
+            .unwrap();
+    cfg.fid.enabled = true;
+    cfg.fid.weights = Some(models);
+    let scored = run(&cfg, &direct).unwrap();
+    let fid = report.main.final_metrics.fid.expect("FID added");
+    assert_eq!(scored.main.final_metrics.fid, Some(fid));
+    assert_eq!(report_json(&late)["final"], report_json(&direct)["final"]);
+    let e = pipeline::add_fid_to_finished_run(&tensor_kernels::Cpu::new(), &late, None, None, &pipeline::Quiet)
+        .unwrap_err();
+    assert!(e.to_string().contains("asked for FID already"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
