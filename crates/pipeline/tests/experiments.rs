@@ -258,11 +258,9 @@ fn a_run_without_weights_skips_fid_and_says_why() {
 fn run_reports_fid_of_the_global_decoder() {
     let Some(models) = models() else { return };
     let out = temp_dir("run-fid");
-    let mut cfg = tiny();
-    // A 100-image evaluation set keeps Inception's share small.
-    cfg.partition.eval_parts = 10;
+    let mut cfg = tiny_with_fid(models);
     cfg.rounds = 2;
-    cfg.fid = pipeline::config::FidConfig { enabled: true, samples: 24, every: 1, batch: 8, weights: Some(models) };
+    cfg.fid.every = 1;
     let report = run(&cfg, &out).unwrap();
     let fid = report.main.final_metrics.fid.expect("final FID computed");
     assert!(fid.is_finite() && fid > 0.0, "FID {fid}");
@@ -393,17 +391,14 @@ fn metrics_jsonl_holds_each_round_before_the_run_moves_on() {
 fn fid_added_to_a_finished_run_is_the_fid_the_run_would_have_scored() {
     let Some(models) = models() else { return };
     let out = temp_dir("add-fid");
-    let mut cfg = tiny();
-    cfg.partition.eval_parts = 10;
-    cfg.fid = pipeline::config::FidConfig { enabled: false, samples: 24, every: 0, batch: 8, weights: None };
+    let mut cfg = tiny_with_fid(models.clone());
     let (late, direct) = (out.join("late"), out.join("direct"));
+    let scored = run(&cfg, &direct).unwrap();
+    cfg.fid.enabled = false;
     run(&cfg, &late).unwrap();
     let report =
         pipeline::add_fid_to_finished_run(&tensor_kernels::Cpu::new(), &late, None, Some(&models), &pipeline::Quiet)
             .unwrap();
-    cfg.fid.enabled = true;
-    cfg.fid.weights = Some(models);
-    let scored = run(&cfg, &direct).unwrap();
     let fid = report.main.final_metrics.fid.expect("FID added");
     assert_eq!(scored.main.final_metrics.fid, Some(fid));
     assert_eq!(report_json(&late)["final"], report_json(&direct)["final"]);

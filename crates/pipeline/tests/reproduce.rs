@@ -189,11 +189,9 @@ fn a_planned_reproduction_runs_cell_by_cell_and_collects_the_same_table() {
 fn fid_is_added_to_a_cell_finished_without_it_as_a_run_with_fid_scores_it() {
     let Some(models) = models() else { return };
     let dir = temp_dir("reproduce-add-fid");
-    let mut cfg = tiny();
-    // A 100-image evaluation set and 24 samples keep Inception's share small.
-    cfg.partition.eval_parts = 10;
-    cfg.fid.samples = 24;
-    cfg.fid.enabled = true; // --no-fid turns it off
+    // `--no-fid` turns FID off; the reproduction passes the weights.
+    let mut cfg = tiny_with_fid(models.clone());
+    cfg.fid.weights = None;
     let config = dir.join("tiny.toml");
     std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
     let settings = |out: &std::path::Path, fid: bool| Settings {

@@ -38,6 +38,14 @@ pub fn tiny() -> ExperimentConfig {
     cfg
 }
 
+/// [`tiny`] with FID on the final round, kept cheap: a 100-image evaluation set and 24 samples.
+pub fn tiny_with_fid(weights: PathBuf) -> ExperimentConfig {
+    let mut cfg = tiny();
+    cfg.partition.eval_parts = 10;
+    cfg.fid = pipeline::config::FidConfig { enabled: true, samples: 24, every: 0, batch: 8, weights: Some(weights) };
+    cfg
+}
+
 /// Runs `cfg` on `backend` into `out` on the config's data.
 pub fn run_on<B: TrainingOps + ImageOps>(backend: &B, cfg: &ExperimentConfig, out: &Path) -> pipeline::Result<Report> {
     pipeline::run_experiment(backend, cfg, &cfg.data_dir(None), out, &Quiet)
