@@ -8,10 +8,10 @@
 //! device time is counted.
 
 use align_fl_benches::{paper_config, paper_model, uniform};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use privacy::{AdaptiveClipping, ClippingRule, DpSgd, DpSgdSettings, NoiseSource, Sampling};
 use std::time::Instant;
-use tensor_kernels::{Backend, Cpu, GemmShape, LinearShape, TrainingOps, Transpose};
+use tensor_kernels::{on_pool_thread, Backend, Cpu, GemmShape, LinearShape, TrainingOps, Transpose};
 use vae::TrainOptions;
 
 /// A plain training step (λ_lip = 0) and the same step with LCD's penalty (λ_lip = 0.1).
@@ -21,8 +21,8 @@ fn train_steps<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
         let (mut model, mut adam) = paper_model(backend);
         let batch = uniform(128, paper_config().input, 1);
         let options = TrainOptions { lipschitz_penalty, ..TrainOptions::default() };
-        c.bench_function(&name, |b| {
-            b.iter(|| model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"))
+        synced(c, &name, backend, || {
+            black_box(model.train_step(&batch, &options, &mut adam, None, None).expect("finite loss"));
         });
     }
 }
@@ -44,15 +44,17 @@ fn dp_sgd_step<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
         scope: vae::GradientScope::WholeModel,
     };
     let mut dp = DpSgd::new(settings, 128, 128, 0).expect("valid settings");
-    c.bench_function(&format!("dp_sgd_step/{tag}"), |b| {
-        b.iter(|| dp.train_epoch(&mut model, &data, &options, &mut adam, None).expect("finite loss"))
+    synced(c, &format!("dp_sgd_step/{tag}"), backend, || {
+        black_box(dp.train_epoch(&mut model, &data, &options, &mut adam, None).expect("finite loss"));
     });
 }
 
 fn decode<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
     let (mut model, _) = paper_model(backend);
     let z = uniform(5000, paper_config().latent, 2);
-    c.bench_function(&format!("decode/{tag}"), |b| b.iter(|| model.decoder().decode(&z)));
+    synced(c, &format!("decode/{tag}"), backend, || {
+        black_box(model.decoder().decode(&z));
+    });
 }
 
 /// An n³ sgemm.
@@ -87,17 +89,20 @@ fn clip_step<B: TrainingOps>(c: &mut Criterion, backend: &B, tag: &str) {
     });
 }
 
-/// Times `step` with `backend` synchronised before each reading of the clock.
-fn synced<B: Backend>(c: &mut Criterion, name: &str, backend: &B, mut step: impl FnMut()) {
+/// Times `step` with `backend` synchronised before each reading of the clock. The steps run on a
+/// thread of rayon's pool, as the command line runs its jobs ([`tensor_kernels::on_pool_thread`]).
+fn synced<B: Backend>(c: &mut Criterion, name: &str, backend: &B, mut step: impl FnMut() + Send) {
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            backend.sync();
-            let start = Instant::now();
-            for _ in 0..iters {
-                step();
-            }
-            backend.sync();
-            start.elapsed()
+            on_pool_thread(|| {
+                backend.sync();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    step();
+                }
+                backend.sync();
+                start.elapsed()
+            })
         })
     });
 }

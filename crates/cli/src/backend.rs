@@ -17,9 +17,9 @@ pub enum BackendName {
 }
 
 /// Work that can run on any backend.
-pub trait OnBackend {
+pub trait OnBackend: Send {
     /// What the work returns.
-    type Output;
+    type Output: Send;
     /// Runs the work on `backend`.
     fn run<B: TrainingOps + ImageOps>(self, backend: &B) -> Result<Self::Output>;
 }
@@ -30,8 +30,13 @@ fn kernels() -> Result<tensor_kernels::cube::Kernels> {
     tensor_kernels::cube::Kernels::from_env().map_err(anyhow::Error::msg)
 }
 
-/// Runs `job` on the backend `name`.
+/// Runs `job` on the backend `name`, on a thread of rayon's pool
+/// ([`tensor_kernels::on_pool_thread`]: the CPU kernels' parallel loops then start inside the pool).
 pub fn dispatch<J: OnBackend>(name: BackendName, job: J) -> Result<J::Output> {
+    tensor_kernels::on_pool_thread(move || on_backend(name, job))
+}
+
+fn on_backend<J: OnBackend>(name: BackendName, job: J) -> Result<J::Output> {
     match name {
         BackendName::Cpu => job.run(&tensor_kernels::Cpu::new()),
         #[cfg(feature = "wgpu")]

@@ -7,6 +7,10 @@
 //! * [`deploy`]: the same run across machines, one round per process with state on disk.
 //! * [`models`]: the FID Inception weights, fetched from pytorch-fid's release and converted.
 //!
+//! On the CPU backend, call these from a thread of rayon's pool
+//! ([`tensor_kernels::on_pool_thread`], as the command line does): from outside it, every
+//! parallel loop of the kernels is handed over to the pool and back.
+//!
 //! Progress goes to an [`Observer`] ([`Quiet`] shows nothing); every failure is a
 //! [`PipelineError`] that names the setting, file or experiment at fault.
 //!

@@ -27,7 +27,7 @@ mod image;
 mod testing;
 
 pub use cpu::noise::standard_normal_at;
-pub use cpu::{vector_instructions, Cpu};
+pub use cpu::{on_pool_thread, vector_instructions, Cpu};
 pub use image::{ChannelSlot, Conv2d, ImageShape, Pool2d, PoolKind};
 
 /// Whether a GEMM operand is used as stored or transposed. Operands are row-major.

@@ -6,6 +6,12 @@ use rayon::prelude::*;
 use super::{elementwise, gemm, Cpu, CHUNK, PARALLEL_MIN};
 use crate::{check_len, GemmShape, LatentShape, LinearShape, TrainingOps, Transpose};
 
+thread_local! {
+    /// The clip-scaled deltas of [`TrainingOps::clipped_linear_grads`], kept between calls: a
+    /// fresh vector per layer and step cost DP-SGD an allocation and its page faults each time.
+    static SCALED_DELTAS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Σ v², with eight independent partial sums so the loop vectorises (a single running f32 sum
 /// cannot be reordered by the compiler).
 fn squared_norm(row: &[f32]) -> f32 {
@@ -107,12 +113,17 @@ impl TrainingOps for Cpu {
         grad_bias: &mut Vec<f32>,
     ) {
         let LinearShape { rows, in_dim, out_dim } = shape;
-        let mut scaled = delta[..rows * out_dim].to_vec();
+        // Taken out of the thread's slot and put back after: a nested call (work stolen inside
+        // the GEMM) finds the slot empty and allocates its own.
+        let mut scaled = SCALED_DELTAS.take();
+        scaled.clear();
+        scaled.extend_from_slice(&delta[..rows * out_dim]);
         for (row, f) in scaled.chunks_mut(out_dim.max(1)).zip(&factors[..rows]) {
             row.iter_mut().for_each(|v| *v *= f);
         }
         let product = GemmShape::new(out_dim, in_dim, rows).transposed(Transpose::Yes, Transpose::No);
         gemm::gemm(product, &scaled, act, grad_weight, 1.0, 0.0);
         elementwise::column_sums(&scaled, rows, out_dim, grad_bias, 1.0, 0.0);
+        SCALED_DELTAS.set(scaled);
     }
 }
