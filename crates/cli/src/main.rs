@@ -271,7 +271,8 @@ fn reproduce_command(a: ReproduceArgs) -> Result<()> {
 struct FidArgs {
     #[command(subcommand)]
     action: Option<FidAction>,
-    /// A finished run's folder (`align-fl run --no-fid`): score the FID of the global models it
+    /// A finished run's folder without FID (`align-fl run --no-fid`, or run before the Inception
+    /// weights were in place): score the FID of the global models it
     /// saved, with the samples and the Inception batch the run would have used, and add it to its
     /// report.
     #[arg(long, conflicts_with_all = ["real", "fake", "save_stats", "batch"])]

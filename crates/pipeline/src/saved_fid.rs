@@ -1,4 +1,5 @@
-//! FID for a run that finished without it (`--no-fid`), from the global models it saved. The
+//! FID for a run that finished without it (`--no-fid`, or no Inception weights at the time), from
+//! the global models it saved. The
 //! score decodes the latents a run with FID draws after its last round (the same seed) and passes
 //! them through the same Inception, so it is the number that run would have printed, without
 //! training again.
@@ -9,7 +10,6 @@ use metrics::FidScorer;
 use tensor_kernels::{ImageOps, TrainingOps};
 use vae::Vae;
 
-use crate::config::ExperimentConfig;
 use crate::experiment::{checkpoint_file, fid_seed, load_partition, Fid};
 use crate::observer::Observer;
 use crate::report::{self, Report};
@@ -28,7 +28,7 @@ pub fn add_fid_to_run<B: TrainingOps + ImageOps>(
     observer: &dyn Observer,
 ) -> Result<Report> {
     let mut report = report::read(dir)?;
-    check_fid_can_be_added(&report.config, dir)?;
+    check_fid_can_be_added(&report, dir)?;
     report.config.fid.enabled = true;
     let seed = report.config.seed;
     for run in std::iter::once(&mut report.main).chain(report.baselines.values_mut()) {
@@ -71,7 +71,7 @@ pub fn add_fid_to_finished_run<B: TrainingOps + ImageOps>(
     observer: &dyn Observer,
 ) -> Result<Report> {
     let report = report::read(dir)?;
-    check_fid_can_be_added(&report.config, dir)?;
+    check_fid_can_be_added(&report, dir)?;
     let mut cfg = report.config;
     cfg.fid.enabled = true;
     cfg.fid.weights = weights.map(Path::to_path_buf);
@@ -84,11 +84,13 @@ pub fn add_fid_to_finished_run<B: TrainingOps + ImageOps>(
     add_fid_to_run(backend, dir, scorer, observer)
 }
 
-/// Whether the run in `dir` with config `cfg` can have FID added: it ran without FID, and with FID
-/// it would have scored its last round alone (the earlier rounds' models are not kept).
-fn check_fid_can_be_added(cfg: &ExperimentConfig, dir: &Path) -> Result<()> {
-    if cfg.fid.enabled {
-        return Err(PipelineError::Config(format!("the run in {} asked for FID already", dir.display())));
+/// Whether the run in `dir` can have FID added: it has none (FID off, or the Inception weights
+/// missing), and with FID it would have scored its last round alone (the earlier rounds' models
+/// are not kept).
+fn check_fid_can_be_added(report: &Report, dir: &Path) -> Result<()> {
+    let cfg = &report.config;
+    if report.main.final_metrics.fid.is_some() {
+        return Err(PipelineError::Config(format!("the run in {} has its FID already", dir.display())));
     }
     if !cfg.fid.scores_last_round_only(cfg.rounds) {
         return Err(PipelineError::Config(format!(

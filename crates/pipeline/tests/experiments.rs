@@ -5,8 +5,9 @@ mod common;
 
 use common::*;
 use federation::PriorKind;
+use pipeline::config::FidConfig;
 use pipeline::report::PrivacyReport;
-use pipeline::{ExperimentConfig, Mechanism, PipelineError};
+use pipeline::{ExperimentConfig, Mechanism, PipelineError, Quiet};
 use privacy::{ClippingRule, NoiseSource, Sampling};
 use vae::PenaltyTarget;
 
@@ -385,25 +386,28 @@ fn metrics_jsonl_holds_each_round_before_the_run_moves_on() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
-/// `align-fl fid --run`: a run made without FID gets, from its saved global model, the FID a run
-/// with FID on prints, bit for bit.
+/// `align-fl fid --run`: a run made with FID off, or on without the Inception weights, gets from
+/// its saved global model the FID a run with FID on prints, bit for bit.
 #[test]
 fn fid_added_to_a_finished_run_is_the_fid_the_run_would_have_scored() {
     let Some(models) = models() else { return };
     let out = temp_dir("add-fid");
-    let mut cfg = tiny_with_fid(models.clone());
-    let (late, direct) = (out.join("late"), out.join("direct"));
-    let scored = run(&cfg, &direct).unwrap();
-    cfg.fid.enabled = false;
-    run(&cfg, &late).unwrap();
-    let report =
-        pipeline::add_fid_to_finished_run(&tensor_kernels::Cpu::new(), &late, None, Some(&models), &pipeline::Quiet)
-            .unwrap();
-    let fid = report.main.final_metrics.fid.expect("FID added");
-    assert_eq!(scored.main.final_metrics.fid, Some(fid));
-    assert_eq!(report_json(&late)["final"], report_json(&direct)["final"]);
-    let e = pipeline::add_fid_to_finished_run(&tensor_kernels::Cpu::new(), &late, None, None, &pipeline::Quiet)
-        .unwrap_err();
-    assert!(e.to_string().contains("asked for FID already"), "{e}");
+    let cpu = tensor_kernels::Cpu::new();
+    let cfg = tiny_with_fid(models.clone());
+    let scored = run(&cfg, &out.join("direct")).unwrap();
+    let fid_off = ExperimentConfig { fid: FidConfig { enabled: false, ..cfg.fid.clone() }, ..cfg.clone() };
+    let no_weights =
+        ExperimentConfig { fid: FidConfig { weights: Some(out.join("absent")), ..cfg.fid.clone() }, ..cfg };
+    for (name, late_cfg) in [("off", fid_off), ("no-weights", no_weights)] {
+        let late = out.join(name);
+        assert!(run(&late_cfg, &late).unwrap().main.final_metrics.fid.is_none());
+        let report = pipeline::add_fid_to_finished_run(&cpu, &late, None, Some(&models), &Quiet).unwrap();
+        assert_eq!(report.main.final_metrics.fid, scored.main.final_metrics.fid, "{name}");
+        assert!(scored.main.final_metrics.fid.is_some());
+        assert_eq!(report_json(&late)["final"], report_json(&out.join("direct"))["final"], "{name}");
+        assert!(report_json(&late)["fid_note"].is_null());
+        let e = pipeline::add_fid_to_finished_run(&cpu, &late, None, Some(&models), &Quiet).unwrap_err();
+        assert!(e.to_string().contains("has its FID already"), "{e}");
+    }
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -31,15 +31,18 @@ impl Cell {
         (result.config == self.cfg).then_some(result)
     }
 
-    /// Whether `out` holds this cell finished with FID off where it asks for FID (scored after
-    /// the last round alone): then FID is added from the saved model instead of training again.
+    /// Whether `out` holds this cell finished without an FID where it asks for one (scored after
+    /// the last round alone): run with FID off, or on without the Inception weights. Then FID is
+    /// added from the saved model instead of training again.
     pub fn finished_without_fid(&self, out: &Path) -> bool {
         let Ok(text) = std::fs::read_to_string(self.dir(out).join("cell.json")) else { return false };
         let Ok(mut result) = serde_json::from_str::<CellResult>(&text) else { return false };
         let wants = &self.cfg.fid;
-        let had_off = !result.config.fid.enabled;
         result.config.fid.enabled = true;
-        wants.enabled && had_off && wants.scores_last_round_only(self.cfg.rounds) && result.config == self.cfg
+        wants.enabled
+            && result.fid.is_none()
+            && wants.scores_last_round_only(self.cfg.rounds)
+            && result.config == self.cfg
     }
 }
 

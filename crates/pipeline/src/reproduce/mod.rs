@@ -274,13 +274,15 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
         run_cells(backend, s, &base, &data_dir, &[cell], cells.len() - 1, observer, &mut results, &mut failures)?;
         return if failures.is_empty() { Ok(()) } else { Err(PipelineError::ExperimentsFailed(failures)) };
     }
+    // A cell finished without the Inception weights is finished, unless they are here now.
+    let fid_available = metrics::locate_inception_weights(s.inception_weights.as_deref()).is_ok();
     let mut pending: Vec<&Cell> = Vec::new();
     for c in &cells {
         match c.cached(&s.out) {
-            Some(r) => {
+            Some(r) if !(fid_available && c.finished_without_fid(&s.out)) => {
                 results.insert((c.key.clone(), c.seed), r);
             }
-            None => pending.push(c),
+            _ => pending.push(c),
         }
     }
     match &s.action {
