@@ -44,13 +44,13 @@ pub fn add_fid_to_run<B: TrainingOps + ImageOps>(
                 run.strategy.as_str()
             ))
         })?;
+        let fid = scorer.score(global.decoder(), fid_seed(seed, last.round), observer)?;
         observer.note(&format!(
-            "FID of {}'s global model after round {}, from {}",
+            "{}: FID {fid:.2} of the global model after round {}, from {}",
             run.strategy.as_str(),
             last.round,
             path.display()
         ));
-        let fid = scorer.score(global.decoder(), fid_seed(seed, last.round), observer)?;
         last.fid = Some(fid);
         run.final_metrics.fid = Some(fid);
     }
