@@ -375,7 +375,7 @@ mod tests {
             // Coarse values, so that exact ties between centres occur.
             let x: Vec<f64> = (0..n * d).map(|_| f64::from(rng.gen_range(-3i32..4)) * 0.5).collect();
             let mut centres: Vec<f64> = (0..7 * d).map(|_| f64::from(rng.gen_range(-3i32..4)) * 0.5).collect();
-            centres.extend_from_slice(&centres[..d].to_vec()); // a duplicate centre: always a tie
+            centres.extend_from_within(..d); // a duplicate centre: always a tie
             let columns: Vec<f64> = (0..d).flat_map(|j| x.iter().skip(j).step_by(d).copied()).collect();
             let (mut best, mut dist) = (vec![0; n], vec![0.0; n]);
             assign_nearest(&columns, n, &centres, &mut best, &mut dist);
