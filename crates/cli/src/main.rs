@@ -272,9 +272,8 @@ struct FidArgs {
     #[command(subcommand)]
     action: Option<FidAction>,
     /// A finished run's folder without FID (`align-fl run --no-fid`, or run before the Inception
-    /// weights were in place): score the FID of the global models it
-    /// saved, with the samples and the Inception batch the run would have used, and add it to its
-    /// report.
+    /// weights were in place): score the FID of the global models it saved, with the samples and
+    /// the Inception batch the run would have used, and add it to its report.
     #[arg(long, conflicts_with_all = ["real", "fake", "save_stats", "batch"])]
     run: Option<PathBuf>,
     /// With --run: the data folder of the run's evaluation images (default: the one its report

@@ -1,8 +1,7 @@
 //! FID for a run that finished without it (`--no-fid`, or no Inception weights at the time), from
-//! the global models it saved. The
-//! score decodes the latents a run with FID draws after its last round (the same seed) and passes
-//! them through the same Inception, so it is the number that run would have printed, without
-//! training again.
+//! the global models it saved. The score decodes the latents a run with FID draws after its last
+//! round (the same seed) and passes them through the same Inception, so it is the number that run
+//! would have printed, without training again.
 
 use std::path::{Path, PathBuf};
 
@@ -27,8 +26,19 @@ pub fn add_fid_to_run<B: TrainingOps + ImageOps>(
     scorer: &FidScorer<B>,
     observer: &dyn Observer,
 ) -> Result<Report> {
-    let mut report = report::read(dir)?;
+    let report = report::read(dir)?;
     check_fid_can_be_added(&report, dir)?;
+    score_saved_models(backend, dir, report, scorer, observer)
+}
+
+/// [`add_fid_to_run`] on the run's report, read and checked.
+fn score_saved_models<B: TrainingOps + ImageOps>(
+    backend: &B,
+    dir: &Path,
+    mut report: Report,
+    scorer: &FidScorer<B>,
+    observer: &dyn Observer,
+) -> Result<Report> {
     report.config.fid.enabled = true;
     let seed = report.config.seed;
     for run in std::iter::once(&mut report.main).chain(report.baselines.values_mut()) {
@@ -72,7 +82,7 @@ pub fn add_fid_to_finished_run<B: TrainingOps + ImageOps>(
 ) -> Result<Report> {
     let report = report::read(dir)?;
     check_fid_can_be_added(&report, dir)?;
-    let mut cfg = report.config;
+    let mut cfg = report.config.clone();
     cfg.fid.enabled = true;
     cfg.fid.weights = weights.map(Path::to_path_buf);
     let data_dir = data_dir.map_or_else(|| PathBuf::from(&report.data_dir), Path::to_path_buf);
@@ -81,7 +91,7 @@ pub fn add_fid_to_finished_run<B: TrainingOps + ImageOps>(
     let fid = Fid::prepare(backend, &cfg, &partition, observer)?;
     let scorer =
         fid.scorer().ok_or_else(|| PipelineError::Config(fid.skipped_because().unwrap_or_default().to_string()))?;
-    add_fid_to_run(backend, dir, scorer, observer)
+    score_saved_models(backend, dir, report, scorer, observer)
 }
 
 /// Whether the run in `dir` can have FID added: it has none (FID off, or the Inception weights

@@ -24,26 +24,37 @@ impl Cell {
         out.join("cells").join(&self.key).join(format!("seed-{}", self.seed))
     }
 
-    /// The finished result in `out` of a cell with exactly this configuration, if one is there.
-    pub fn cached(&self, out: &Path) -> Option<CellResult> {
-        let text = std::fs::read_to_string(self.dir(out).join("cell.json")).ok()?;
-        let result: CellResult = serde_json::from_str(&text).ok()?;
-        (result.config == self.cfg).then_some(result)
-    }
-
-    /// Whether `out` holds this cell finished without an FID where it asks for one (scored after
-    /// the last round alone): run with FID off, or on without the Inception weights. Then FID is
-    /// added from the saved model instead of training again.
-    pub fn finished_without_fid(&self, out: &Path) -> bool {
-        let Ok(text) = std::fs::read_to_string(self.dir(out).join("cell.json")) else { return false };
-        let Ok(mut result) = serde_json::from_str::<CellResult>(&text) else { return false };
+    /// What `out` holds of this cell, from one read of its `cell.json`. With `fid_available` (the
+    /// Inception weights are here), a cell that asks for FID (after its last round alone) and
+    /// finished without one, run with FID off or on without the weights, is
+    /// [`Found::WithoutFid`]: its FID is added from the saved model instead of training again.
+    pub fn find(&self, out: &Path, fid_available: bool) -> Found {
+        let Ok(text) = std::fs::read_to_string(self.dir(out).join("cell.json")) else { return Found::Nothing };
+        let Ok(result) = serde_json::from_str::<CellResult>(&text) else { return Found::Nothing };
         let wants = &self.cfg.fid;
-        result.config.fid.enabled = true;
-        wants.enabled
-            && result.fid.is_none()
-            && wants.scores_last_round_only(self.cfg.rounds)
-            && result.config == self.cfg
+        let lacks_fid =
+            fid_available && wants.enabled && result.fid.is_none() && wants.scores_last_round_only(self.cfg.rounds);
+        let same_but_fid_off = {
+            let mut with_fid = result.config.clone();
+            with_fid.fid.enabled = true;
+            with_fid == self.cfg
+        };
+        match (result.config == self.cfg, lacks_fid && same_but_fid_off) {
+            (_, true) => Found::WithoutFid,
+            (true, false) => Found::Finished(Box::new(result)),
+            (false, false) => Found::Nothing,
+        }
     }
+}
+
+/// What an output folder holds of a cell.
+pub(crate) enum Found {
+    /// Finished with this configuration.
+    Finished(Box<CellResult>),
+    /// Finished without the FID it asks for, which can be added from its saved model.
+    WithoutFid,
+    /// Not finished, or with another configuration.
+    Nothing,
 }
 
 /// What the table needs from one finished cell (`cells/<key>/seed-<s>/cell.json`).
@@ -132,7 +143,8 @@ mod tests {
                 let seed: u64 = name.strip_prefix("seed-").unwrap().parse().unwrap();
                 let cell = cells.iter().find(|c| c.key == key && c.seed == seed);
                 let cell = cell.unwrap_or_else(|| panic!("{key}/{name} is not planned any more"));
-                assert!(cell.cached(&out).is_some(), "{key}/{name} does not load or has another configuration");
+                let finished = matches!(cell.find(&out, false), Found::Finished(_));
+                assert!(finished, "{key}/{name} does not load or has another configuration");
                 committed += 1;
             }
         }

@@ -6,9 +6,10 @@
 //! dimension, the server's epochs, and the round of a 20-round run) run for every seed.
 //! Every experiment is a *cell* with its own directory under `cells/`; a cell whose `cell.json`
 //! holds the same configuration is reused, so an interrupted reproduction resumes where it
-//! stopped; one that finished with `--no-fid` gets its FID from its saved global model when a
-//! later reproduction asks for FID, without training again. The partition and the FID statistics of the evaluation images are computed once per
-//! seed and shared by its cells.
+//! stopped; one that finished without FID (`--no-fid`, or no Inception weights) gets it from its
+//! saved global model when a later reproduction asks for FID with the weights present, without
+//! training again. The partition and the FID statistics of the evaluation images are computed
+//! once per seed and shared by its cells.
 //!
 //! On a cluster the cells run apart: [`Action::Plan`] writes one self-contained command per
 //! unfinished cell (`plan.txt`, for a Slurm array, Kubernetes indexed Jobs or GNU parallel), each
@@ -29,7 +30,7 @@ use data::DatasetKind;
 use tensor_kernels::{ImageOps, TrainingOps};
 
 pub use catalogue::{Curve, Experiment, PaperNumbers, Row, PAPER_ALIGN_FID, ROUNDS_CURVE};
-use cells::{Cell, CellResult};
+use cells::{Cell, CellResult, Found};
 use table::Lookup;
 
 use crate::config::ExperimentConfig;
@@ -259,6 +260,8 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
     create_dir(&s.out)?;
     let mut results: BTreeMap<(String, u64), CellResult> = BTreeMap::new();
     let mut failures = Vec::new();
+    // A cell finished without FID gets it added only where the Inception weights are here now.
+    let fid_available = metrics::locate_inception_weights(s.inception_weights.as_deref()).is_ok();
     if let Action::Cell { key, seed } = &s.action {
         let Some(cell) = cells.iter().find(|c| c.key == *key && c.seed == *seed) else {
             let known: Vec<String> = cells.iter().map(|c| format!("{}/{}", c.key, c.seed)).collect();
@@ -267,36 +270,38 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
                 known.join(", ")
             )));
         };
-        if cell.cached(&s.out).is_some() {
-            observer.note(&format!("reproduce: {key} seed {seed} has finished already in {}", s.out.display()));
-            return Ok(());
-        }
-        run_cells(backend, s, &base, &data_dir, &[cell], cells.len() - 1, observer, &mut results, &mut failures)?;
+        let fid_only = match cell.find(&s.out, fid_available) {
+            Found::Finished(_) => {
+                observer.note(&format!("reproduce: {key} seed {seed} has finished already in {}", s.out.display()));
+                return Ok(());
+            }
+            Found::WithoutFid => true,
+            Found::Nothing => false,
+        };
+        let pending = [Pending { cell, fid_only }];
+        run_cells(backend, s, &base, &data_dir, &pending, cells.len() - 1, observer, &mut results, &mut failures)?;
         return if failures.is_empty() { Ok(()) } else { Err(PipelineError::ExperimentsFailed(failures)) };
     }
-    // A cell finished without the Inception weights is finished, unless they are here now.
-    let fid_available = metrics::locate_inception_weights(s.inception_weights.as_deref()).is_ok();
-    let mut pending: Vec<&Cell> = Vec::new();
-    for c in &cells {
-        match c.cached(&s.out) {
-            Some(r) if !(fid_available && c.finished_without_fid(&s.out)) => {
-                results.insert((c.key.clone(), c.seed), r);
+    let mut pending: Vec<Pending> = Vec::new();
+    for cell in &cells {
+        match cell.find(&s.out, fid_available) {
+            Found::Finished(r) => {
+                results.insert((cell.key.clone(), cell.seed), *r);
             }
-            _ => pending.push(c),
+            Found::WithoutFid => pending.push(Pending { cell, fid_only: true }),
+            Found::Nothing => pending.push(Pending { cell, fid_only: false }),
         }
     }
     match &s.action {
         Action::Cell { .. } => unreachable!("run above"),
         Action::Plan => return write_plan(s, &cells, &pending, observer),
         Action::Collect => {
-            failures.extend(
-                pending
-                    .iter()
-                    .map(|c| format!("{} seed {}: not finished (`{}`)", c.key, c.seed, s.cell_command_line(c))),
-            );
+            failures.extend(pending.iter().map(|Pending { cell: c, .. }| {
+                format!("{} seed {}: not finished (`{}`)", c.key, c.seed, s.cell_command_line(c))
+            }));
         }
         Action::RunAll => {
-            let fid_only = pending.iter().filter(|c| c.finished_without_fid(&s.out)).count();
+            let fid_only = pending.iter().filter(|p| p.fid_only).count();
             observer.note(&format!(
                 "reproduce: {} experiments, {} already done in {}, {} to run{} on {} images from {}",
                 cells.len(),
@@ -328,6 +333,13 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
     }
 }
 
+/// A cell to run, or only to add its FID to.
+struct Pending<'a> {
+    cell: &'a Cell,
+    /// Finished without the FID it asks for: score its saved model instead of training again.
+    fid_only: bool,
+}
+
 /// Runs `pending` (grouped by seed: one partition and one set of evaluation-image FID statistics
 /// per seed), saving each finished cell and naming each failed one; `done` cells came before.
 #[allow(clippy::too_many_arguments)]
@@ -336,14 +348,14 @@ fn run_cells<B: TrainingOps + ImageOps>(
     s: &Settings,
     base: &ExperimentConfig,
     data_dir: &std::path::Path,
-    pending: &[&Cell],
+    pending: &[Pending],
     mut done: usize,
     observer: &dyn Observer,
     results: &mut BTreeMap<(String, u64), CellResult>,
     failures: &mut Vec<String>,
 ) -> Result<()> {
     let total = done + pending.len();
-    let mut seeds: Vec<u64> = pending.iter().map(|c| c.seed).collect();
+    let mut seeds: Vec<u64> = pending.iter().map(|p| p.cell.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
     for seed in seeds {
@@ -352,12 +364,12 @@ fn run_cells<B: TrainingOps + ImageOps>(
         seed_cfg.fid.weights.clone_from(&s.inception_weights);
         let partition = load_partition(&seed_cfg, data_dir)?;
         let fid = Fid::prepare(backend, &seed_cfg, &partition, observer)?;
-        for cell in pending.iter().filter(|c| c.seed == seed) {
+        for Pending { cell, fid_only } in pending.iter().filter(|p| p.cell.seed == seed) {
             done += 1;
             observer.note(&format!("\n[{done}/{total}] {} seed {seed}", cell.key));
             let dir = cell.dir(&s.out);
             let prepared = Prepared { data_dir, partition: &partition, fid: &fid };
-            let outcome = match fid.scorer().filter(|_| cell.finished_without_fid(&s.out)) {
+            let outcome = match fid.scorer().filter(|_| *fid_only) {
                 Some(scorer) => {
                     observer.note("finished without FID: adding it from the saved global model");
                     add_fid_to_run(backend, &dir, scorer, observer)
@@ -384,7 +396,7 @@ fn run_cells<B: TrainingOps + ImageOps>(
 
 /// Writes `plan.txt` into `s.out`: one command per unfinished cell, each self-contained (it
 /// plans again, finds its cell by key and seed, and writes only `cells/<key>/seed-<s>/`).
-fn write_plan(s: &Settings, cells: &[Cell], pending: &[&Cell], observer: &dyn Observer) -> Result<()> {
+fn write_plan(s: &Settings, cells: &[Cell], pending: &[Pending], observer: &dyn Observer) -> Result<()> {
     let mut text = format!(
         "# {} of {} experiments to run, one command per line (any order, any machine sharing {}).\n\
          # Then build the table: {} --collect {}\n",
@@ -394,7 +406,7 @@ fn write_plan(s: &Settings, cells: &[Cell], pending: &[&Cell], observer: &dyn Ob
         s.command_without_folder(),
         s.out.display()
     );
-    for cell in pending {
+    for Pending { cell, .. } in pending {
         text += &s.cell_command_line(cell);
         text.push('\n');
     }
