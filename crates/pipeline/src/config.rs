@@ -626,8 +626,14 @@ mod tests {
 
     #[test]
     fn shipped_configs_parse_and_validate() {
-        let names =
-            ["paper-mnist.toml", "quick.toml", "heterogeneous.toml", "best-no-privacy.toml", "best-dp-sgd.toml"];
+        let names = [
+            "paper-mnist.toml",
+            "quick.toml",
+            "heterogeneous.toml",
+            "best-no-privacy.toml",
+            "best-dp-sgd.toml",
+            "best-no-privacy-latent-8.toml",
+        ];
         for name in names {
             let cfg = ExperimentConfig::load(&repo_config(name)).unwrap();
             cfg.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -646,6 +652,9 @@ mod tests {
         let mut dp_row = ExperimentConfig { compare: vec![], ..paper.clone() };
         dp_row.privacy.mechanism = Mechanism::DpSgd;
         assert_eq!(dp, dp_row);
+        let wide = ExperimentConfig::load(&repo_config("best-no-privacy-latent-8.toml")).unwrap();
+        let model = ModelConfig { latent: 8, ..paper.model.clone() };
+        assert_eq!(wide, ExperimentConfig { compare: vec![], model, ..paper.clone() });
         // What a reproduction's rows list as their changes.
         let best = ExperimentConfig::load(&repo_config("best-no-privacy.toml")).unwrap();
         assert_eq!(
