@@ -197,7 +197,7 @@ struct ReproduceArgs {
     config: Option<PathBuf>,
     /// Only these experiments, comma-separated: align-fl, dp-rdp, dp-pld, dp-decoder, lcd, fedavg,
     /// fedprox, heterogeneous (table rows); epsilon, epsilon-pld, lambda, samples, latent,
-    /// server-latent, server-latent-dp, server-epochs, rounds (curves).
+    /// latent-dp, server-latent, server-latent-dp, server-epochs, rounds (curves).
     #[arg(long, value_delimiter = ',', value_parser = <Experiment as std::str::FromStr>::from_str)]
     only: Option<Vec<Experiment>>,
     /// Skip FID.

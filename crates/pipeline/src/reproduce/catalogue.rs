@@ -180,6 +180,9 @@ pub enum Curve {
     Samples,
     /// Latent dimension of every client's VAE and of the server's (ALIGN-FL, no privacy).
     Latent,
+    /// Latent dimension of every client's VAE and of the server's, the clients under DP-SGD at
+    /// ε = 10 (RDP).
+    LatentDp,
     /// Latent dimension of the server's VAE alone (ALIGN-FL, no privacy).
     ServerLatent,
     /// Latent dimension of the server's VAE alone, the clients under DP-SGD at ε = 10 (RDP).
@@ -192,12 +195,13 @@ pub enum Curve {
 
 impl Curve {
     /// Every curve.
-    pub const ALL: [Curve; 9] = [
+    pub const ALL: [Curve; 10] = [
         Curve::Epsilon,
         Curve::EpsilonPld,
         Curve::Lambda,
         Curve::Samples,
         Curve::Latent,
+        Curve::LatentDp,
         Curve::ServerLatent,
         Curve::ServerLatentDp,
         Curve::ServerEpochs,
@@ -212,6 +216,7 @@ impl Curve {
             Curve::Lambda => "lambda",
             Curve::Samples => "samples",
             Curve::Latent => "latent",
+            Curve::LatentDp => "latent-dp",
             Curve::ServerLatent => "server-latent",
             Curve::ServerLatentDp => "server-latent-dp",
             Curve::ServerEpochs => "server-epochs",
@@ -225,7 +230,7 @@ impl Curve {
             Curve::Epsilon | Curve::EpsilonPld => &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0],
             Curve::Lambda => &[0.0, 0.01, 0.1, 1.0, 3.0, 10.0],
             Curve::Samples => &[1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 7000.0, 8000.0, 9000.0, 10000.0],
-            Curve::Latent | Curve::ServerLatent | Curve::ServerLatentDp => &[2.0, 4.0, 8.0, 16.0],
+            Curve::Latent | Curve::LatentDp | Curve::ServerLatent | Curve::ServerLatentDp => &[2.0, 4.0, 8.0, 16.0],
             Curve::ServerEpochs => &[1.0, 2.0, 5.0, 10.0, 20.0],
             Curve::Rounds => &[
                 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0,
@@ -244,6 +249,11 @@ impl Curve {
             Curve::Latent => (
                 "Accuracy and FID against the latent dimension of the clients' and the server's VAEs (ALIGN-FL; the \
                  linear probe reads the server's latent)",
+                "latent dimension",
+            ),
+            Curve::LatentDp => (
+                "Accuracy and FID against the latent dimension of the clients' and the server's VAEs, clients under \
+                 DP-SGD (ε = 10, RDP)",
                 "latent dimension",
             ),
             Curve::ServerLatent => (
@@ -269,7 +279,7 @@ impl Curve {
     /// The row whose method the point at `x` runs (λ_lip = 0 is the no-penalty row's).
     fn row(self, x: f64) -> Row {
         match self {
-            Curve::Epsilon | Curve::ServerLatentDp => Row::DpRdp,
+            Curve::Epsilon | Curve::LatentDp | Curve::ServerLatentDp => Row::DpRdp,
             Curve::EpsilonPld => Row::DpPld,
             Curve::Lambda if x != 0.0 => Row::Lcd,
             Curve::Lambda
@@ -292,7 +302,7 @@ impl Curve {
             Curve::Lambda if x != 0.0 => cfg.privacy.lambda_lip = x as f32,
             Curve::Lambda => {} // λ_lip = 0 is the no-privacy row's own run, as it stands.
             Curve::Samples => cfg.server.synthetic_samples = x as usize,
-            Curve::Latent => {
+            Curve::Latent | Curve::LatentDp => {
                 let models =
                     std::iter::once(&mut cfg.model).chain(cfg.server.model.as_mut()).chain(&mut cfg.client_models);
                 models.for_each(|m| m.latent = x as usize);
@@ -386,9 +396,16 @@ mod tests {
             (key.as_str(), pld.privacy.accountant, pld.privacy.epsilon, pld.seed),
             ("epsilon-pld-0.5", AccountantKind::Pld, 0.5, 2)
         );
-        let (key, latent) = Curve::Latent.point(&base, 8.0, 1);
-        assert_eq!((key.as_str(), latent.model.latent, latent.seed), ("latent-8", 8, 1));
-        assert!(latent.server.model.as_ref().is_none_or(|m| m.latent == 8));
+        for (curve, key, mechanism) in
+            [(Curve::Latent, "latent-8", Mechanism::None), (Curve::LatentDp, "latent-dp-8", Mechanism::DpSgd)]
+        {
+            let (k, latent) = curve.point(&base, 8.0, 1);
+            assert_eq!(
+                (k.as_str(), latent.model.latent, latent.seed, latent.privacy.mechanism),
+                (key, 8, 1, mechanism)
+            );
+            assert!(latent.server.model.as_ref().is_none_or(|m| m.latent == 8));
+        }
         assert_eq!(Curve::ServerEpochs.point(&base, 20.0, 0).1.server.server_epochs, 20);
         for (curve, key, mechanism) in [
             (Curve::ServerLatent, "server-latent-8", Mechanism::None),

@@ -116,6 +116,7 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
             axis,
             vec![
                 line("clients and server", points(Curve::Latent), y, scale),
+                line("clients and server, DP", points(Curve::LatentDp), y, scale),
                 line("server only", points(Curve::ServerLatent), y, scale),
                 line("server only, DP", points(Curve::ServerLatentDp), y, scale),
             ],

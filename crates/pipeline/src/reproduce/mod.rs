@@ -490,10 +490,10 @@ mod tests {
         let (cells, rows, curves) = plan(&settings, &base).unwrap();
         assert_eq!((rows.len(), curves.len()), (Row::ALL.len(), Curve::ALL.len()));
         // 8 rows × 2 seeds; per seed 6 ε under each accountant (10 is the dp row), λ ∈ {0.01, 1, 3, 10}
-        // (0: align-fl, 0.1: lcd), 9 sample counts (5000 is align-fl), latent 4, 8, 16 for everyone,
-        // for the server alone and for the server alone under DP-SGD (2 is align-fl or dp-rdp), 4
-        // server epochs (5 is align-fl) and the 20-round run.
-        assert_eq!(cells.len(), 16 + 2 * (6 + 6 + 4 + 9 + 3 + 3 + 3 + 4 + 1));
+        // (0: align-fl, 0.1: lcd), 9 sample counts (5000 is align-fl), latent 4, 8, 16 for everyone
+        // with and without DP-SGD, for the server alone and for the server alone under DP-SGD (2 is
+        // align-fl or dp-rdp), 4 server epochs (5 is align-fl) and the 20-round run.
+        assert_eq!(cells.len(), 16 + 2 * (6 + 6 + 4 + 9 + 3 + 3 + 3 + 3 + 4 + 1));
         let later = Settings { seeds: 3..5, ..settings.clone() };
         let (cells, _, _) = plan(&later, &base).unwrap();
         assert!(cells.iter().all(|c| (3..5).contains(&c.seed)) && cells.iter().any(|c| c.seed == 4));
