@@ -32,17 +32,22 @@ impl Cell {
         let Ok(text) = std::fs::read_to_string(self.dir(out).join("cell.json")) else { return Found::Nothing };
         let Ok(result) = serde_json::from_str::<CellResult>(&text) else { return Found::Nothing };
         let wants = &self.cfg.fid;
-        let lacks_fid =
-            fid_available && wants.enabled && result.fid.is_none() && wants.scores_last_round_only(self.cfg.rounds);
-        let same_but_fid_off = {
-            let mut with_fid = result.config.clone();
-            with_fid.fid.enabled = true;
-            with_fid == self.cfg
-        };
-        match (result.config == self.cfg, lacks_fid && same_but_fid_off) {
-            (_, true) => Found::WithoutFid,
-            (true, false) => Found::Finished(Box::new(result)),
-            (false, false) => Found::Nothing,
+        let fid_to_add = fid_available
+            && wants.enabled
+            && result.fid.is_none()
+            && wants.scores_last_round_only(self.cfg.rounds)
+            && {
+                // This cell's configuration, whether its FID was switched off or not.
+                let mut with_fid = result.config.clone();
+                with_fid.fid.enabled = true;
+                with_fid == self.cfg
+            };
+        if fid_to_add {
+            Found::WithoutFid
+        } else if result.config == self.cfg {
+            Found::Finished(Box::new(result))
+        } else {
+            Found::Nothing
         }
     }
 }

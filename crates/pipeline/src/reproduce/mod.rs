@@ -3,7 +3,8 @@
 //! The table's rows (ALIGN-FL without privacy, DP-SGD under RDP and PLD, DP-SGD on the decoder
 //! only, LCD-VAE, FedAvg, FedProx, a heterogeneous-architecture federation) and the curves
 //! (accuracy and FID against ε under RDP and PLD, λ_lip, synthetic samples per client, the latent
-//! dimension, the server's epochs, and the round of a 20-round run) run for every seed.
+//! dimension of every VAE or of the server's alone, without privacy or under DP-SGD, the server's
+//! epochs, and the round of a 20-round run) run for every seed.
 //! Every experiment is a *cell* with its own directory under `cells/`; a cell whose `cell.json`
 //! holds the same configuration is reused, so an interrupted reproduction resumes where it
 //! stopped; one that finished without FID (`--no-fid`, or no Inception weights) gets it from its
