@@ -200,7 +200,8 @@ struct ReproduceArgs {
     /// latent-dp, server-latent, server-latent-dp, server-epochs, rounds (curves).
     #[arg(long, value_delimiter = ',', value_parser = <Experiment as std::str::FromStr>::from_str)]
     only: Option<Vec<Experiment>>,
-    /// Skip FID.
+    /// Skip FID: cells finished with FID keep it, and a later run without --no-fid adds FID to
+    /// the cells finished without it, from their saved models.
     #[arg(long)]
     no_fid: bool,
     /// Rounds of every experiment (default: the protocol's 5) but the `rounds` curve's 20-round runs.

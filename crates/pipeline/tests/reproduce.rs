@@ -230,5 +230,9 @@ fn fid_is_added_to_a_cell_finished_without_it_as_a_run_with_fid_scores_it() {
     let json = std::fs::read_to_string(cell(&late).join("cell.json")).unwrap();
     reproduce(&cpu, &settings(&late, true), &Quiet).unwrap();
     assert_eq!(std::fs::read_to_string(cell(&late).join("cell.json")).unwrap(), json);
+    // Nor does one with FID off: the cell's FID stays, and so does the table's.
+    reproduce(&cpu, &settings(&late, false), &Quiet).unwrap();
+    assert_eq!(std::fs::read_to_string(cell(&late).join("cell.json")).unwrap(), json);
+    assert_eq!(table_json(&late)["rows"][0]["fid"], table_json(&direct)["rows"][0]["fid"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -24,27 +24,30 @@ impl Cell {
         out.join("cells").join(&self.key).join(format!("seed-{}", self.seed))
     }
 
-    /// What `out` holds of this cell, from one read of its `cell.json`. With `fid_available` (the
-    /// Inception weights are here), a cell that asks for FID (after its last round alone) and
-    /// finished without one, run with FID off or on without the weights, is
-    /// [`Found::WithoutFid`]: its FID is added from the saved model instead of training again.
+    /// What `out` holds of this cell, from one read of its `cell.json`. A cell finished with FID
+    /// is finished for a reproduction with FID off too. With `fid_available` (the Inception
+    /// weights are here), a cell that asks for FID (after its last round alone) and finished
+    /// without one, run with FID off or on without the weights, is [`Found::WithoutFid`]: its FID
+    /// is added from the saved model instead of training again.
     pub fn find(&self, out: &Path, fid_available: bool) -> Found {
         let Ok(text) = std::fs::read_to_string(self.dir(out).join("cell.json")) else { return Found::Nothing };
         let Ok(result) = serde_json::from_str::<CellResult>(&text) else { return Found::Nothing };
         let wants = &self.cfg.fid;
-        let fid_to_add = fid_available
+        let same_experiment = {
+            // This cell's configuration, whether its FID was switched on or off.
+            let mut as_asked = result.config.clone();
+            as_asked.fid.enabled = wants.enabled;
+            as_asked == self.cfg
+        };
+        if !same_experiment {
+            Found::Nothing
+        } else if fid_available
             && wants.enabled
             && result.fid.is_none()
             && wants.scores_last_round_only(self.cfg.rounds)
-            && {
-                // This cell's configuration, whether its FID was switched off or not.
-                let mut with_fid = result.config.clone();
-                with_fid.fid.enabled = true;
-                with_fid == self.cfg
-            };
-        if fid_to_add {
+        {
             Found::WithoutFid
-        } else if result.config == self.cfg {
+        } else if result.config.fid.enabled || !wants.enabled {
             Found::Finished(Box::new(result))
         } else {
             Found::Nothing
