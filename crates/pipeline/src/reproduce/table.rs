@@ -213,6 +213,15 @@ fn cell_text(s: Option<Stat>, scale: f64, digits: usize) -> String {
     }
 }
 
+/// FID's text, naming how many of the `seeds` it is over where some finished without FID
+/// (`--no-fid`).
+fn fid_text(fid: Option<Stat>, seeds: usize) -> String {
+    match fid {
+        Some(f) if f.n < seeds => format!("{} ({} of {seeds} seeds)", cell_text(fid, 1.0, 2), f.n),
+        _ => cell_text(fid, 1.0, 2),
+    }
+}
+
 fn paper_cell(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.2}"))
 }
@@ -237,7 +246,7 @@ fn rows_markdown(md: &mut String, s: &Settings, table: &[TableRow]) {
             md,
             "| {} | {} | {} | {} | {} | {} / {} | {:.2} | {} | {} | {} | {} | {paper_fid} | {:.0} |",
             r.method,
-            cell_text(r.fid, 1.0, 2),
+            fid_text(r.fid, r.accuracy.map_or(0, |a| a.n)),
             cell_text(r.accuracy, 100.0, 2),
             cell_text(r.f1, 100.0, 2),
             cell_text(r.lipschitz_decoder, 1.0, 2),
@@ -310,7 +319,7 @@ pub(crate) fn markdown(
                 p.x,
                 cell_text(p.accuracy, 100.0, 2),
                 cell_text(p.f1, 100.0, 2),
-                cell_text(p.fid, 1.0, 2),
+                fid_text(p.fid, p.seeds),
                 cell_text(p.lipschitz_decoder, 1.0, 2),
                 p.epsilon_spent.map_or("—".into(), |e| format!("{e:.3}")),
                 p.seeds
@@ -397,6 +406,14 @@ mod tests {
         assert_eq!(samples.len(), 1, "only x = 1000 has finished seeds");
         let s = samples[0].accuracy.unwrap();
         assert!((s.mean - 0.6).abs() < 1e-12 && (s.std.unwrap() - 0.1414213562373095).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_fid_over_fewer_seeds_than_the_accuracy_says_so() {
+        let fid = stat(&[70.0, 80.0]);
+        assert_eq!(fid_text(fid, 2), "75.00 ± 7.07");
+        assert_eq!(fid_text(fid, 3), "75.00 ± 7.07 (2 of 3 seeds)");
+        assert_eq!(fid_text(None, 3), "—");
     }
 
     #[test]
