@@ -633,6 +633,7 @@ mod tests {
             "best-no-privacy.toml",
             "best-dp-sgd.toml",
             "best-no-privacy-latent-8.toml",
+            "best-dp-sgd-latent-8.toml",
         ];
         for name in names {
             let cfg = ExperimentConfig::load(&repo_config(name)).unwrap();
@@ -654,7 +655,9 @@ mod tests {
         assert_eq!(dp, dp_row);
         let wide = ExperimentConfig::load(&repo_config("best-no-privacy-latent-8.toml")).unwrap();
         let model = ModelConfig { latent: 8, ..paper.model.clone() };
-        assert_eq!(wide, ExperimentConfig { compare: vec![], model, ..paper.clone() });
+        assert_eq!(wide, ExperimentConfig { compare: vec![], model: model.clone(), ..paper.clone() });
+        let wide_dp = ExperimentConfig::load(&repo_config("best-dp-sgd-latent-8.toml")).unwrap();
+        assert_eq!(wide_dp, ExperimentConfig { model, ..dp_row });
         // What a reproduction's rows list as their changes.
         let best = ExperimentConfig::load(&repo_config("best-no-privacy.toml")).unwrap();
         assert_eq!(
