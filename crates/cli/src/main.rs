@@ -197,7 +197,8 @@ struct ReproduceArgs {
     config: Option<PathBuf>,
     /// Only these experiments, comma-separated: align-fl, dp-rdp, dp-pld, dp-decoder, lcd, fedavg,
     /// fedprox, heterogeneous (table rows); epsilon, epsilon-pld, lambda, samples, latent,
-    /// latent-dp, server-latent, server-latent-dp, server-epochs, rounds (curves).
+    /// latent-dp, server-latent, server-latent-dp, server-epochs, rounds (curves). The table
+    /// also keeps the others already finished in --out.
     #[arg(long, value_delimiter = ',', value_parser = <Experiment as std::str::FromStr>::from_str)]
     only: Option<Vec<Experiment>>,
     /// Skip FID: cells finished with FID keep it, and a later run without --no-fid adds FID to

@@ -89,6 +89,17 @@ fn reproduce_writes_the_table_curves_and_figures_and_resumes() {
     reproduce(&tensor_kernels::Cpu::new(), &settings, &Quiet).unwrap();
     assert_eq!(cell_files(&out), cells);
     assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), md);
+    // One experiment asked for alone keeps the rest of the folder's table (and shows the LCD row,
+    // whose run the λ curve finished), naming itself by the command that makes it.
+    let fedavg = Settings { only: Some(vec![Experiment::Row(Row::Fedavg)]), ..settings };
+    reproduce(&tensor_kernels::Cpu::new(), &fedavg, &Quiet).unwrap();
+    assert_eq!(cell_files(&out), cells);
+    let kept = table_json(&out);
+    let keys: Vec<&str> = kept["rows"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["align-fl", "dp-decoder", "lcd", "fedavg"]);
+    assert_eq!(kept["curves"]["lambda"], table["curves"]["lambda"]);
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(md.contains("--only align-fl,dp-decoder,lcd,fedavg,lambda --no-fid"), "{md}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

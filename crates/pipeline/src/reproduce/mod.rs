@@ -10,7 +10,9 @@
 //! stopped; one that finished without FID (`--no-fid`, or no Inception weights) gets it from its
 //! saved global model when a later reproduction asks for FID with the weights present, without
 //! training again. The partition and the FID statistics of the evaluation images are computed
-//! once per seed and shared by its cells.
+//! once per seed and shared by its cells. The table shows the experiments asked for and every
+//! other one already finished in the output folder, so one curve run into a reproduction's
+//! folder adds to its table instead of replacing it.
 //!
 //! On a cluster the cells run apart: [`Action::Plan`] writes one self-contained command per
 //! unfinished cell (`plan.txt`, for a Slurm array, Kubernetes indexed Jobs or GNU parallel), each
@@ -321,17 +323,66 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
             run_cells(backend, s, &base, &data_dir, &pending, done, observer, &mut results, &mut failures)?;
         }
     }
+    let (all_cells, ..) = plan(&Settings { only: None, ..s.clone() }, &base)?;
+    for cell in all_cells.iter().filter(|a| !cells.iter().any(|c| c.cfg == a.cfg)) {
+        if let Found::Finished(r) = cell.find(&s.out, false) {
+            results.insert((cell.key.clone(), cell.seed), *r);
+        }
+    }
     let lookup = |cfg: &ExperimentConfig| {
-        let cell = cells.iter().find(|c| c.cfg == *cfg).expect("planned");
+        let cell = all_cells.iter().find(|c| c.cfg == *cfg).expect("planned");
         results.get(&(cell.key.clone(), cell.seed))
     };
-    let outputs = Outputs { settings: s, base: &base, cells: &cells, lookup: &lookup };
+    let (rows, curves) = shown(s, &base, (rows, curves), &cells, &all_cells, &lookup);
+    let table_settings = if rows.len() == Row::ALL.len() && curves.len() == Curve::ALL.len() {
+        Settings { only: None, ..s.clone() }
+    } else {
+        let shown = rows.iter().map(|&r| Experiment::Row(r)).chain(curves.iter().map(|&c| Experiment::Curve(c)));
+        Settings { only: Some(shown.collect()), ..s.clone() }
+    };
+    let outputs = Outputs { settings: &table_settings, base: &base, cells: &all_cells, lookup: &lookup };
     outputs.write(&rows, &curves, &failures, start.elapsed().as_secs_f64())?;
     match (failures.is_empty(), &s.action) {
         (true, _) => Ok(()),
         (false, Action::Collect) => Err(PipelineError::ExperimentsUnfinished(failures)),
         (false, _) => Err(PipelineError::ExperimentsFailed(failures)),
     }
+}
+
+/// The rows and curves the table shows: those asked for, and every other one with a finished
+/// cell of its own in `out` that this run did not plan (a curve's point that is a row's run is
+/// the row's), so that running one curve into a reproduction's folder keeps the rest of its
+/// table. The table then names itself by the `--only` list that makes it.
+fn shown(
+    s: &Settings,
+    base: &ExperimentConfig,
+    (asked_rows, asked_curves): (Vec<Row>, Vec<Curve>),
+    planned: &[Cell],
+    all_cells: &[Cell],
+    lookup: &Lookup<'_>,
+) -> (Vec<Row>, Vec<Curve>) {
+    let finished_as = |key: &str, cfg: ExperimentConfig| {
+        !planned.iter().any(|c| c.cfg == cfg)
+            && all_cells.iter().any(|c| c.key == key && c.cfg == cfg)
+            && lookup(&cfg).is_some()
+    };
+    let rows = Row::ALL
+        .into_iter()
+        .filter(|r| asked_rows.contains(r) || s.seeds.clone().any(|seed| finished_as(r.key(), r.config(base, seed))))
+        .collect();
+    let curves = Curve::ALL
+        .into_iter()
+        .filter(|c| {
+            asked_curves.contains(c)
+                || s.seeds.clone().any(|seed| {
+                    c.xs().iter().any(|&x| {
+                        let (key, cfg) = c.point(base, x, seed);
+                        finished_as(&key, cfg)
+                    })
+                })
+        })
+        .collect();
+    (rows, curves)
 }
 
 /// A cell to run, or only to add its FID to.
