@@ -182,6 +182,10 @@ fn draw_panel(canvas: &mut Canvas, ox: usize, chart: &Chart) {
     }
     canvas.line((x0 as f64, y0 as f64), (x0 as f64, y1 as f64), BLACK, 1);
     canvas.line((x0 as f64, y1 as f64), (x1 as f64, y1 as f64), BLACK, 1);
+    // The legend's text starts 142 px left of the plot's right edge, or further left so that the
+    // longest label (8 px a character) ends inside the panel.
+    let longest = chart.series.iter().map(|s| s.label.chars().count()).max().unwrap_or(0);
+    let legend_x = (x1 as i64 - 142).min((x1 + RIGHT) as i64 - 2 - 8 * longest as i64);
     for (k, series) in chart.series.iter().enumerate() {
         let colour = PALETTE[k % 10];
         let pts: Vec<&ChartPoint> = series.points.iter().filter(|p| p.y.is_finite() && p.x.is_finite()).collect();
@@ -199,8 +203,8 @@ fn draw_panel(canvas: &mut Canvas, ox: usize, chart: &Chart) {
             }
         }
         let ly = (y0 + 6 + 12 * k) as i64;
-        canvas.square((x1 - 150) as f64, (ly + 3) as f64, 3, colour);
-        canvas.text((x1 - 142) as i64, ly, &series.label, BLACK);
+        canvas.square((legend_x - 8) as f64, (ly + 3) as f64, 3, colour);
+        canvas.text(legend_x, ly, &series.label, BLACK);
     }
 }
 

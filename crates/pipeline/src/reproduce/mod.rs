@@ -333,7 +333,7 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
         let cell = all_cells.iter().find(|c| c.cfg == *cfg).expect("planned");
         results.get(&(cell.key.clone(), cell.seed))
     };
-    let (rows, curves) = shown(s, &base, (rows, curves), &cells, &all_cells, &lookup);
+    let (rows, curves) = shown(s, &base, (rows, curves), &all_cells, &lookup);
     let table_settings = if rows.len() == Row::ALL.len() && curves.len() == Curve::ALL.len() {
         Settings { only: None, ..s.clone() }
     } else {
@@ -350,21 +350,18 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
 }
 
 /// The rows and curves the table shows: those asked for, and every other one with a finished
-/// cell of its own in `out` that this run did not plan (a curve's point that is a row's run is
-/// the row's), so that running one curve into a reproduction's folder keeps the rest of its
-/// table. The table then names itself by the `--only` list that makes it.
+/// cell of its own in `out` (a curve's point that is a row's run is the row's: λ_lip = 0.1
+/// finished shows the LCD row), so that running one curve into a reproduction's folder keeps the
+/// rest of its table. The table then names itself by the `--only` list that makes it.
 fn shown(
     s: &Settings,
     base: &ExperimentConfig,
     (asked_rows, asked_curves): (Vec<Row>, Vec<Curve>),
-    planned: &[Cell],
     all_cells: &[Cell],
     lookup: &Lookup<'_>,
 ) -> (Vec<Row>, Vec<Curve>) {
     let finished_as = |key: &str, cfg: ExperimentConfig| {
-        !planned.iter().any(|c| c.cfg == cfg)
-            && all_cells.iter().any(|c| c.key == key && c.cfg == cfg)
-            && lookup(&cfg).is_some()
+        all_cells.iter().any(|c| c.key == key && c.cfg == cfg) && lookup(&cfg).is_some()
     };
     let rows = Row::ALL
         .into_iter()
