@@ -21,21 +21,25 @@ const SWEEPS: &str = "sweeps.png";
 /// The chart files (as opposed to the per-row figures).
 pub(crate) const CHART_FILES: [&str; 3] = [PRIVACY_UTILITY, SAMPLES, SWEEPS];
 
-/// Copies the figures of `cfg`'s run in `run_dir` into `figures`, renamed after `row_key`.
+/// Copies the figures of `cfg`'s run in `run_dir` into `figures`, renamed after `row_key`; the
+/// names of those copied.
 pub(crate) fn copy_row_figures(
     cfg: &ExperimentConfig,
     run_dir: &Path,
     figures: &Path,
     row_key: &str,
 ) -> Result<Vec<String>> {
-    FigureKind::of_run(cfg.analyses_training_images())
-        .into_iter()
-        .map(|kind| {
-            let (from, to) = (run_dir.join(kind.of_strategy(cfg.strategy)), kind.file_name(row_key));
-            std::fs::copy(&from, figures.join(&to)).map_err(|e| PipelineError::io(&from, e))?;
-            Ok(to)
-        })
-        .collect()
+    let mut copied = Vec::new();
+    for kind in FigureKind::of_run(cfg.analyses_training_images()) {
+        let (from, to) = (run_dir.join(kind.of_strategy(cfg.strategy)), kind.file_name(row_key));
+        match std::fs::copy(&from, figures.join(&to)) {
+            Ok(_) => copied.push(to),
+            // A cell made before this kind of figure existed (the SVG latent plots) has none.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PipelineError::io(&from, e)),
+        }
+    }
+    Ok(copied)
 }
 
 /// A metric a chart panel plots, and its scale.
@@ -143,4 +147,28 @@ pub(crate) fn write_charts(dir: &Path, table: &[TableRow], curves: &[(Curve, Vec
         written.extend([name.to_string(), vector]);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cell made before the SVG latent plots existed still gives the table its PNG figures.
+    #[test]
+    fn a_cell_without_some_figure_kind_copies_the_others() {
+        let dir = std::env::temp_dir().join(format!("align-fl-row-figures-{}", std::process::id()));
+        let (run, figures) = (dir.join("run"), dir.join("figures"));
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::create_dir_all(&figures).unwrap();
+        let cfg = ExperimentConfig::default();
+        for kind in FigureKind::of_run(cfg.analyses_training_images()) {
+            if kind != FigureKind::LatentVector {
+                std::fs::write(run.join(kind.of_strategy(cfg.strategy)), b"png").unwrap();
+            }
+        }
+        let copied = copy_row_figures(&cfg, &run, &figures, "align-fl").unwrap();
+        assert_eq!(copied, ["samples-align-fl.png", "latent-align-fl.png", "outliers-align-fl.png"]);
+        assert!(copied.iter().all(|f| figures.join(f).is_file()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
