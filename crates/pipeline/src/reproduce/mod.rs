@@ -329,11 +329,11 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
             results.insert((cell.key.clone(), cell.seed), *r);
         }
     }
+    let (rows, curves) = shown(s, &base, (rows, curves), &results);
     let lookup = |cfg: &ExperimentConfig| {
         let cell = all_cells.iter().find(|c| c.cfg == *cfg).expect("planned");
         results.get(&(cell.key.clone(), cell.seed))
     };
-    let (rows, curves) = shown(s, &base, (rows, curves), &all_cells, &lookup);
     let table_settings = if rows.len() == Row::ALL.len() && curves.len() == Curve::ALL.len() {
         Settings { only: None, ..s.clone() }
     } else {
@@ -350,33 +350,26 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
 }
 
 /// The rows and curves the table shows: those asked for, and every other one with a finished
-/// cell of its own in `out` (a curve's point that is a row's run is the row's: λ_lip = 0.1
-/// finished shows the LCD row), so that running one curve into a reproduction's folder keeps the
-/// rest of its table. The table then names itself by the `--only` list that makes it.
+/// cell of its own in `results` (a curve's point that is a row's run is under the row's key:
+/// λ_lip = 0.1 finished shows the LCD row), so that running one curve into a reproduction's
+/// folder keeps the rest of its table. The table then names itself by the `--only` list that
+/// makes it.
 fn shown(
     s: &Settings,
     base: &ExperimentConfig,
     (asked_rows, asked_curves): (Vec<Row>, Vec<Curve>),
-    all_cells: &[Cell],
-    lookup: &Lookup<'_>,
+    results: &BTreeMap<(String, u64), CellResult>,
 ) -> (Vec<Row>, Vec<Curve>) {
-    let finished_as = |key: &str, cfg: ExperimentConfig| {
-        all_cells.iter().any(|c| c.key == key && c.cfg == cfg) && lookup(&cfg).is_some()
-    };
+    let finished = |key: String, seed: u64| results.contains_key(&(key, seed));
     let rows = Row::ALL
         .into_iter()
-        .filter(|r| asked_rows.contains(r) || s.seeds.clone().any(|seed| finished_as(r.key(), r.config(base, seed))))
+        .filter(|r| asked_rows.contains(r) || s.seeds.clone().any(|seed| finished(r.key().to_string(), seed)))
         .collect();
     let curves = Curve::ALL
         .into_iter()
         .filter(|c| {
             asked_curves.contains(c)
-                || s.seeds.clone().any(|seed| {
-                    c.xs().iter().any(|&x| {
-                        let (key, cfg) = c.point(base, x, seed);
-                        finished_as(&key, cfg)
-                    })
-                })
+                || s.seeds.clone().any(|seed| c.xs().iter().any(|&x| finished(c.point(base, x, seed).0, seed)))
         })
         .collect();
     (rows, curves)
