@@ -252,10 +252,14 @@ fn reproduce_command(a: ReproduceArgs) -> Result<()> {
         (_, _, Some((key, seed))) => (Action::Cell { key, seed }, a.out),
         (None, None, None) => (Action::RunAll, a.out),
     };
+    let seeds = a.seeds.unwrap_or(if a.quick { 1 } else { 3 });
+    let Some(last_seed) = a.first_seed.checked_add(seeds) else {
+        bail!("--first-seed {} --seeds {seeds}: every seed must be below {}; start lower", a.first_seed, u64::MAX)
+    };
     let settings = pipeline::reproduce::Settings {
         action,
         dataset: a.dataset,
-        seeds: a.first_seed..a.first_seed + a.seeds.unwrap_or(if a.quick { 1 } else { 3 }),
+        seeds: a.first_seed..last_seed,
         quick: a.quick,
         config: a.config,
         only: a.only,

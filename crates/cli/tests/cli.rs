@@ -279,7 +279,9 @@ fn bad_arguments_and_inputs_exit_non_zero_with_the_fix_named() {
     for (args, want) in [
         (&["reproduce", "--quick", "--cell", "lcd"][..], "expected KEY/SEED"),
         (&["reproduce", "--quick", "--cell", "lcd/x"], "is not a whole number"),
-        (&["reproduce", "--quick", "--cell", "lcd/0", "--no-fid", "--only", "fedavg"], "its cells are fedavg/0"),
+        (&["reproduce", "--quick", "--cell", "lcd/0", "--no-fid", "--only", "fedavg"], "its experiments are fedavg"),
+        (&["reproduce", "--quick", "--cell", "fedavg/4", "--no-fid", "--only", "fedavg"], "seeds are 0 to 0"),
+        (&["reproduce", "--first-seed", "18446744073709551615", "--seeds", "3", "--plan", "a"], "must be below"),
         (&["reproduce", "--quick", "--plan", "a", "--collect", "b"], "cannot be used with"),
     ] {
         let o = align_fl(args);

@@ -173,7 +173,13 @@ fn a_planned_reproduction_runs_cell_by_cell_and_collects_the_same_table() {
     reproduce(&cpu, &with(Action::Collect), &Quiet).unwrap();
 
     let e = reproduce(&cpu, &with(Action::Cell { key: "lcd".into(), seed: 0 }), &Quiet).unwrap_err().to_string();
-    assert!(e.contains("--cell lcd/0 is not in this plan; its cells are align-fl/0, fedavg/0"), "{e}");
+    assert!(
+        e.contains("--cell lcd/0: this plan has no experiment \"lcd\"")
+            && e.ends_with("its experiments are align-fl, fedavg"),
+        "{e}"
+    );
+    let e = reproduce(&cpu, &with(Action::Cell { key: "fedavg".into(), seed: 1 }), &Quiet).unwrap_err().to_string();
+    assert!(e.contains("--cell fedavg/1: seed 1 is not in this plan, whose seeds are 0 to 0"), "{e}");
 
     let single = temp_dir("reproduce-single");
     reproduce(&cpu, &Settings { out: single.clone(), ..base.clone() }, &Quiet).unwrap();

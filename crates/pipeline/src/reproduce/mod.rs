@@ -243,6 +243,30 @@ fn plan(s: &Settings, base: &ExperimentConfig) -> Result<(Vec<Cell>, Vec<Row>, V
     Ok((cells, rows, curves))
 }
 
+/// Why `--cell KEY/SEED` names no planned cell: an experiment the plan does not hold (listing
+/// those it does) or a seed outside `--first-seed`/`--seeds`.
+fn not_in_plan(key: &str, seed: u64, cells: &[Cell], s: &Settings) -> String {
+    if cells.iter().any(|c| c.key == key) {
+        let (first, last) = (s.seeds.start, s.seeds.end - 1);
+        return format!(
+            "--cell {key}/{seed}: seed {seed} is not in this plan, whose seeds are {first} to {last} (--first-seed \
+             {first} --seeds {}); pass the --first-seed and --seeds the plan was made with",
+            s.seeds.end - s.seeds.start
+        );
+    }
+    let mut keys: Vec<&str> = Vec::new();
+    for c in cells {
+        if !keys.contains(&c.key.as_str()) {
+            keys.push(&c.key);
+        }
+    }
+    format!(
+        "--cell {key}/{seed}: this plan has no experiment {key:?} (check --only, --dataset and --config); its \
+         experiments are {}",
+        keys.join(", ")
+    )
+}
+
 /// Does `s.action` with the planned cells: by default runs (or reuses) every cell, then writes
 /// `table.md`, `table.json` and `figures/` into `s.out`. Failed (or, collecting, unfinished)
 /// experiments are named in the table and in the error returned after it is written; running
@@ -260,22 +284,29 @@ pub fn reproduce<B: TrainingOps + ImageOps>(backend: &B, s: &Settings, observer:
         (None, None, false) => data::resolve_data_dir(None),
     };
     let (cells, rows, curves) = plan(s, &base)?;
+    let asked_cell = match &s.action {
+        Action::Cell { key, seed } => Some(
+            cells
+                .iter()
+                .find(|c| c.key == *key && c.seed == *seed)
+                .ok_or_else(|| PipelineError::Config(not_in_plan(key, *seed, &cells, s)))?,
+        ),
+        _ => None,
+    };
     create_dir(&s.out)?;
     let mut results: BTreeMap<(String, u64), CellResult> = BTreeMap::new();
     let mut failures = Vec::new();
     // A cell finished without FID gets it added only where the Inception weights are here now.
     let fid_available = metrics::locate_inception_weights(s.inception_weights.as_deref()).is_ok();
-    if let Action::Cell { key, seed } = &s.action {
-        let Some(cell) = cells.iter().find(|c| c.key == *key && c.seed == *seed) else {
-            let known: Vec<String> = cells.iter().map(|c| format!("{}/{}", c.key, c.seed)).collect();
-            return Err(PipelineError::Config(format!(
-                "--cell {key}/{seed} is not in this plan; its cells are {}",
-                known.join(", ")
-            )));
-        };
+    if let Some(cell) = asked_cell {
         let fid_only = match cell.find(&s.out, fid_available) {
             Found::Finished(_) => {
-                observer.note(&format!("reproduce: {key} seed {seed} has finished already in {}", s.out.display()));
+                observer.note(&format!(
+                    "reproduce: {} seed {} has finished already in {}",
+                    cell.key,
+                    cell.seed,
+                    s.out.display()
+                ));
                 return Ok(());
             }
             Found::WithoutFid => true,
