@@ -8,8 +8,18 @@ use crate::{PipelineError, Result};
 
 /// Writes `contents` to `path` atomically: into `<path>.partial`, then renamed over `path`, so an
 /// interrupted run or a full disk never leaves a truncated file under the final name (the
-/// partial file is removed when writing fails).
+/// partial file is removed when writing fails). A `path` that exists as something other than a
+/// file (a device such as `/dev/null`, a pipe, a folder) is refused: the rename would replace it.
 pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    if let Ok(existing) = std::fs::metadata(path) {
+        if !existing.is_file() {
+            return Err(PipelineError::Config(format!(
+                "{} exists and is not a regular file (a device, pipe or folder); outputs are written by \
+                 replacing the file, so name a file path instead",
+                path.display()
+            )));
+        }
+    }
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -156,6 +166,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("align-fl-outdir-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn write_file_refuses_to_replace_what_is_not_a_file() {
+        let dir = temp("not-a-file");
+        let pipe = dir.join("pipe");
+        create_dir(&dir).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status().is_ok_and(|s| s.success());
+        let refused = |path: &Path| {
+            let e = write_file(path, b"x").unwrap_err().to_string();
+            assert!(e.contains("is not a regular file") && e.contains(&*path.to_string_lossy()), "{e}");
+        };
+        refused(&dir);
+        if made {
+            refused(&pipe);
+            assert!(!std::fs::metadata(&pipe).unwrap().is_file(), "the pipe is still a pipe");
+        }
+        write_file(&dir.join("file"), b"x").unwrap();
+        write_file(&dir.join("file"), b"y").unwrap();
+        assert_eq!(std::fs::read(dir.join("file")).unwrap(), b"y");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -125,6 +125,95 @@ fn a_deployed_dp_sgd_run_equals_the_simulation_bit_for_bit() {
     assert_deployed_equals_simulated("deploy-dp-sgd", &cfg);
 }
 
+/// The server may train more than one global model on the decoders it receives (its own
+/// architecture is its choice, and post-processing of the clients' releases): a second server
+/// with a wider latent runs every round on the same update files. A server whose config asks
+/// the clients for something else (another client architecture, DP-SGD) leaves each of them out
+/// by name and refuses the round.
+#[test]
+fn a_second_server_trains_its_own_model_on_the_same_updates_and_refuses_another_configs() {
+    let cfg = two_rounds();
+    let sites = Sites::new("deploy-second-server");
+    let cpu = Cpu::new();
+    let data = cfg.data_dir(None);
+    let mut wider = cfg.clone();
+    wider.server.model = Some(pipeline::config::ModelConfig { latent: cfg.model.latent + 2, ..cfg.model.clone() });
+    let mut other_clients = cfg.clone();
+    other_clients.model.latent += 1;
+    let mut dp = cfg.clone();
+    dp.privacy.mechanism = Mechanism::DpSgd;
+    let second = |name: &str, c: &ExperimentConfig| {
+        let dir = sites.root.join(name);
+        server_init(&cpu, c, &data, &dir, &sites.root.join("unread-downlink.bin")).unwrap();
+        dir
+    };
+    let (wider_dir, other_dir, dp_dir) = (second("wider", &wider), second("other", &other_clients), second("dp", &dp));
+    server_init(&cpu, &cfg, &data, &sites.server(), &sites.downlink()).unwrap();
+    let all: Vec<usize> = (0..cfg.partition.clients).collect();
+    // Every server reads the same update files; only the first one's downlink reaches the clients.
+    let on_all = |dir: &Path, downlink: &Path| {
+        let input = ServerRound {
+            updates: all.iter().map(|&k| (k, sites.update(k))).collect(),
+            no_answer: BTreeMap::new(),
+            min_clients: Some(1),
+        };
+        server_round(&cpu, dir, &input, downlink, &Quiet)
+    };
+    let unread = sites.root.join("unread-downlink.bin");
+    for round in 1..=cfg.rounds {
+        for &k in &all {
+            sites.client_round(&cfg, k).unwrap();
+        }
+        assert_eq!(on_all(&sites.server(), &sites.downlink()).unwrap().round, round);
+        assert_eq!(on_all(&wider_dir, &unread).unwrap().round, round);
+        if round == 1 {
+            let e = on_all(&other_dir, &unread).unwrap_err().to_string();
+            assert!(
+                e.contains("0 valid update(s)") && e.contains("does not fit this run: it sent a decoder from a"),
+                "{e}"
+            );
+            assert!(e.contains(&format!("the config gives client 4 a {}-d latent", cfg.model.latent + 1)), "{e}");
+            let e = on_all(&dp_dir, &unread).unwrap_err().to_string();
+            assert!(e.contains("client 0: its update does not fit this run: it sent no DP-SGD privacy report"), "{e}");
+        }
+    }
+    let (main, second) = (report_json(&sites.server()), report_json(&wider_dir));
+    assert_eq!(second["config"]["server"]["model"]["latent"], cfg.model.latent + 2);
+    assert_eq!(second["rounds"].as_array().unwrap().len(), cfg.rounds);
+    assert_eq!(second["rounds"][1]["uplink_bytes"], main["rounds"][1]["uplink_bytes"], "the same updates");
+    assert_ne!(second["final"]["accuracy"], serde_json::Value::Null);
+    assert!(second["rounds"][1]["left_out"].as_array().unwrap().is_empty());
+}
+
+/// A downlink that cannot be written (here its path is a folder) fails `server init` and
+/// `server round` without leaving state that refuses the retry; the retried round is the same
+/// round, logged once.
+#[test]
+fn an_unwritable_downlink_fails_init_and_round_and_the_retry_goes_on() {
+    let cfg = two_rounds();
+    let sites = Sites::new("deploy-unwritable-downlink");
+    let cpu = Cpu::new();
+    let folder = sites.root.join("a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let e = server_init(&cpu, &cfg, &cfg.data_dir(None), &sites.server(), &folder).unwrap_err().to_string();
+    assert!(e.contains("is not a regular file"), "{e}");
+    server_init(&cpu, &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink()).unwrap();
+    let all: Vec<usize> = (0..cfg.partition.clients).collect();
+    for &k in &all {
+        sites.client_round(&cfg, k).unwrap();
+    }
+    let input = ServerRound {
+        updates: all.iter().map(|&k| (k, sites.update(k))).collect(),
+        no_answer: BTreeMap::new(),
+        min_clients: None,
+    };
+    let e = server_round(&cpu, &sites.server(), &input, &folder, &Quiet).unwrap_err().to_string();
+    assert!(e.contains("is not a regular file"), "{e}");
+    assert_eq!(sites.server_round(&all, &[], all.len()).unwrap().round, 1, "the state still expects round 1");
+    let log = std::fs::read_to_string(sites.server().join(pipeline::METRICS_LOG)).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+}
+
 #[test]
 fn clients_that_fail_or_vanish_are_left_out_and_named() {
     let cfg = two_rounds();

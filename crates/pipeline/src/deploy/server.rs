@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use federation::{ClientUpdate, RoundOutcome};
+use federation::{ClientUpdate, RoundOutcome, UpdatePayload};
 use serde::{Deserialize, Serialize};
 use tensor_kernels::{ImageOps, TrainingOps};
 use vae::VaeState;
@@ -13,7 +13,7 @@ use super::{config_text, parse_config, Downlink, StateFile};
 use crate::experiment::{build_strategy, load_partition, privacy_report, Fid, RoundRecorder};
 use crate::out_dir::{create_dir, write_file};
 use crate::report::{self, LeftOut, Report, RoundRecord};
-use crate::{ExperimentConfig, Observer, PipelineError, Result};
+use crate::{ExperimentConfig, Mechanism, Observer, PipelineError, Result, StrategyKind};
 
 /// The server's state file (its state directory also holds the run's report, checkpoint and
 /// figures).
@@ -66,10 +66,11 @@ pub fn server_init<B: TrainingOps>(
         client_privacy: vec![None; cfg.partition.clients],
         seconds: 0.0,
     };
-    SERVER_STATE.save(state_dir, &state)?;
-    crate::metrics_log::start(state_dir)?;
+    // The downlink first: where it cannot be written, no state is left to refuse the retry.
     let downlink = Downlink { round: 1, config: state.config.clone(), plan: strategy.configure_round(1) };
-    write_file(downlink_out, downlink.encode())
+    write_file(downlink_out, downlink.encode())?;
+    SERVER_STATE.save(state_dir, &state)?;
+    crate::metrics_log::start(state_dir)
 }
 
 /// One round's input to [`server_round`].
@@ -136,10 +137,15 @@ pub fn server_round<B: TrainingOps + ImageOps>(
         }
         let bytes = std::fs::read(path).map_err(|e| PipelineError::io(path, e))?;
         match ClientUpdate::decode(&bytes, client) {
-            Ok(u) if u.round == round => {
-                uplink_bytes += bytes.len();
-                updates.push(u);
-            }
+            Ok(u) if u.round == round => match misfit(&cfg, &u) {
+                Some(reason) => {
+                    left_out.push(LeftOut { client, reason: format!("its update does not fit this run: {reason}") })
+                }
+                None => {
+                    uplink_bytes += bytes.len();
+                    updates.push(u);
+                }
+            },
             Ok(u) => {
                 left_out.push(LeftOut { client, reason: format!("sent its update of round {}, not {round}", u.round) })
             }
@@ -221,9 +227,11 @@ pub fn server_round<B: TrainingOps + ImageOps>(
         fid_note: fid.skipped_because().map(str::to_owned),
     };
     report::write(state_dir, &report)?;
-    state.round = round;
-    state.global = global.training_state();
-    SERVER_STATE.save(state_dir, &state)?;
+    // The log anew from the report, so a round run again after a failure below is logged once.
+    crate::metrics_log::rewrite(state_dir, &report)?;
+    let global = global.training_state();
+    // The next downlink before the state: where it cannot be written, the state still expects
+    // this round, and running it again on the same updates computes the same round.
     let next_round = round < cfg.rounds;
     if next_round {
         let downlink =
@@ -232,5 +240,39 @@ pub fn server_round<B: TrainingOps + ImageOps>(
     } else if downlink_out.exists() {
         std::fs::remove_file(downlink_out).map_err(|e| PipelineError::io(downlink_out, e))?;
     }
+    state.round = round;
+    state.global = global;
+    SERVER_STATE.save(state_dir, &state)?;
     Ok(ServerRoundResult { round, report, next_round })
+}
+
+/// Why `u` is not what this run's config asks of its client, if it is not: the model part the
+/// strategy takes, in the architecture the config gives that client, and under DP-SGD its privacy
+/// report. So a client running another config (or a server trained on updates made for
+/// another run) leaves the client out, named, instead of mixing it in or claiming a guarantee
+/// the client never reported.
+fn misfit(cfg: &ExperimentConfig, u: &ClientUpdate) -> Option<String> {
+    let k = u.client_id;
+    let wanted = cfg.client_model(k).vae();
+    let architecture = match (&u.payload, cfg.strategy) {
+        (UpdatePayload::Decoder { spec, .. }, StrategyKind::AlignFl) => (*spec != wanted.decoder_spec()).then(|| {
+            format!(
+                "a decoder from a {}-d latent through {:?} to {}, where the config gives client {k} a {}-d latent \
+                 through {:?}",
+                spec.latent, spec.hidden, spec.output, wanted.latent, wanted.decoder
+            )
+        }),
+        (UpdatePayload::FullModel { config, .. }, StrategyKind::Fedavg | StrategyKind::Fedprox) => {
+            (*config != wanted).then(|| format!("a model of {config:?}, where the config gives client {k} {wanted:?}"))
+        }
+        (UpdatePayload::Decoder { .. }, strategy) => {
+            Some(format!("a decoder alone, where {} takes the whole model", strategy.as_str()))
+        }
+        (UpdatePayload::FullModel { .. }, _) => {
+            Some("its whole model, where ALIGN-FL takes the decoder and prior alone".into())
+        }
+    };
+    let unaccounted = (cfg.privacy.mechanism == Mechanism::DpSgd && u.privacy.is_none())
+        .then(|| "no DP-SGD privacy report, where the config trains every client with DP-SGD".to_string());
+    architecture.or(unaccounted).map(|what| format!("it sent {what}"))
 }
