@@ -9,9 +9,9 @@ use vae::{DecoderSpec, LatentPrior, LayerWeights, Loss, VaeConfig, VaeWeights};
 
 use crate::FederationError;
 
-/// Largest update accepted (1 GiB): a length prefix beyond this is treated as corrupt rather
-/// than allocated.
-const MAX_UPDATE_BYTES: u64 = 1 << 30;
+/// Largest framed message body accepted (1 GiB): a length prefix beyond this is treated as
+/// corrupt rather than allocated, and a file beyond it is not read.
+pub const MAX_FRAMED_BYTES: u64 = 1 << 30;
 
 /// The format name every encoded update starts with.
 pub const UPDATE_FORMAT: &[u8; 16] = b"align-fl/update\0";
@@ -24,7 +24,7 @@ fn codec() -> impl Options {
         .with_fixint_encoding()
         .with_little_endian()
         .reject_trailing_bytes()
-        .with_limit(MAX_UPDATE_BYTES)
+        .with_limit(MAX_FRAMED_BYTES)
 }
 
 /// Why framed bytes (see [`encode_framed`]) do not decode.

@@ -433,7 +433,11 @@ impl Default for ExperimentConfig {
 impl ExperimentConfig {
     /// Reads a TOML file; a relative `data_dir` is resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| PipelineError::io(path, e))?;
+        let bytes = crate::input_file::read_bounded(path, crate::input_file::MAX_CONFIG_BYTES, "an experiment config")?;
+        let text = String::from_utf8(bytes).map_err(|_| PipelineError::ConfigFile {
+            path: path.to_path_buf(),
+            error: "it is not UTF-8 text".into(),
+        })?;
         let mut cfg: ExperimentConfig = toml::from_str(&text)
             .map_err(|e| PipelineError::ConfigFile { path: path.to_path_buf(), error: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));

@@ -30,8 +30,15 @@ pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     std::fs::rename(&partial, path).map_err(|e| PipelineError::io(path, e))
 }
 
-/// Creates `dir` and its parents, naming it on failure.
+/// Creates `dir` and its parents, naming it on failure (a file or device already there by that
+/// name included).
 pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(PipelineError::Config(format!(
+            "{} exists and is not a folder; name a folder (it is made if missing)",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))
 }
 
@@ -169,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn write_file_refuses_to_replace_what_is_not_a_file() {
+    fn outputs_never_replace_a_device_pipe_or_folder() {
         let dir = temp("not-a-file");
         let pipe = dir.join("pipe");
         create_dir(&dir).unwrap();
@@ -180,6 +187,8 @@ mod tests {
         };
         refused(&dir);
         if made {
+            let e = create_dir(&pipe).unwrap_err().to_string();
+            assert!(e.contains("exists and is not a folder"), "{e}");
             refused(&pipe);
             assert!(!std::fs::metadata(&pipe).unwrap().is_file(), "the pipe is still a pipe");
         }

@@ -214,6 +214,25 @@ fn an_unwritable_downlink_fails_init_and_round_and_the_retry_goes_on() {
     assert_eq!(log.lines().count(), 1, "{log}");
 }
 
+/// An update path that is not a readable file (here a folder; a device or an oversized file
+/// alike) leaves its client out, named, instead of stopping the round.
+#[test]
+fn an_update_that_cannot_be_read_leaves_its_client_out() {
+    let cfg = tiny();
+    let sites = Sites::new("deploy-unreadable-update");
+    server_init(&Cpu::new(), &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink()).unwrap();
+    for k in 0..cfg.partition.clients {
+        sites.client_round(&cfg, k).unwrap();
+    }
+    std::fs::remove_file(sites.update(1)).unwrap();
+    std::fs::create_dir(sites.update(1)).unwrap();
+    let all: Vec<usize> = (0..cfg.partition.clients).collect();
+    let result = sites.server_round(&all, &[], all.len() - 1).unwrap();
+    let left = &result.report.main.rounds[0].left_out;
+    assert_eq!(left.iter().map(|l| l.client).collect::<Vec<_>>(), [1]);
+    assert!(left[0].reason.contains("update-1.bin is not a regular file"), "{}", left[0].reason);
+}
+
 #[test]
 fn clients_that_fail_or_vanish_are_left_out_and_named() {
     let cfg = two_rounds();

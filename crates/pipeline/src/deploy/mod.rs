@@ -25,8 +25,13 @@ use serde::{Deserialize, Serialize};
 pub use client::{client_round, ClientRoundResult};
 pub use server::{server_init, server_round, ServerRound, ServerRoundResult};
 
+use crate::input_file::read_bounded;
 use crate::out_dir::write_file;
 use crate::{ExperimentConfig, PipelineError, Result};
+
+/// The largest downlink, update or state file read: the format name, the version and the largest
+/// body a framed message may have.
+pub(crate) const FRAMED_FILE_BYTES: u64 = 16 + 2 + federation::MAX_FRAMED_BYTES;
 
 /// The format name of a [`Downlink`].
 pub const DOWNLINK_FORMAT: &[u8; 16] = b"align-fl/round\0\0";
@@ -78,7 +83,7 @@ fn parse_config(text: &str) -> Result<ExperimentConfig> {
 
 /// Reads a framed file, naming the file in any error.
 fn read_framed<T: DeserializeOwned>(path: &Path, format: &[u8; 16], version: u16) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| PipelineError::io(path, e))?;
+    let bytes = read_bounded(path, FRAMED_FILE_BYTES, "a framed align-fl message")?;
     decode_framed(format, version, &bytes)
         .map_err(|e: FrameError| PipelineError::Config(format!("{}: {e}", path.display())))
 }

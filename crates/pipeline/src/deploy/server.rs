@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use tensor_kernels::{ImageOps, TrainingOps};
 use vae::VaeState;
 
-use super::{config_text, parse_config, Downlink, StateFile};
+use super::{config_text, parse_config, Downlink, StateFile, FRAMED_FILE_BYTES};
 use crate::experiment::{build_strategy, load_partition, privacy_report, Fid, RoundRecorder};
+use crate::input_file::read_bounded;
 use crate::out_dir::{create_dir, write_file};
 use crate::report::{self, LeftOut, Report, RoundRecord};
 use crate::{ExperimentConfig, Mechanism, Observer, PipelineError, Result, StrategyKind};
@@ -135,7 +136,14 @@ pub fn server_round<B: TrainingOps + ImageOps>(
                 path.display()
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| PipelineError::io(path, e))?;
+        // An update that cannot be read (missing, oversized, not a file) leaves its client out.
+        let bytes = match read_bounded(path, FRAMED_FILE_BYTES, "a client update") {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                left_out.push(LeftOut { client, reason: e.to_string() });
+                continue;
+            }
+        };
         match ClientUpdate::decode(&bytes, client) {
             Ok(u) if u.round == round => match misfit(&cfg, &u) {
                 Some(reason) => {
