@@ -283,6 +283,9 @@ fn bad_arguments_and_inputs_exit_non_zero_with_the_fix_named() {
         (&["reproduce", "--quick", "--cell", "fedavg/4", "--no-fid", "--only", "fedavg"], "seeds are 0 to 0"),
         (&["reproduce", "--first-seed", "18446744073709551615", "--seeds", "3", "--plan", "a"], "must be below"),
         (&["reproduce", "--quick", "--plan", "a", "--collect", "b"], "cannot be used with"),
+        // Devices are refused before they are read (reading /dev/zero would never end).
+        (&["run", "--config", "/dev/zero"], "/dev/zero is not a regular file"),
+        (&["fid", "--real", "/dev/zero", "--fake", "/dev/zero"], "/dev/zero is not a regular file"),
     ] {
         let o = align_fl(args);
         assert!(!o.status.success() && stderr(&o).contains(want), "{args:?}: {}", stderr(&o));

@@ -50,6 +50,20 @@ pub enum DataError {
         /// Actual digest (hex).
         actual: String,
     },
+    /// A path given as a file is a device, pipe or folder.
+    #[error("{path} is not a regular file (a device, pipe or folder); name the file itself")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file is larger than what it should hold may take.
+    #[error("{path} is larger than the {limit} bytes such a file may take; is it the right file?")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// An image file or folder cannot serve as an image set.
     #[error("{path}: {reason}")]
     Images {

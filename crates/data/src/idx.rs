@@ -47,7 +47,7 @@ fn declared_len(start: &[u8], path: &Path) -> Result<Option<usize>, DataError> {
 /// decompressed stream is read no further than the length its IDX header declares (plus one byte,
 /// to tell a longer stream), so a gzip bomb is refused after a few bytes, not gigabytes.
 pub fn read_decompressed(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let raw = crate::read_bounded(path, MAX_IDX_BYTES as u64)?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }

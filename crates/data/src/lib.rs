@@ -13,6 +13,7 @@
 //! # Ok::<(), data::DataError>(())
 //! ```
 
+mod bounded_read;
 mod download;
 mod error;
 pub mod idx;
@@ -21,6 +22,7 @@ mod partition;
 mod registry;
 mod subset;
 
+pub use bounded_read::read_bounded;
 pub use download::download;
 pub use error::DataError;
 pub use image_set::ImageSet;

@@ -14,6 +14,9 @@ use vae::{GradientScope, PenaltyTarget};
 
 use crate::{PipelineError, Result};
 
+/// The largest experiment config read (1 MiB; the paper protocol's is under 2 KiB).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Which server strategy runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -433,7 +436,7 @@ impl Default for ExperimentConfig {
 impl ExperimentConfig {
     /// Reads a TOML file; a relative `data_dir` is resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = crate::input_file::read_bounded(path, crate::input_file::MAX_CONFIG_BYTES, "an experiment config")?;
+        let bytes = data::read_bounded(path, MAX_CONFIG_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|_| PipelineError::ConfigFile {
             path: path.to_path_buf(),
             error: "it is not UTF-8 text".into(),

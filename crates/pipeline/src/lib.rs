@@ -28,7 +28,6 @@ pub mod deploy;
 mod error;
 mod experiment;
 mod figures;
-mod input_file;
 mod metrics_log;
 pub mod models;
 mod observer;

@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 pub use client::{client_round, ClientRoundResult};
 pub use server::{server_init, server_round, ServerRound, ServerRoundResult};
 
-use crate::input_file::read_bounded;
 use crate::out_dir::write_file;
 use crate::{ExperimentConfig, PipelineError, Result};
 
@@ -83,7 +82,7 @@ fn parse_config(text: &str) -> Result<ExperimentConfig> {
 
 /// Reads a framed file, naming the file in any error.
 fn read_framed<T: DeserializeOwned>(path: &Path, format: &[u8; 16], version: u16) -> Result<T> {
-    let bytes = read_bounded(path, FRAMED_FILE_BYTES, "a framed align-fl message")?;
+    let bytes = data::read_bounded(path, FRAMED_FILE_BYTES)?;
     decode_framed(format, version, &bytes)
         .map_err(|e: FrameError| PipelineError::Config(format!("{}: {e}", path.display())))
 }

@@ -11,7 +11,6 @@ use vae::VaeState;
 
 use super::{config_text, parse_config, Downlink, StateFile, FRAMED_FILE_BYTES};
 use crate::experiment::{build_strategy, load_partition, privacy_report, Fid, RoundRecorder};
-use crate::input_file::read_bounded;
 use crate::out_dir::{create_dir, write_file};
 use crate::report::{self, LeftOut, Report, RoundRecord};
 use crate::{ExperimentConfig, Mechanism, Observer, PipelineError, Result, StrategyKind};
@@ -137,7 +136,7 @@ pub fn server_round<B: TrainingOps + ImageOps>(
             )));
         }
         // An update that cannot be read (missing, oversized, not a file) leaves its client out.
-        let bytes = match read_bounded(path, FRAMED_FILE_BYTES, "a client update") {
+        let bytes = match data::read_bounded(path, FRAMED_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 left_out.push(LeftOut { client, reason: e.to_string() });
