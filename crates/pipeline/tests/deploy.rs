@@ -185,6 +185,39 @@ fn a_second_server_trains_its_own_model_on_the_same_updates_and_refuses_another_
     assert!(second["rounds"][1]["left_out"].as_array().unwrap().is_empty());
 }
 
+/// Under DP-SGD a server whose target is stricter than what the clients spent (here half the ε
+/// they were calibrated to) leaves them out rather than report its own target over their ledgers.
+#[test]
+fn a_server_refuses_ledgers_beyond_its_privacy_target() {
+    let mut cfg = tiny();
+    cfg.privacy.mechanism = Mechanism::DpSgd;
+    let mut strict = cfg.clone();
+    strict.privacy.epsilon = cfg.privacy.epsilon / 2.0;
+    let sites = Sites::new("deploy-strict-target");
+    let cpu = Cpu::new();
+    let strict_dir = sites.root.join("strict");
+    let unread = sites.root.join("unread-downlink.bin");
+    server_init(&cpu, &strict, &cfg.data_dir(None), &strict_dir, &unread).unwrap();
+    server_init(&cpu, &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink()).unwrap();
+    let all: Vec<usize> = (0..cfg.partition.clients).collect();
+    for &k in &all {
+        sites.client_round(&cfg, k).unwrap();
+    }
+    assert_eq!(sites.server_round(&all, &[], all.len()).unwrap().round, 1, "the ledgers fit their own run");
+    let input = ServerRound {
+        updates: all.iter().map(|&k| (k, sites.update(k))).collect(),
+        no_answer: BTreeMap::new(),
+        min_clients: None,
+    };
+    let e = server_round(&cpu, &strict_dir, &input, &unread, &Quiet).unwrap_err().to_string();
+    let target = format!("beyond this run's target of ε = {} at δ = 1e-5", strict.privacy.epsilon);
+    assert!(
+        e.contains("client 0: its update does not fit this run: it sent a DP-SGD ledger of ε = ")
+            && e.contains(&target),
+        "{e}"
+    );
+}
+
 /// A downlink that cannot be written (here its path is a folder) fails `server init` and
 /// `server round` without leaving state that refuses the retry; the retried round is the same
 /// round, logged once.

@@ -254,8 +254,8 @@ pub fn server_round<B: TrainingOps + ImageOps>(
 }
 
 /// Why `u` is not what this run's config asks of its client, if it is not: the model part the
-/// strategy takes, in the architecture the config gives that client, and under DP-SGD its privacy
-/// report. So a client running another config (or a server trained on updates made for
+/// strategy takes, in the architecture the config gives that client, and under DP-SGD a privacy
+/// ledger within the config's (ε, δ). So a client running another config (or a server trained on updates made for
 /// another run) leaves the client out, named, instead of mixing it in or claiming a guarantee
 /// the client never reported.
 fn misfit(cfg: &ExperimentConfig, u: &ClientUpdate) -> Option<String> {
@@ -279,7 +279,17 @@ fn misfit(cfg: &ExperimentConfig, u: &ClientUpdate) -> Option<String> {
             Some("its whole model, where ALIGN-FL takes the decoder and prior alone".into())
         }
     };
-    let unaccounted = (cfg.privacy.mechanism == Mechanism::DpSgd && u.privacy.is_none())
-        .then(|| "no DP-SGD privacy report, where the config trains every client with DP-SGD".to_string());
-    architecture.or(unaccounted).map(|what| format!("it sent {what}"))
+    let dp = &cfg.privacy;
+    let ledger = match (&u.privacy, dp.mechanism) {
+        (None, Mechanism::DpSgd) => {
+            Some("no DP-SGD privacy report, where the config trains every client with DP-SGD".to_string())
+        }
+        // The calibration reaches the target in the last round, to rounding.
+        (Some(p), Mechanism::DpSgd) if p.delta != dp.delta || p.epsilon > dp.epsilon * (1.0 + 1e-9) => Some(format!(
+            "a DP-SGD ledger of ε = {} at δ = {:e}, beyond this run's target of ε = {} at δ = {:e}",
+            p.epsilon, p.delta, dp.epsilon, dp.delta
+        )),
+        _ => None,
+    };
+    architecture.or(ledger).map(|what| format!("it sent {what}"))
 }
