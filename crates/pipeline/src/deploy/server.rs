@@ -255,9 +255,9 @@ pub fn server_round<B: TrainingOps + ImageOps>(
 
 /// Why `u` is not what this run's config asks of its client, if it is not: the model part the
 /// strategy takes, in the architecture the config gives that client, and under DP-SGD a privacy
-/// ledger within the config's (ε, δ). So a client running another config (or a server trained on updates made for
-/// another run) leaves the client out, named, instead of mixing it in or claiming a guarantee
-/// the client never reported.
+/// ledger within the config's (ε, δ). So a client running another config (or updates made for
+/// another run) is left out, named, instead of being mixed in under a guarantee it never
+/// reported.
 fn misfit(cfg: &ExperimentConfig, u: &ClientUpdate) -> Option<String> {
     let k = u.client_id;
     let wanted = cfg.client_model(k).vae();
