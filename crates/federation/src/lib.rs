@@ -33,7 +33,7 @@ mod strategy;
 pub use client::{Client, ClientPrivacy, ClientStart, LocalTraining, PriorFit, PriorKind, RoundPlan, Upload};
 pub use error::FederationError;
 pub use message::{
-    decode_framed, encode_framed, ClientUpdate, FrameError, UpdatePayload, MAX_FRAMED_BYTES, UPDATE_FORMAT,
+    decode_framed, encode_framed, ClientUpdate, FrameError, UpdatePayload, MAX_FRAMED_MESSAGE_BYTES, UPDATE_FORMAT,
     UPDATE_FORMAT_VERSION,
 };
 pub use seeds::{derive_seed, Stream};

@@ -10,8 +10,11 @@ use vae::{DecoderSpec, LatentPrior, LayerWeights, Loss, VaeConfig, VaeWeights};
 use crate::FederationError;
 
 /// Largest framed message body accepted (1 GiB): a length prefix beyond this is treated as
-/// corrupt rather than allocated, and a file beyond it is not read.
-pub const MAX_FRAMED_BYTES: u64 = 1 << 30;
+/// corrupt rather than allocated.
+const MAX_FRAMED_BYTES: u64 = 1 << 30;
+/// Largest framed message, header included (the 16-byte format name and the u16 version before
+/// the body): a file beyond it is not read.
+pub const MAX_FRAMED_MESSAGE_BYTES: u64 = 16 + 2 + MAX_FRAMED_BYTES;
 
 /// The format name every encoded update starts with.
 pub const UPDATE_FORMAT: &[u8; 16] = b"align-fl/update\0";

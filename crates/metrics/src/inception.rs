@@ -15,8 +15,9 @@ use crate::{FeatureStats, MetricsError};
 pub const INCEPTION_FILE: &str = "inception-2015-12-05.safetensors";
 /// SHA-256 of [`INCEPTION_FILE`].
 pub const INCEPTION_SHA256: &str = "94ca3ab594af59752bc70b9c10df59e9b290c2753c4b1a144ca0a07a330cec6e";
-/// The largest weights file read (200 MiB; the published one is 87 MB).
-const MAX_WEIGHTS_BYTES: u64 = 200 << 20;
+/// The largest Inception weights file read or downloaded, in either format (200 MiB; the
+/// converted file is 87 MB, pytorch-fid's release 95.6 MB).
+pub const MAX_INCEPTION_BYTES: u64 = 200 << 20;
 /// Length of the pool3 feature.
 pub const FEATURE_DIM: usize = 2048;
 /// Side of the network's input images.
@@ -169,7 +170,7 @@ impl<B: ImageOps> Inception<B> {
     /// Loads `path`: its SHA-256 must be the published [`INCEPTION_SHA256`] (so every FID is
     /// computed with the same network), then [`Inception::from_bytes`].
     pub fn load(backend: &B, path: &Path) -> Result<Self, MetricsError> {
-        let bytes = data::read_bounded(path, MAX_WEIGHTS_BYTES).map_err(|e| MetricsError::Weights(e.to_string()))?;
+        let bytes = data::read_bounded(path, MAX_INCEPTION_BYTES).map_err(|e| MetricsError::Weights(e.to_string()))?;
         let digest = data::sha256_hex(&bytes);
         if digest != INCEPTION_SHA256 {
             return Err(MetricsError::Weights(format!(

@@ -26,7 +26,7 @@ pub use fid::{encode_feature_stats, frechet_distance, FeatureStats};
 pub use figures::{latent_scatter, project_2d, sample_grid, PALETTE};
 pub use inception::{
     locate_inception_weights, models_cache_dir, Inception, Tap, FEATURE_DIM, INCEPTION_FILE, INCEPTION_SHA256,
-    INPUT_SIZE,
+    INPUT_SIZE, MAX_INCEPTION_BYTES,
 };
 pub use inception_import::{
     convert_pytorch_fid, convert_pytorch_fid_entries, inception_safetensors, pytorch_fid_module, NamedTensor,

@@ -4,12 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use metrics::{convert_pytorch_fid, INCEPTION_FILE, INCEPTION_SHA256, PYTORCH_FID_SHA256_PREFIX};
+use metrics::{convert_pytorch_fid, INCEPTION_FILE, INCEPTION_SHA256, MAX_INCEPTION_BYTES, PYTORCH_FID_SHA256_PREFIX};
 
 use crate::{PipelineError, Result};
-
-/// Largest download accepted: the release is 95.6 MB.
-const MAX_DOWNLOAD_BYTES: u64 = 200 << 20;
 
 /// Where the weights come from.
 pub enum InceptionSource<'a> {
@@ -61,7 +58,7 @@ pub fn fetch_inception(source: InceptionSource<'_>, dir: &Path) -> Result<Fetche
         }
     }
     let dest = dir.join(INCEPTION_FILE);
-    if std::fs::read(&dest).is_ok_and(|b| data::sha256_hex(&b) == INCEPTION_SHA256) {
+    if data::read_bounded(&dest, MAX_INCEPTION_BYTES).is_ok_and(|b| data::sha256_hex(&b) == INCEPTION_SHA256) {
         return Ok(FetchedWeights { path: dest, already_present: true });
     }
     std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))?;
@@ -69,7 +66,7 @@ pub fn fetch_inception(source: InceptionSource<'_>, dir: &Path) -> Result<Fetche
         InceptionSource::File(path) => convert_pytorch_fid(path)?,
         InceptionSource::Download { url, progress } => {
             let fail = |reason: String| PipelineError::ModelDownload { url: url.to_owned(), reason };
-            let body = data::download(url, MAX_DOWNLOAD_BYTES, progress).map_err(fail)?;
+            let body = data::download(url, MAX_INCEPTION_BYTES, progress).map_err(fail)?;
             let digest = data::sha256_hex(&body);
             if !digest.starts_with(PYTORCH_FID_SHA256_PREFIX) {
                 return Err(fail(format!(

@@ -28,10 +28,6 @@ pub use server::{server_init, server_round, ServerRound, ServerRoundResult};
 use crate::out_dir::write_file;
 use crate::{ExperimentConfig, PipelineError, Result};
 
-/// The largest downlink, update or state file read: the format name, the version and the largest
-/// body a framed message may have.
-pub(crate) const FRAMED_FILE_BYTES: u64 = 16 + 2 + federation::MAX_FRAMED_BYTES;
-
 /// The format name of a [`Downlink`].
 pub const DOWNLINK_FORMAT: &[u8; 16] = b"align-fl/round\0\0";
 /// The version of the [`Downlink`] layout; raise it whenever it changes shape.
@@ -82,7 +78,7 @@ fn parse_config(text: &str) -> Result<ExperimentConfig> {
 
 /// Reads a framed file, naming the file in any error.
 fn read_framed<T: DeserializeOwned>(path: &Path, format: &[u8; 16], version: u16) -> Result<T> {
-    let bytes = data::read_bounded(path, FRAMED_FILE_BYTES)?;
+    let bytes = data::read_bounded(path, federation::MAX_FRAMED_MESSAGE_BYTES)?;
     decode_framed(format, version, &bytes)
         .map_err(|e: FrameError| PipelineError::Config(format!("{}: {e}", path.display())))
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tensor_kernels::{ImageOps, TrainingOps};
 use vae::VaeState;
 
-use super::{config_text, parse_config, Downlink, StateFile, FRAMED_FILE_BYTES};
+use super::{config_text, parse_config, Downlink, StateFile};
 use crate::experiment::{build_strategy, load_partition, privacy_report, Fid, RoundRecorder};
 use crate::out_dir::{create_dir, write_file};
 use crate::report::{self, LeftOut, Report, RoundRecord};
@@ -136,7 +136,7 @@ pub fn server_round<B: TrainingOps + ImageOps>(
             )));
         }
         // An update that cannot be read (missing, oversized, not a file) leaves its client out.
-        let bytes = match data::read_bounded(path, FRAMED_FILE_BYTES) {
+        let bytes = match data::read_bounded(path, federation::MAX_FRAMED_MESSAGE_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 left_out.push(LeftOut { client, reason: e.to_string() });
