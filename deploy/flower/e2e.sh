@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end test of the Flower deployment on 127.0.0.1: makes a CA and a certificate with SAN
 # 127.0.0.1 and one P-384 key per SuperNode, starts a SuperLink with TLS and SuperNode
-# authentication, registers 5 node keys, starts 5 SuperNodes (client ids 0-4) and a sixth with an
-# unregistered key, runs 2 rounds of a trimmed quick config with `flwr run`, and checks that
-# report.json's results equal `align-fl run`'s for the same config bit for bit and that the
-# unregistered node was refused. A second run kills client 4's SuperNode during round 2 and checks
+# authentication, registers 5 node keys, starts 5 SuperNodes (client ids 0-4; client 2 on its own
+# images, its shard written as an IDX file) and a sixth with an unregistered key, runs 2 rounds of
+# a trimmed quick config with `flwr run`, and checks that report.json's results equal `align-fl
+# run`'s for the same config bit for bit and that the unregistered node was refused. A second run kills client 4's SuperNode during round 2 and checks
 # that the round completes with the other 4 and the report names client 4. Stops every process it
 # started by PID. Prints "N passed, N failed".
 #   usage: deploy/flower/e2e.sh        (FLWR_VENV overrides the venv, built on first use;
@@ -65,11 +65,16 @@ port_open() { python3 -c "import socket, sys; socket.create_connection(('127.0.0
 for _ in $(seq 60); do port_open 29091 && break; sleep 1; done
 for k in 0 1 2 3 4; do "$venv/bin/flwr" supernode register "node-$k.pub" e2e > "register-$k.log" 2>&1; done
 check "5 SuperNode keys registered" '[ "$(grep -l -i "error" register-*.log | wc -l)" = 0 ]'
+# Client 2 trains on its own images: its shard, written as an IDX file (so the results stay equal).
+"$bin" data shard --config experiment.toml --client 2 --out client-2.idx > shard.log 2>&1
+check "client 2's shard written as an image file" '[ -s client-2.idx ]'
 supernode_pids=()
 for k in 0 1 2 3 4 5; do
+  images="data-dir=\"$root/data/subset\""
+  [ $k = 2 ] && images="images=\"$work/client-2.idx\""
   PATH="$(dirname "$bin"):$PATH" "$venv/bin/flower-supernode" --superlink 127.0.0.1:29091 --root-certificates ca.crt \
     --auth-supernode-private-key "node-$k" --port $((29100 + k)) \
-    --node-config "client-id=$k data-dir=\"$root/data/subset\" state-dir=\"$work/client-$k\" binary=\"$bin\"" > "supernode-$k.log" 2>&1 &
+    --node-config "client-id=$k $images state-dir=\"$work/client-$k\" binary=\"$bin\"" > "supernode-$k.log" 2>&1 &
   pids+=($!); supernode_pids+=($!)
 done
 

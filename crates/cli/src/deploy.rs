@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use pipeline::deploy::{client_round, server_init, server_round, ServerRound};
+use pipeline::deploy::{client_round, server_init, server_round, ClientData, ServerRound};
 use pipeline::{ExperimentConfig, Overrides};
 use tensor_kernels::{ImageOps, TrainingOps};
 
@@ -20,7 +20,7 @@ pub enum ClientCommand {
     /// Train one round: read the server's downlink, train from the state directory on this
     /// client's data, write the update to send back.
     #[command(
-        after_help = "Example:\n  align-fl client round --client 0 --data-dir data --state state/client-0 \\\n    --downlink round.bin --update update.bin"
+        after_help = "Examples:\n  align-fl client round --client 0 --data-dir data --state state/client-0 \\\n    --downlink round.bin --update update.bin\n  align-fl client round --client 0 --images /srv/site-images --state state/client-0 \\\n    --downlink round.bin --update update.bin"
     )]
     Round(ClientRoundArgs),
 }
@@ -31,9 +31,8 @@ pub struct ClientRoundArgs {
     /// This client's id (0-based; its shard of the configured partition).
     #[arg(long)]
     client: usize,
-    /// This client's data directory.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: TrainingImages,
     /// This client's state directory (created in round 1, reused every round after).
     #[arg(long)]
     state: PathBuf,
@@ -47,13 +46,44 @@ pub struct ClientRoundArgs {
     machine: Machine,
 }
 
+/// What a deployed client trains on: one of the two.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct TrainingImages {
+    /// A data directory holding the run's dataset: the client trains on its shard of the
+    /// configured partition (as `align-fl run` does).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The client's own images instead: an IDX image file or a folder of PNGs, 28×28 gray
+    /// (`align-fl data shard` writes a shard in this form). Every round must get the same images.
+    #[arg(long)]
+    images: Option<PathBuf>,
+}
+
+impl TrainingImages {
+    fn source(&self) -> Result<ClientData<'_>> {
+        match (&self.images, &self.data_dir) {
+            (Some(images), _) => Ok(ClientData::Images(images)),
+            (None, Some(dir)) => Ok(ClientData::Shard(dir)),
+            (None, None) => anyhow::bail!("give --data-dir DIR (the run's dataset) or --images PATH (own images)"),
+        }
+    }
+}
+
 impl OnBackend for ClientRoundArgs {
     type Output = ();
 
     fn run<B: TrainingOps + ImageOps>(self, backend: &B) -> Result<()> {
         let progress = Terminal::default();
-        let done =
-            client_round(backend, self.client, &self.data_dir, &self.state, &self.downlink, &self.update, &progress)?;
+        let done = client_round(
+            backend,
+            self.client,
+            self.data.source()?,
+            &self.state,
+            &self.downlink,
+            &self.update,
+            &progress,
+        )?;
         let what = if done.resent { "resent its saved update of" } else { "trained" };
         println!(
             "client {} {what} round {}: {} bytes to {}",

@@ -519,6 +519,28 @@ enum DataCommand {
         #[arg(long, default_value_t = 100)]
         test_per_class: usize,
     },
+    /// Write one client's shard of a config's partition as an IDX image file: the images
+    /// `align-fl client round --data-dir` trains that client on, in the form `--images` reads.
+    #[command(
+        after_help = "Example:\n  align-fl data shard --config configs/quick.toml --client 2 --out client-2.idx\n  align-fl client round --client 2 --images client-2.idx --state state/client-2 --downlink round.bin --update update.bin"
+    )]
+    Shard {
+        /// Experiment config (TOML): its dataset, partition and seed cut the shard.
+        #[arg(long)]
+        config: PathBuf,
+        /// The config's seed instead (the partition depends on it).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The client (0-based).
+        #[arg(long)]
+        client: usize,
+        /// Data directory (default: config's data_dir, then $ALIGN_FL_DATA, then ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The IDX image file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn data_command(cmd: DataCommand) -> Result<()> {
@@ -553,6 +575,13 @@ fn data_command(cmd: DataCommand) -> Result<()> {
             for path in data::make_subset(&from, &out, sizes)? {
                 println!("wrote {}", path.display());
             }
+        }
+        DataCommand::Shard { config, seed, client, data_dir, out } => {
+            let mut cfg = ExperimentConfig::load(&config)?;
+            cfg.seed = seed.unwrap_or(cfg.seed);
+            cfg.validate()?;
+            let count = pipeline::deploy::write_client_shard(&cfg, &cfg.data_dir(data_dir.as_deref()), client, &out)?;
+            println!("wrote {}: client {client}'s {count} training images (seed {})", out.display(), cfg.seed);
         }
     }
     Ok(())

@@ -286,6 +286,31 @@ fn bad_arguments_and_inputs_exit_non_zero_with_the_fix_named() {
         // Devices are refused before they are read (reading /dev/zero would never end).
         (&["run", "--config", "/dev/zero"], "/dev/zero is not a regular file"),
         (&["fid", "--real", "/dev/zero", "--fake", "/dev/zero"], "/dev/zero is not a regular file"),
+        // A client trains on the run's dataset or on its own images: one of the two.
+        (&["client", "round", "--client", "0", "--state", "s", "--downlink", "d", "--update", "u"], "--data-dir"),
+        (
+            &[
+                "client",
+                "round",
+                "--client",
+                "0",
+                "--data-dir",
+                "data",
+                "--images",
+                "i",
+                "--state",
+                "s",
+                "--downlink",
+                "d",
+                "--update",
+                "u",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["data", "shard", "--config", "configs/quick.toml", "--client", "5", "--out", "x.idx"],
+            "client id 5 is out of range",
+        ),
     ] {
         let o = align_fl(args);
         assert!(!o.status.success() && stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
@@ -341,6 +366,7 @@ fn version_names_the_kernels_and_every_command_shows_an_example() {
         &["data", "fetch"],
         &["data", "verify"],
         &["data", "subset"],
+        &["data", "shard"],
         &["client", "round"],
         &["server", "init"],
         &["server", "round"],

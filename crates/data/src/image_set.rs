@@ -1,9 +1,10 @@
-//! Image sets from disk for FID: an IDX image file (n × h × w, gzip or raw) or a folder of PNGs
-//! (gray or RGB, alpha dropped, 8 or 16 bits, one size per folder, read in name order).
+//! Image sets from disk, for FID and for a deployed client's own training images: an IDX image
+//! file (n × h × w, gzip or raw) or a folder of PNGs (gray or RGB, alpha dropped, 8 or 16 bits,
+//! one size per folder, read in name order).
 
 use std::path::{Path, PathBuf};
 
-use crate::{idx, DataError};
+use crate::{idx, DataError, IMAGE_SIDE};
 
 /// n images of one size, row-major NHWC, values in [0, 1].
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +47,25 @@ impl ImageSet {
             channels: 1,
             pixels: array.data.iter().map(|&v| f32::from(v) / 255.0).collect(),
         })
+    }
+
+    /// The images as training pixels (n × 784 in [0, 1]): the set read from `path` must hold 28 × 28
+    /// gray images, at least one.
+    pub fn into_training_pixels(self, path: &Path) -> Result<Vec<f32>, DataError> {
+        let refuse = |reason: String| Err(DataError::Images { path: path.into(), reason });
+        if self.count == 0 {
+            return refuse("holds no images; give at least one 28×28 gray image".into());
+        }
+        if (self.height, self.width) != (IMAGE_SIDE, IMAGE_SIDE) {
+            return refuse(format!(
+                "holds {}×{} images; the model takes {IMAGE_SIDE}×{IMAGE_SIDE}: resize them to {IMAGE_SIDE}×{IMAGE_SIDE}",
+                self.width, self.height
+            ));
+        }
+        if self.channels != 1 {
+            return refuse("holds colour images; the model takes gray ones: convert them to gray".into());
+        }
+        Ok(self.pixels)
     }
 }
 
@@ -168,6 +188,27 @@ mod tests {
         assert!(e.contains("b.png") && e.contains("not a readable PNG"), "{e}");
         let e = ImageSet::read(&dir.join("absent.idx")).unwrap_err().to_string();
         assert!(e.contains("absent.idx"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn training_pixels_are_28_by_28_gray_and_other_sets_are_refused_with_the_fix() {
+        let dir = temp_dir("training");
+        let side = IMAGE_SIDE as u32;
+        let gray: Vec<u8> = (0..IMAGE_SIDE * IMAGE_SIDE).map(|v| (v % 256) as u8).collect();
+        write_png(&dir.join("a.png"), side, side, png::ColorType::Grayscale, &gray);
+        let pixels = ImageSet::read(&dir).unwrap().into_training_pixels(&dir).unwrap();
+        assert_eq!(pixels.len(), IMAGE_SIDE * IMAGE_SIDE);
+        assert!((pixels[255] - 1.0).abs() < 1e-7);
+        let small = ImageSet::gray_squares(vec![0.5; 4 * 2], 2);
+        let e = small.into_training_pixels(Path::new("small.idx")).unwrap_err().to_string();
+        assert!(e.contains("small.idx: holds 2×2 images") && e.contains("resize them to 28×28"), "{e}");
+        write_png(&dir.join("b.png"), side, side, png::ColorType::Rgb, &[9; IMAGE_SIDE * IMAGE_SIDE * 3]);
+        let e = ImageSet::read(&dir).unwrap().into_training_pixels(&dir).unwrap_err().to_string();
+        assert!(e.contains("colour images") && e.contains("convert them to gray"), "{e}");
+        let empty = ImageSet::gray_squares(Vec::new(), IMAGE_SIDE);
+        let e = empty.into_training_pixels(Path::new("empty.idx")).unwrap_err().to_string();
+        assert!(e.contains("empty.idx: holds no images"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! Data for align-fl: the IDX reader, the registry of MNIST and Fashion-MNIST with checksums,
 //! fetching and verifying a data directory, the committed subset, the ALIGN-FL partition, and
-//! image sets (IDX files or PNG folders) for FID.
+//! image sets (IDX files or PNG folders) for FID and for a deployed client's own images.
 //!
 //! ```no_run
 //! use data::{load_split, resolve_data_dir, DatasetKind, PartitionSpec, Split};

@@ -49,21 +49,21 @@ fn build_federation<B: TrainingOps + ImageOps>(
     sigmas: &HashMap<usize, f64>,
 ) -> Result<Federation<B>> {
     let clients = (0..partition.clients.len())
-        .map(|k| build_client(backend, cfg, partition, k, sigmas))
+        .map(|k| build_client(backend, cfg, k, partition.clients[k].samples.pixels.clone(), sigmas))
         .collect::<Result<Vec<_>>>()?;
     Ok(Federation::new(clients, build_strategy(backend, cfg, strategy)?)?)
 }
 
-/// Client k of the partition with its initial model and, under DP-SGD, its calibrated noise.
+/// Client k, training on `pixels` (n × 784 in [0, 1]), with its initial model and, under DP-SGD,
+/// its calibrated noise.
 pub(crate) fn build_client<B: TrainingOps>(
     backend: &B,
     cfg: &ExperimentConfig,
-    partition: &Partition,
     k: usize,
+    pixels: Vec<f32>,
     sigmas: &HashMap<usize, f64>,
 ) -> Result<Client<B>> {
-    let shard = &partition.clients[k];
-    let client = Client::new(backend, k, shard.samples.pixels.clone(), &cfg.client_model(k).vae(), cfg.seed)?;
+    let client = Client::new(backend, k, pixels, &cfg.client_model(k).vae(), cfg.seed)?;
     Ok(match dp_sgd_for(cfg, k, client.num_samples(), sigmas)? {
         Some(privacy) => client.with_dp_sgd(privacy),
         None => client,
@@ -123,13 +123,16 @@ pub(crate) fn build_strategy<B: TrainingOps>(
 /// DP-SGD's noise multiplier for each distinct client size N: the σ at which ⌈N/b⌉ · epochs ·
 /// rounds Poisson-sampled steps at q = b/N reach the target ε at δ. Sizes are calibrated in
 /// parallel; empty without DP-SGD.
-pub(crate) fn calibrate_clients(cfg: &ExperimentConfig, clients: &[data::ClientShard]) -> Result<HashMap<usize, f64>> {
+pub(crate) fn calibrate_clients(
+    cfg: &ExperimentConfig,
+    sizes: impl IntoIterator<Item = usize>,
+) -> Result<HashMap<usize, f64>> {
     let dp = &cfg.privacy;
     if dp.mechanism != Mechanism::DpSgd {
         return Ok(HashMap::new());
     }
     let batch = cfg.client.batch_size;
-    let mut sizes: Vec<usize> = clients.iter().map(|c| c.samples.len()).collect();
+    let mut sizes: Vec<usize> = sizes.into_iter().collect();
     sizes.sort_unstable();
     sizes.dedup();
     if let Some(&n) = sizes.iter().find(|&&n| n < batch) {
@@ -553,7 +556,7 @@ fn run_prepared<B: TrainingOps + ImageOps>(
         partition,
         out,
         // Every strategy's clients share the calibrated noise: compute it once.
-        sigmas: calibrate_clients(cfg, &partition.clients)?,
+        sigmas: calibrate_clients(cfg, partition.clients.iter().map(|c| c.samples.len()))?,
         fid: prepared.fid.scorer(),
         observer,
     };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use pipeline::deploy::{client_round, server_init, server_round, ServerRound};
+use pipeline::deploy::{client_round, server_init, server_round, write_client_shard, ClientData, ServerRound};
 use pipeline::{ExperimentConfig, Mechanism, PipelineError, Quiet, StrategyKind};
 use privacy::NoiseSource;
 use tensor_kernels::Cpu;
@@ -19,14 +19,16 @@ fn two_rounds() -> ExperimentConfig {
     cfg
 }
 
-/// A deployment's folders: the server's state and each client's.
+/// A deployment's folders: the server's state and each client's; the clients in `own_images`
+/// train on that image file instead of their shard of the data directory.
 struct Sites {
     root: PathBuf,
+    own_images: BTreeMap<usize, PathBuf>,
 }
 
 impl Sites {
     fn new(name: &str) -> Self {
-        Sites { root: temp_dir(name) }
+        Sites { root: temp_dir(name), own_images: BTreeMap::new() }
     }
     fn server(&self) -> PathBuf {
         self.root.join("server")
@@ -43,7 +45,9 @@ impl Sites {
 
     /// Client k's round from the current downlink.
     fn client_round(&self, cfg: &ExperimentConfig, k: usize) -> pipeline::Result<pipeline::deploy::ClientRoundResult> {
-        client_round(&Cpu::new(), k, &cfg.data_dir(None), &self.client(k), &self.downlink(), &self.update(k), &Quiet)
+        let data_dir = cfg.data_dir(None);
+        let data = self.own_images.get(&k).map_or(ClientData::Shard(&data_dir), |p| ClientData::Images(p));
+        client_round(&Cpu::new(), k, data, &self.client(k), &self.downlink(), &self.update(k), &Quiet)
     }
 
     /// The server's round on the updates of `answered`.
@@ -95,9 +99,13 @@ fn results(dir: &Path) -> serde_json::Value {
 }
 
 fn assert_deployed_equals_simulated(name: &str, cfg: &ExperimentConfig) {
+    assert_sites_equal_simulated(Sites::new(name), cfg);
+}
+
+fn assert_sites_equal_simulated(sites: Sites, cfg: &ExperimentConfig) {
+    let name = sites.root.file_name().unwrap().to_string_lossy().into_owned();
     let simulated = temp_dir(&format!("{name}-simulated"));
     run(cfg, &simulated).unwrap();
-    let sites = Sites::new(name);
     sites.run_all(cfg);
     assert_eq!(results(&sites.server()), results(&simulated), "{name}: deployed vs simulated");
     std::fs::remove_dir_all(&simulated).unwrap();
@@ -123,6 +131,71 @@ fn a_deployed_dp_sgd_run_equals_the_simulation_bit_for_bit() {
     cfg.privacy.mechanism = Mechanism::DpSgd;
     cfg.privacy.noise = NoiseSource::Reproducible;
     assert_deployed_equals_simulated("deploy-dp-sgd", &cfg);
+}
+
+/// A client may train on its own images (an IDX file or a folder of PNGs) instead of its shard of
+/// the run's dataset. Given its shard's images as a file (`align-fl data shard`), two clients
+/// under DP-SGD (σ calibrated for the file's size) reproduce the simulation bit for bit.
+#[test]
+fn clients_on_their_shards_as_image_files_reproduce_the_simulation_bit_for_bit() {
+    let mut cfg = two_rounds();
+    cfg.privacy.mechanism = Mechanism::DpSgd;
+    cfg.privacy.noise = NoiseSource::Reproducible;
+    let mut sites = Sites::new("deploy-own-images");
+    for k in [0, 3] {
+        let file = sites.root.join(format!("client-{k}-images.idx"));
+        let count = write_client_shard(&cfg, &cfg.data_dir(None), k, &file).unwrap();
+        let shard = &pipeline::load_partition(&cfg, &cfg.data_dir(None)).unwrap().clients[k];
+        assert_eq!(count, shard.samples.len(), "client 0's file holds its outliers too");
+        sites.own_images.insert(k, file);
+    }
+    assert_sites_equal_simulated(sites, &cfg);
+}
+
+/// A client's run trains on one set of images: other images in a later round (here one pixel
+/// changed), or images the model cannot take, are refused with the file named.
+#[test]
+fn a_client_refuses_other_images_mid_run_and_images_of_another_size() {
+    let cfg = two_rounds();
+    let mut sites = Sites::new("deploy-other-images");
+    let file = sites.root.join("client-1-images.idx");
+    write_client_shard(&cfg, &cfg.data_dir(None), 1, &file).unwrap();
+    sites.own_images.insert(1, file.clone());
+    server_init(&Cpu::new(), &cfg, &cfg.data_dir(None), &sites.server(), &sites.downlink()).unwrap();
+    let all: Vec<usize> = (0..cfg.partition.clients).collect();
+    for &k in &all {
+        sites.client_round(&cfg, k).unwrap();
+    }
+    sites.server_round(&all, &[], all.len()).unwrap();
+    let original = std::fs::read(&file).unwrap();
+    let mut changed = original.clone();
+    let last = changed.len() - 1;
+    changed[last] = changed[last].wrapping_add(1);
+    std::fs::write(&file, &changed).unwrap();
+    let e = sites.client_round(&cfg, 1).unwrap_err().to_string();
+    assert!(e.contains("client-state.bin: this client's run started on other training images"), "{e}");
+    // The refusal lost nothing: with its images back, the client trains round 2.
+    std::fs::write(&file, &original).unwrap();
+    let done = sites.client_round(&cfg, 1).unwrap();
+    assert_eq!((done.round, done.resent), (2, false));
+
+    let large = sites.root.join("large.idx");
+    std::fs::write(&large, data::idx::encode(&data::idx::IdxArray { dims: vec![2, 32, 32], data: vec![0; 2048] }))
+        .unwrap();
+    let e = client_round(
+        &Cpu::new(),
+        2,
+        ClientData::Images(&large),
+        &sites.client(2),
+        &sites.downlink(),
+        &sites.update(2),
+        &Quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("large.idx: holds 32×32 images") && e.contains("resize them to 28×28"), "{e}");
+    let e = write_client_shard(&cfg, &cfg.data_dir(None), 5, &large).unwrap_err().to_string();
+    assert!(e.contains("client id 5 is out of range"), "{e}");
 }
 
 /// The server may train more than one global model on the decoders it receives (its own
@@ -334,7 +407,7 @@ fn a_restarted_client_resends_its_update_and_never_trains_a_round_twice() {
     let e = client_round(
         &Cpu::new(),
         2,
-        &cfg.data_dir(None),
+        ClientData::Shard(&cfg.data_dir(None)),
         &sites.client(2),
         &sites.server().join("server-state.bin"),
         &sites.update(2),
@@ -346,7 +419,7 @@ fn a_restarted_client_resends_its_update_and_never_trains_a_round_twice() {
     let e = client_round(
         &Cpu::new(),
         7,
-        &cfg.data_dir(None),
+        ClientData::Shard(&cfg.data_dir(None)),
         &sites.client(7),
         &sites.downlink(),
         &sites.update(7),

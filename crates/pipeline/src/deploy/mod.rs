@@ -22,7 +22,7 @@ use federation::{decode_framed, encode_framed, FrameError, RoundPlan};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use client::{client_round, ClientRoundResult};
+pub use client::{client_round, write_client_shard, ClientData, ClientRoundResult};
 pub use server::{server_init, server_round, ServerRound, ServerRoundResult};
 
 use crate::out_dir::write_file;
