@@ -11,11 +11,13 @@
 # CONFIG is the clients' protocol (its [server] section without a [server.model]); each server
 # gets CONFIG plus a [server.model] with the clients' widths and its own latent. The data
 # directory is $ALIGN_FL_DATA. OUT/server-latent-L/ ends with that server's report.json and
-# report.md; OUT/clients/ holds the clients' states and updates. FID is skipped (`--no-fid`).
+# report.md; OUT/clients/ holds the clients' states and every round's updates
+# (round-R/update-K.bin), on which a server added later can run the same release. FID is skipped
+# (`--no-fid`).
 set -euo pipefail
 
 if [ $# -lt 5 ]; then
-  sed -n '2,14p' "$0" >&2
+  sed -n '2,16p' "$0" >&2
   exit 2
 fi
 binary=$1 config=$2 seed=$3 out=$4
@@ -41,13 +43,17 @@ done
 
 # The first server's downlink is the one the clients read; the others' only name the next round.
 lead="$out/server-latent-${latents[0]}.downlink"
+round=1
 while [ -f "$lead" ]; do
   updates=()
+  mkdir -p "$out/clients/round-$round"
   for ((c = 0; c < clients; c++)); do
+    update="$out/clients/round-$round/update-$c.bin"
     "$binary" client round --client "$c" --data-dir "$ALIGN_FL_DATA" --state "$out/clients/state-$c" \
-      --downlink "$lead" --update "$out/clients/update-$c.bin"
-    updates+=(--update "$c=$out/clients/update-$c.bin")
+      --downlink "$lead" --update "$update"
+    updates+=(--update "$c=$update")
   done
+  round=$((round + 1))
   for latent in "${latents[@]}"; do
     "$binary" server round --state "$out/server-latent-$latent" "${updates[@]}" \
       --downlink "$out/server-latent-$latent.downlink"
