@@ -28,7 +28,7 @@ pub use error::DataError;
 pub use image_set::ImageSet;
 pub use partition::{ClientShard, Partition, PartitionSpec, Samples, OUTLIER_LABEL};
 pub use registry::{
-    fetch, load_split, resolve_data_dir, sha256_hex, verify, DatasetKind, FileCheck, LabelledImages, Split,
-    CHECKSUM_LIST, IMAGE_PIXELS, IMAGE_SIDE,
+    fetch, load_split, pixels_sha256_hex, resolve_data_dir, sha256_hex, verify, DatasetKind, FileCheck, LabelledImages,
+    Split, CHECKSUM_LIST, IMAGE_PIXELS, IMAGE_SIDE,
 };
 pub use subset::{make_subset, SubsetSizes, LICENCE_NOTICE};

@@ -152,7 +152,25 @@ impl LabelledImages {
 
 /// SHA-256 as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// SHA-256, as lowercase hex, of pixel values as little-endian f32 bytes, hashed as a stream
+/// (no copy of the pixels): what names a set of training images.
+pub fn pixels_sha256_hex(pixels: &[f32]) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in pixels.chunks(1024) {
+        let mut bytes = [0u8; 4096];
+        for (dst, v) in bytes.chunks_exact_mut(4).zip(chunk) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+        hasher.update(&bytes[..4 * chunk.len()]);
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The expected digest of `file`: from the data directory's own `SHA256SUMS` when present (which
@@ -317,6 +335,14 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_digests_hash_the_little_endian_bytes_across_chunks() {
+        let pixels: Vec<f32> = (0..2500).map(|i| i as f32 / 7.0).collect();
+        let bytes: Vec<u8> = pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(pixels_sha256_hex(&pixels), sha256_hex(&bytes));
+        assert_ne!(pixels_sha256_hex(&pixels[1..]), pixels_sha256_hex(&pixels));
+    }
 
     #[test]
     fn data_dir_prefers_explicit_path() {

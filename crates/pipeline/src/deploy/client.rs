@@ -66,11 +66,6 @@ fn check_client_id(cfg: &ExperimentConfig, client: usize) -> Result<()> {
     Ok(())
 }
 
-/// The SHA-256 of training pixels, which names the images a client's run trains on.
-fn pixels_sha256(pixels: &[f32]) -> String {
-    data::sha256_hex(&pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
-}
-
 /// What a client keeps between rounds.
 #[derive(Serialize, Deserialize)]
 struct ClientState {
@@ -139,7 +134,7 @@ pub fn client_round<B: TrainingOps + ImageOps>(
         )));
     }
     let pixels = data.pixels(&cfg, client)?;
-    let images_sha256 = pixels_sha256(&pixels);
+    let images_sha256 = data::pixels_sha256_hex(&pixels);
     if let Some(s) = state.as_ref().filter(|s| s.images_sha256 != images_sha256) {
         return Err(PipelineError::Config(format!(
             "{}: this client's run started on other training images (SHA-256 {}…, these are {}…); a run trains \
