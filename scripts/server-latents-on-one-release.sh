@@ -7,24 +7,35 @@
 # the same updates").
 #
 #   scripts/server-latents-on-one-release.sh BINARY CONFIG SEED OUT LATENT...
+#   scripts/server-latents-on-one-release.sh --replay BINARY CONFIG SEED OUT LATENT...
 #
 # CONFIG is the clients' protocol (its [server] section without a [server.model]); each server
 # gets CONFIG plus a [server.model] with the clients' widths and its own latent. The data
 # directory is $ALIGN_FL_DATA. OUT/server-latent-L/ ends with that server's report.json and
 # report.md; OUT/clients/ holds the clients' states and every round's updates
-# (round-R/update-K.bin), on which a server added later can run the same release. FID is skipped
-# (`--no-fid`).
+# (round-R/update-K.bin). With --replay, OUT already holds such a release (same BINARY, CONFIG and
+# SEED) and no client runs: the new servers in LATENTS read the saved updates, round by round, so
+# they are post-processing of that same release too. FID is skipped (`--no-fid`).
 set -euo pipefail
 
+replay=false
+[ "${1:-}" = --replay ] && { replay=true; shift; }
 if [ $# -lt 5 ]; then
-  sed -n '2,16p' "$0" >&2
+  sed -n '2,19p' "$0" >&2
   exit 2
 fi
 binary=$1 config=$2 seed=$3 out=$4
 shift 4
 latents=("$@")
 : "${ALIGN_FL_DATA:?set ALIGN_FL_DATA to the data directory}"
-[ -e "$out" ] && { echo "$out exists: give a new folder" >&2; exit 2; }
+if $replay; then
+  [ -f "$out/clients/round-1/update-0.bin" ] || { echo "$out holds no saved release (no clients/round-1/update-0.bin)" >&2; exit 2; }
+  for latent in "${latents[@]}"; do
+    [ -e "$out/server-latent-$latent" ] && { echo "$out/server-latent-$latent exists: replay only new latents" >&2; exit 2; }
+  done
+else
+  [ -e "$out" ] && { echo "$out exists: give a new folder (or --replay to add servers)" >&2; exit 2; }
+fi
 grep -q '^\[server\.model\]' "$config" && { echo "$config has a [server.model]: give the clients' protocol" >&2; exit 2; }
 
 # The clients' architecture, read from CONFIG's [model], for every server's [server.model].
@@ -42,15 +53,20 @@ for latent in "${latents[@]}"; do
 done
 
 # The first server's downlink is the one the clients read; the others' only name the next round.
+# Replaying, every round's updates must have been saved: a missing one stops the script.
 lead="$out/server-latent-${latents[0]}.downlink"
 round=1
 while [ -f "$lead" ]; do
   updates=()
-  mkdir -p "$out/clients/round-$round"
+  $replay || mkdir -p "$out/clients/round-$round"
   for ((c = 0; c < clients; c++)); do
     update="$out/clients/round-$round/update-$c.bin"
-    "$binary" client round --client "$c" --data-dir "$ALIGN_FL_DATA" --state "$out/clients/state-$c" \
-      --downlink "$lead" --update "$update"
+    if $replay; then
+      [ -f "$update" ] || { echo "$update is missing: the saved release ends before the protocol's last round" >&2; exit 1; }
+    else
+      "$binary" client round --client "$c" --data-dir "$ALIGN_FL_DATA" --state "$out/clients/state-$c" \
+        --downlink "$lead" --update "$update"
+    fi
     updates+=(--update "$c=$update")
   done
   round=$((round + 1))
