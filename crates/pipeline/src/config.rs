@@ -641,7 +641,7 @@ mod tests {
             "best-dp-sgd.toml",
             "best-no-privacy-latent-8.toml",
             "best-dp-sgd-latent-8.toml",
-            "best-dp-sgd-latent-8-server-64.toml",
+            "best-dp-sgd-latent-8-server-256.toml",
         ];
         for name in names {
             let cfg = ExperimentConfig::load(&repo_config(name)).unwrap();
@@ -666,9 +666,9 @@ mod tests {
         assert_eq!(wide, ExperimentConfig { compare: vec![], model: model.clone(), ..paper.clone() });
         let wide_dp = ExperimentConfig::load(&repo_config("best-dp-sgd-latent-8.toml")).unwrap();
         assert_eq!(wide_dp, ExperimentConfig { model, ..dp_row });
-        let both = ExperimentConfig::load(&repo_config("best-dp-sgd-latent-8-server-64.toml")).unwrap();
+        let both = ExperimentConfig::load(&repo_config("best-dp-sgd-latent-8-server-256.toml")).unwrap();
         let mut server = wide_dp.server.clone();
-        server.model = Some(ModelConfig { latent: 64, ..wide_dp.model.clone() });
+        server.model = Some(ModelConfig { latent: 256, ..wide_dp.model.clone() });
         assert_eq!(both, ExperimentConfig { server, ..wide_dp });
         // What a reproduction's rows list as their changes.
         let best = ExperimentConfig::load(&repo_config("best-no-privacy.toml")).unwrap();
