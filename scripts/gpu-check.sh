@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # GPU check for align-fl's CubeCL kernels on an NVIDIA machine without Rust or network access.
 #
-#   scripts/gpu-check.sh build   On an x86-64 Linux machine with Rust: builds the CUDA-enabled
-#                                binaries into target/gpu-check/ (carry that folder with the tree).
-#   scripts/gpu-check.sh         On the GPU machine, from the repository root: checks every kernel
-#                                against the CPU backend, then prints one table of timings.
+#   scripts/gpu-check.sh build          On an x86-64 Linux machine with Rust: builds the CUDA-enabled
+#                                       binaries into target/gpu-check/ (carry that folder with the tree).
+#   scripts/gpu-check.sh [STAGE...]     On the GPU machine, from the repository root: runs the stages
+#                                       (all four when none is named), then prints one table of timings.
+#
+# Stages: tests (every kernel against the CPU backend), train (training, DP-SGD, decode and GEMM
+# benches on CUDA and on this machine's CPU), inception (the FID network's forward pass; needs the
+# weights: $ALIGN_FL_MODELS or ./models), runs (configs/quick.toml, and the paper protocol when the
+# full MNIST and Fashion-MNIST are in $ALIGN_FL_DATA or ./data). A failing kernel test is reported
+# and the other stages still run; the script then exits 1.
 #
 # The CUDA runtime compiles its kernels when they first run: it needs the NVIDIA driver library
-# (libcuda) and the CUDA headers ($CUDA_PATH, else /usr/local/cuda).
+# (libcuda), NVRTC, and the CUDA headers ($CUDA_PATH, else /usr/local/cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/gpu-check
 
 if [ "${1:-}" = build ]; then
   mkdir -p "$out"
+  # cudarc binds the CUDA driver API of one release, read from nvcc here or from this variable;
+  # without nvcc it would bind the newest it knows, which an older driver lacks. A driver runs
+  # code bound to its own release or an older one, so the default is CUDA 13.0 (driver 580 on).
+  export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
   cargo build --release -p align-fl --features cuda
   cp target/release/align-fl "$out/align-fl"
   exe() { sed -n "s/.*Executable $1 (\(.*\))/\1/p" | head -n 1; }
@@ -26,9 +36,16 @@ if [ "${1:-}" = build ]; then
   cp "$tests" "$out/kernel-tests"
   cp "$training" "$out/bench-training"
   cp "$inception" "$out/bench-inception"
+  strip "$out"/*
   echo "built into $out/: carry it with the working tree and run scripts/gpu-check.sh there"
   exit 0
 fi
+
+stages="${*:-tests train inception runs}"
+for stage in $stages; do
+  case "$stage" in tests | train | inception | runs) ;; *) echo "gpu-check: unknown stage '$stage' (tests, train, inception, runs)" >&2; exit 2 ;; esac
+done
+wants() { [[ " $stages " == *" $1 "* ]]; }
 
 for f in align-fl kernel-tests bench-training bench-inception; do
   [ -x "$out/$f" ] || { echo "gpu-check: $out/$f is missing; run 'scripts/gpu-check.sh build' on a machine with Rust first" >&2; exit 1; }
@@ -45,37 +62,60 @@ if [ ! -f "$cuda_root/include/cuda.h" ]; then
   exit 1
 fi
 export CUDA_PATH="$cuda_root"
+# NVRTC is loaded by name at run time; the toolkit's own copy when the loader does not know one.
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$cuda_root/lib64"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) threads"
 
-echo "== kernels against the CPU backend (CUDA)"
-log=$(mktemp)
-"$out/kernel-tests" cube::tests::cuda --test-threads=1 --nocapture 2>&1 | tee "$log"
-if grep -q 'skipped' "$log"; then
-  echo "gpu-check: the CUDA kernel tests were skipped (see above)" >&2
-  exit 1
+# Raw logs of this invocation, beside the binaries.
+logs="$out/logs"
+mkdir -p "$logs"
+log="$logs/kernel-tests.log" bench="$logs/bench.log"
+: >"$bench"
+
+failed=""
+if wants tests; then
+  echo "== kernels against the CPU backend (CUDA)"
+  "$out/kernel-tests" cube::tests::cuda --test-threads=1 --nocapture 2>&1 | tee "$log" || true
+  if grep -q 'skipped' "$log"; then
+    failed="the CUDA kernel tests were skipped (see above)"
+  elif ! grep -q 'test result: ok' "$log"; then
+    failed="kernel tests failed (see above)"
+  fi
+  [ -z "$failed" ] || echo "gpu-check: $failed; the timings below still run" >&2
 fi
-grep -q 'test result: ok' "$log" || { echo "gpu-check: kernel tests failed" >&2; exit 1; }
 
-echo "== timings (criterion medians)"
-bench=$(mktemp)
-"$out/bench-training" --bench '/cuda' 2>&1 | tee "$bench" >/dev/null
-"$out/bench-training" --bench '/cpu' 2>&1 | tee -a "$bench" >/dev/null
-"$out/bench-inception" --bench 2>&1 | tee -a "$bench" >/dev/null
-start=$(date +%s%N)
-"$out/align-fl" run --config configs/quick.toml --backend cuda --no-fid --out "$(mktemp -d)" >/dev/null
-quick=$(( ($(date +%s%N) - start) / 1000000 ))
-# The paper protocol (ALIGN-FL alone, no FID) when the full data is here ($ALIGN_FL_DATA or ./data).
-data_dir="${ALIGN_FL_DATA:-data}"
-paper=""
-if ls "$data_dir"/mnist/train-images-idx3-ubyte* "$data_dir"/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then
+# Criterion's times are kept short: this is one table of a machine, not a regression series.
+bench_args=(--warm-up-time 1 --measurement-time 3)
+if wants train; then
+  echo "== training, DP-SGD, decode and GEMM benches"
+  "$out/bench-training" --bench "${bench_args[@]}" '/cuda' 2>&1 | tee -a "$bench" | grep -E 'skipped|panicked|rror' || true
+  "$out/bench-training" --bench "${bench_args[@]}" '/cpu' 2>&1 | tee -a "$bench" | grep -E 'skipped|panicked|rror' || true
+fi
+if wants inception; then
+  echo "== Inception v3 forward pass"
+  "$out/bench-inception" --bench --warm-up-time 1 2>&1 | tee -a "$bench" | grep -E 'skipped|panicked|rror' || true
+fi
+
+quick="" paper=""
+if wants runs; then
+  echo "== whole runs"
   start=$(date +%s%N)
-  "$out/align-fl" run --backend cuda --no-fid --compare none --data-dir "$data_dir" --out "$(mktemp -d)" >/dev/null
-  paper=$(( ($(date +%s%N) - start) / 1000000 ))
-else
-  echo "paper protocol skipped: no full MNIST and Fashion-MNIST in $data_dir (set ALIGN_FL_DATA)"
+  "$out/align-fl" run --config configs/quick.toml --backend cuda --no-fid --out "$(mktemp -d)" >/dev/null
+  quick=$(( ($(date +%s%N) - start) / 1000000 ))
+  # The paper protocol (ALIGN-FL alone, no FID) when the full data is here ($ALIGN_FL_DATA or ./data).
+  data_dir="${ALIGN_FL_DATA:-data}"
+  if ls "$data_dir"/mnist/train-images-idx3-ubyte* "$data_dir"/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then
+    start=$(date +%s%N)
+    "$out/align-fl" run --backend cuda --no-fid --compare none --data-dir "$data_dir" --out "$(mktemp -d)" >/dev/null
+    paper=$(( ($(date +%s%N) - start) / 1000000 ))
+  else
+    echo "paper protocol skipped: no full MNIST and Fashion-MNIST in $data_dir (set ALIGN_FL_DATA)"
+  fi
 fi
 
 # Criterion prints "name  time:   [low median high]" (the name may sit on the line before).
+echo "== table"
 awk -v quick="$quick" -v paper="$paper" '
   function seconds(v, u) { return u == "ns" ? v * 1e-9 : u == "µs" || u == "us" ? v * 1e-6 : u == "ms" ? v * 1e-3 : v }
   /time:/ {
@@ -91,7 +131,8 @@ awk -v quick="$quick" -v paper="$paper" '
   }
   { prev = $1 }
   END {
-    printf "| %-34s | %12.1f s  | configs/quick.toml, --backend cuda, no FID\n", "quick run", quick / 1000
+    if (quick != "") printf "| %-34s | %12.1f s  | configs/quick.toml, --backend cuda, no FID\n", "quick run", quick / 1000
     if (paper != "") printf "| %-34s | %12.1f s  | paper protocol, ALIGN-FL only, --backend cuda, no FID\n", "paper run", paper / 1000
   }
 ' "$bench"
+if [ -n "$failed" ]; then echo "gpu-check: $failed" >&2; exit 1; fi
