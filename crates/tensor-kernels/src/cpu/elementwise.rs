@@ -18,9 +18,7 @@ use crate::{Activation, AdamStep, GradientNoise};
 #[inline(always)]
 pub(super) fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // Round to nearest by adding and subtracting 1.5·2²³ (SSE2 has no vector round).
-    const ROUNDER: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
+    let (n, two_to_n) = round_log2e(x);
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = 1.987_569_1e-4f32;
     let p = p * r + 1.398_199_9e-3;
@@ -29,7 +27,20 @@ pub(super) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e_r * two_to_n
+}
+
+/// n = x·log₂e rounded to the nearest integer, and 2ⁿ, for x in [−87, 88] (NaN gives NaN and an
+/// unspecified power). Rounds by adding and subtracting 1.5·2²³ (SSE2 has no vector round); in
+/// [2²³, 2²⁴) a mantissa step is 1, so n is also the difference of the bit patterns. Taking it
+/// from there rather than by `n as i32` keeps the loop in vector registers: the cast's NaN and
+/// saturation rules made LLVM convert lane by lane (seen in the disassembly).
+#[inline(always)]
+pub(super) fn round_log2e(x: f32) -> (f32, f32) {
+    const ROUNDER: f32 = 12_582_912.0;
+    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    let n = shifted.to_bits().wrapping_sub(ROUNDER.to_bits());
+    (shifted - ROUNDER, f32::from_bits(n.wrapping_add(127) << 23))
 }
 
 /// `x`, or 0 where |x| is subnormal (below `f32::MIN_POSITIVE`, about 1.2e-38). NaN passes.

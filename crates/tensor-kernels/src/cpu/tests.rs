@@ -121,6 +121,39 @@ fn fast_exp_is_accurate() {
     assert_eq!(elementwise::sigmoid(200.0), 1.0);
 }
 
+/// 2ⁿ from the rounded value's bits is, bit for bit, the float-to-int cast's 2ⁿ (the cast kept
+/// exp's loops scalar), so no result changes with it: every 97th f32 of exp's range [−87, 88],
+/// its edges, and the halfway points of the rounding.
+#[test]
+fn exp_takes_its_power_of_two_from_the_bits_as_the_cast_did() {
+    let mut checked = 0u64;
+    let mut check = |x: f32| {
+        let (n, two_to_n) = elementwise::round_log2e(x);
+        let by_cast = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        assert_eq!(two_to_n.to_bits(), by_cast.to_bits(), "2^n at x = {x}");
+        assert_eq!(n, n.round(), "n at x = {x}");
+        checked += 1;
+    };
+    for k in -126..=127 {
+        check((k as f32 + 0.5) * std::f32::consts::LN_2);
+    }
+    check(-87.0);
+    check(88.0);
+    // −87 up to −0, then +0 up to 88.
+    let mut bits = (-87.0f32).to_bits();
+    while bits > 0x8000_0000 {
+        check(f32::from_bits(bits));
+        bits -= 97;
+    }
+    let mut bits = 0u32;
+    while f32::from_bits(bits) <= 88.0 {
+        check(f32::from_bits(bits));
+        bits += 97;
+    }
+    assert!(checked > 20_000_000, "{checked}");
+    assert!(elementwise::exp_f32(f32::NAN).is_nan());
+}
+
 #[test]
 fn bias_activation_and_backward() {
     let cpu = Cpu::new();
