@@ -258,6 +258,13 @@ impl<R: Runtime> Cube<R> {
         Self::new(&R::Device::default())
     }
 
+    /// `f` on the buffer's values, read into the runtime's (pinned) host memory: the values are
+    /// copied once more only where `f` copies them.
+    fn on_host<T>(&self, buf: &CubeBuffer, f: impl FnOnce(&[f32]) -> T) -> T {
+        let bytes = self.client.read_one(buf.handle.clone()).expect("reading a device buffer");
+        f(&f32::from_bytes(&bytes)[..buf.len])
+    }
+
     /// A device buffer of `len` values with unspecified contents, for outputs a kernel writes in
     /// full (no host allocation or transfer, unlike `upload`).
     fn scratch(&self, len: usize) -> CubeBuffer {
@@ -294,14 +301,12 @@ impl<R: Runtime> Backend for Cube<R> {
     }
 
     fn download(&self, buf: &CubeBuffer) -> Vec<f32> {
-        let bytes = self.client.read_one(buf.handle.clone()).expect("reading a device buffer");
-        f32::from_bytes(&bytes)[..buf.len].to_vec()
+        self.on_host(buf, <[f32]>::to_vec)
     }
 
     fn read(&self, buf: &CubeBuffer, out: &mut [f32]) {
         check_len("read", "buf", buf.len, out.len());
-        let all = self.download(buf);
-        out.copy_from_slice(&all[..out.len()]);
+        self.on_host(buf, |all| out.copy_from_slice(&all[..out.len()]));
     }
 
     fn write(&self, buf: &mut CubeBuffer, data: &[f32]) {
@@ -364,6 +369,6 @@ impl<R: Runtime> Backend for Cube<R> {
 
     fn all_finite(&self, x: &CubeBuffer, len: usize) -> bool {
         check_len("all_finite", "x", x.len, len);
-        self.download(x)[..len].iter().all(|v| v.is_finite())
+        self.on_host(x, |all| all[..len].iter().all(|v| v.is_finite()))
     }
 }
