@@ -85,16 +85,17 @@ if wants tests; then
   [ -z "$failed" ] || echo "gpu-check: $failed; the timings below still run" >&2
 fi
 
+# A bench binary's output goes to the raw log; only skips and failures are shown as it runs.
 # Criterion's times are kept short: this is one table of a machine, not a regression series.
-bench_args=(--warm-up-time 1 --measurement-time 3)
+run_bench() { "$out/$1" --bench --warm-up-time 1 "${@:2}" 2>&1 | tee -a "$bench" | grep -E 'skipped|panicked|rror' || true; }
 if wants train; then
   echo "== training, DP-SGD, decode and GEMM benches"
-  "$out/bench-training" --bench "${bench_args[@]}" '/cuda' 2>&1 | tee -a "$bench" | grep -E 'skipped|panicked|rror' || true
-  "$out/bench-training" --bench "${bench_args[@]}" '/cpu' 2>&1 | tee -a "$bench" | grep -E 'skipped|panicked|rror' || true
+  run_bench bench-training --measurement-time 3 '/cuda'
+  run_bench bench-training --measurement-time 3 '/cpu'
 fi
 if wants inception; then
   echo "== Inception v3 forward pass"
-  "$out/bench-inception" --bench --warm-up-time 1 2>&1 | tee -a "$bench" | grep -E 'skipped|panicked|rror' || true
+  run_bench bench-inception
 fi
 
 quick="" paper=""
