@@ -41,7 +41,7 @@ pub enum Upload {
 }
 
 /// Where a client's model starts a round.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ClientStart {
     /// From its own model of the last round (ALIGN-FL's stateful clients).
     KeepLocal,
@@ -59,7 +59,7 @@ pub struct LocalTraining {
 }
 
 /// The server's instructions for a round.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoundPlan {
     /// Starting weights.
     pub start: ClientStart,

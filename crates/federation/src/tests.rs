@@ -113,20 +113,64 @@ fn weighted_average_is_exact() {
     assert!((avg.decoder[0].bias[0] - (-4.0 / 3.0)).abs() < 1e-6);
 }
 
-fn align_fl(configs: &[VaeConfig], global: &VaeConfig, seed: u64) -> Federation<Cpu> {
-    let cpu = Cpu::new();
-    let clients =
-        configs.iter().enumerate().map(|(k, c)| Client::new(&cpu, k, shard(k, 40), c, seed).unwrap()).collect();
-    let settings = AlignFlSettings {
-        synthetic_samples: 30,
-        server_epochs: 2,
+fn align_fl_settings(synthetic_samples: usize, server_epochs: usize) -> AlignFlSettings {
+    AlignFlSettings {
+        synthetic_samples,
+        server_epochs,
         server_training: local().options,
         prior: PriorFit { kind: PriorKind::Gmm, gmm_components: 3 },
         local: local(),
-    };
-    let strategy =
-        AlignFl::new(Vae::new(&cpu, global, derive_seed(seed, Stream::GlobalInit, 0, 0)).unwrap(), settings, seed);
-    Federation::new(clients, Box::new(strategy)).unwrap()
+    }
+}
+
+fn align_fl_clients(configs: &[VaeConfig], seed: u64) -> Vec<Client<Cpu>> {
+    let cpu = Cpu::new();
+    configs.iter().enumerate().map(|(k, c)| Client::new(&cpu, k, shard(k, 40), c, seed).unwrap()).collect()
+}
+
+fn align_fl_server(global: &VaeConfig, settings: AlignFlSettings, seed: u64) -> Box<dyn Strategy<Cpu>> {
+    let init = Vae::new(&Cpu::new(), global, derive_seed(seed, Stream::GlobalInit, 0, 0)).unwrap();
+    Box::new(AlignFl::new(init, settings, seed))
+}
+
+fn align_fl(configs: &[VaeConfig], global: &VaeConfig, seed: u64) -> Federation<Cpu> {
+    Federation::new(align_fl_clients(configs, seed), align_fl_server(global, align_fl_settings(30, 2), seed)).unwrap()
+}
+
+#[test]
+fn servers_sharing_clients_each_reach_what_they_reach_alone() {
+    let configs = [small(), small()];
+    let wide = VaeConfig { latent: 3, ..small() };
+    let servers =
+        [(small(), align_fl_settings(30, 2)), (small(), align_fl_settings(50, 1)), (wide, align_fl_settings(30, 2))];
+    let mut shared = Federation::with_servers(
+        align_fl_clients(&configs, 5),
+        servers.iter().map(|(g, s)| align_fl_server(g, *s, 5)).collect(),
+    )
+    .unwrap();
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        outcomes = shared.run_round_on_every_server(&Silent).unwrap();
+    }
+    for (k, (global, settings)) in servers.iter().enumerate() {
+        let mut alone = Federation::new(align_fl_clients(&configs, 5), align_fl_server(global, *settings, 5)).unwrap();
+        alone.run_round(&Silent).unwrap();
+        let outcome = alone.run_round(&Silent).unwrap();
+        assert_eq!(outcomes[k].0, outcome, "server {k}");
+        assert_eq!(shared.global_model_of(k).weights(), alone.global_model().weights(), "server {k}");
+    }
+    assert_ne!(shared.global_model_of(0).weights(), shared.global_model_of(1).weights());
+}
+
+#[test]
+fn servers_that_plan_differently_cannot_share_clients() {
+    let cpu = Cpu::new();
+    let fedavg: Box<dyn Strategy<Cpu>> = Box::new(FedAvg::new(Vae::new(&cpu, &small(), 0).unwrap(), local()));
+    let servers = vec![align_fl_server(&small(), align_fl_settings(30, 2), 1), fedavg];
+    let mut fed = Federation::with_servers(align_fl_clients(&[small()], 1), servers).unwrap();
+    let e = fed.run_round_on_every_server(&Silent).unwrap_err().to_string();
+    assert!(e.contains("server 1 (fedavg)") && e.contains("same plan"), "{e}");
+    assert!(Federation::with_servers(align_fl_clients(&[small()], 1), Vec::new()).is_err());
 }
 
 #[test]

@@ -479,6 +479,20 @@ impl ExperimentConfig {
         self.partition.outliers > 0 && (self.privacy.mechanism != Mechanism::DpSgd || self.privacy.show_training_images)
     }
 
+    /// Whether this experiment's clients can serve `other`'s server as well: both are ALIGN-FL
+    /// without baselines (whose clients never receive a global model) and differ in `[server]`
+    /// and `[fid]` alone, so their clients train alike.
+    pub fn shares_clients_with(&self, other: &ExperimentConfig) -> bool {
+        let alone =
+            |c: &ExperimentConfig| c.strategy == StrategyKind::AlignFl && c.compare.iter().all(|&b| b == c.strategy);
+        let clients_view = |c: &ExperimentConfig| ExperimentConfig {
+            server: ServerConfig::default(),
+            fid: FidConfig::default(),
+            ..c.clone()
+        };
+        alone(self) && alone(other) && clients_view(self) == clients_view(other)
+    }
+
     /// The data directory: `flag`, else this config's `data_dir`, else `$ALIGN_FL_DATA`, else
     /// `./data`.
     pub fn data_dir(&self, flag: Option<&Path>) -> PathBuf {

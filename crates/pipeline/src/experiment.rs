@@ -3,7 +3,7 @@
 //! write the report and figures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use data::{ImageSet, Partition, Samples};
@@ -39,19 +39,6 @@ pub fn load_partition(cfg: &ExperimentConfig, data_dir: &Path) -> Result<Partiti
         data::LabelledImages { pixels: Vec::new(), labels: Vec::new() }
     };
     Ok(cfg.partition_spec().cut(&train, &test, &other)?)
-}
-
-fn build_federation<B: TrainingOps + ImageOps>(
-    backend: &B,
-    cfg: &ExperimentConfig,
-    partition: &Partition,
-    strategy: StrategyKind,
-    sigmas: &HashMap<usize, f64>,
-) -> Result<Federation<B>> {
-    let clients = (0..partition.clients.len())
-        .map(|k| build_client(backend, cfg, k, partition.clients[k].samples.pixels.clone(), sigmas))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Federation::new(clients, build_strategy(backend, cfg, strategy)?)?)
 }
 
 /// Client k, training on `pixels` (n × 784 in [0, 1]), with its initial model and, under DP-SGD,
@@ -209,11 +196,12 @@ fn evaluate<B: TrainingOps + ImageOps>(global: &mut Vae<B>, eval: &Samples, seed
     Ok(Evaluation { score, gradient, spectral_bound, pairwise, mu })
 }
 
-/// Client 0's outliers through its own final VAE and through the global VAE, measured against
-/// every client's in-domain training images; writes `outliers-<strategy>.png` (rows: outliers,
-/// client reconstructions, global reconstructions).
+/// Client 0's outliers through its own final VAE and through server `server`'s global VAE,
+/// measured against every client's in-domain training images; writes `outliers-<strategy>.png`
+/// (rows: outliers, client reconstructions, global reconstructions).
 fn outlier_analysis<B: TrainingOps + ImageOps>(
     fed: &mut Federation<B>,
+    server: usize,
     partition: &Partition,
     strategy: StrategyKind,
     out: &Path,
@@ -236,8 +224,8 @@ fn outlier_analysis<B: TrainingOps + ImageOps>(
         model.decoder().decode(&mu)
     };
     let client_recon = reconstruct(fed.clients_mut()[0].model());
-    let global_recon = reconstruct(fed.global_model());
-    let backend = fed.global_model().backend().clone();
+    let global_recon = reconstruct(fed.global_model_of(server));
+    let backend = fed.global_model_of(server).backend().clone();
     let report = OutlierReport {
         client: metrics::outlier_stats(&backend, outliers, &client_recon, &references, dim)?,
         global: metrics::outlier_stats(&backend, outliers, &global_recon, &references, dim)?,
@@ -266,32 +254,66 @@ struct Shared<'a, B: TrainingOps + ImageOps> {
 
 /// Runs one strategy for all rounds, writing its checkpoint and figures into `out`.
 fn run_strategy<B: TrainingOps + ImageOps>(shared: &Shared<'_, B>, strategy: StrategyKind) -> Result<StrategyRun> {
-    let Shared { backend, cfg, partition, out, ref sigmas, fid, observer } = *shared;
+    Ok(run_servers(shared, strategy, &[(shared.cfg, shared.out)])?.swap_remove(0))
+}
+
+/// Runs `strategy` for all rounds on one set of clients (as `shared.cfg` builds them) with one
+/// server per entry of `servers` (its config and folder), writing each server's checkpoint and
+/// figures into its folder. Each run's wall time is what it would take alone: the clients' time
+/// counts for every server.
+fn run_servers<B: TrainingOps + ImageOps>(
+    shared: &Shared<'_, B>,
+    strategy: StrategyKind,
+    servers: &[(&ExperimentConfig, &Path)],
+) -> Result<Vec<StrategyRun>> {
+    let Shared { backend, cfg, partition, ref sigmas, fid, observer, .. } = *shared;
     let name = strategy.as_str();
-    let start = Instant::now();
-    let mut fed = build_federation(backend, cfg, partition, strategy, sigmas)?;
-    let recorder = RoundRecorder { cfg, eval: &partition.eval, fid, observer, out, strategy };
+    let setup = Instant::now();
+    let clients = (0..partition.clients.len())
+        .map(|k| build_client(backend, cfg, k, partition.clients[k].samples.pixels.clone(), sigmas))
+        .collect::<Result<Vec<_>>>()?;
+    let strategies = servers.iter().map(|&(c, _)| build_strategy(backend, c, strategy)).collect::<Result<_>>()?;
+    let mut fed = Federation::with_servers(clients, strategies)?;
+    let recorders: Vec<RoundRecorder<'_, B>> = servers
+        .iter()
+        .map(|&(cfg, out)| RoundRecorder { cfg, eval: &partition.eval, fid, observer, out, strategy })
+        .collect();
+    let mut alone = vec![setup.elapsed(); servers.len()];
     let bars = observer.strategy_started(strategy, cfg.rounds, partition.clients.len());
-    let mut rounds = Vec::with_capacity(cfg.rounds);
-    let mut last_mu = Vec::new();
+    let mut rounds = vec![Vec::with_capacity(cfg.rounds); servers.len()];
+    let mut last_mu = vec![Vec::new(); servers.len()];
     let mut last_privacy = Vec::new();
-    for _ in 0..cfg.rounds {
-        let t0 = Instant::now();
-        let outcome = fed.run_round(bars.as_ref()).map_err(|error| {
+    for completed in 0..cfg.rounds {
+        let outcomes = fed.run_round_on_every_server(bars.as_ref()).map_err(|error| {
             bars.finished();
-            PipelineError::Training { strategy: name, error, kept: recorder.kept(rounds.len()) }
+            let kept = recorders.iter().map(|r| r.kept(completed)).collect::<Vec<_>>().join("; ");
+            PipelineError::Training { strategy: name, error, kept }
         })?;
-        let (record, mu) = recorder.record(fed.global_model(), &outcome, t0, Vec::new())?;
-        last_privacy = outcome.client_privacy;
-        bars.round_finished(strategy, &record);
-        rounds.push(record);
-        last_mu = mu;
+        for (k, (outcome, took)) in outcomes.into_iter().enumerate() {
+            let recording = Instant::now();
+            let started = recording.checked_sub(took).unwrap_or(recording);
+            let (record, mu) = recorders[k].record(fed.global_model_of(k), &outcome, started, Vec::new())?;
+            alone[k] += took + recording.elapsed();
+            last_privacy = outcome.client_privacy;
+            bars.round_finished(strategy, &record);
+            rounds[k].push(record);
+            last_mu[k] = mu;
+        }
     }
     bars.finished();
-    let analysed =
-        if cfg.analyses_training_images() { outlier_analysis(&mut fed, partition, strategy, out)? } else { None };
-    let privacy = last_privacy.into_iter().flatten().collect();
-    recorder.finish(fed.global_model(), rounds, &last_mu, privacy, analysed, start.elapsed().as_secs_f64())
+    let privacy: Vec<_> = last_privacy.into_iter().flatten().collect();
+    let mut runs = Vec::with_capacity(servers.len());
+    for (k, ((recorder, rounds), mu)) in recorders.iter().zip(rounds).zip(&last_mu).enumerate() {
+        let analysing = Instant::now();
+        let analysed = if recorder.cfg.analyses_training_images() {
+            outlier_analysis(&mut fed, k, partition, strategy, recorder.out)?
+        } else {
+            None
+        };
+        let wall = (alone[k] + analysing.elapsed()).as_secs_f64();
+        runs.push(recorder.finish(fed.global_model_of(k), rounds, mu, privacy.clone(), analysed, wall)?);
+    }
+    Ok(runs)
 }
 
 /// The file in a run's folder that keeps `strategy`'s last good global model.
@@ -530,6 +552,47 @@ pub fn run_on_partition<B: TrainingOps + ImageOps>(
     run_prepared(backend, cfg, prepared, out, observer)
 }
 
+/// Runs experiments that differ only in their servers' settings (`[server]`, `[fid]`) on one set
+/// of clients: the clients train once per round and every experiment's server aggregates their
+/// updates, reaching what it would alone (ALIGN-FL's clients never receive a global model).
+/// `runs` pairs each config with its output folder, written as [`run_on_partition`] writes it;
+/// each run's wall time counts the shared clients' time as its own. Under DP-SGD the servers'
+/// models are post-processing of the clients' one release, so every run's ε is the release's.
+pub fn run_sharing_clients<B: TrainingOps + ImageOps>(
+    backend: &B,
+    runs: &[(ExperimentConfig, PathBuf)],
+    prepared: &Prepared<'_, B>,
+    observer: &dyn Observer,
+) -> Result<Vec<Report>> {
+    let Some((first, first_out)) = runs.first() else { return Ok(Vec::new()) };
+    for (cfg, out) in runs {
+        check_before_work(cfg)?;
+        if !first.shares_clients_with(cfg) {
+            return Err(PipelineError::Config(format!(
+                "the experiment for {} cannot share clients with the one for {}: runs that share clients \
+                 must be ALIGN-FL without baselines and differ only in [server] and [fid]",
+                out.display(),
+                first_out.display()
+            )));
+        }
+    }
+    for (_, out) in runs {
+        create_dir(out)?;
+        metrics_log::start(out)?;
+    }
+    let shared = Shared::new(backend, first, prepared, first_out, observer)?;
+    let servers: Vec<(&ExperimentConfig, &Path)> = runs.iter().map(|(c, o)| (c, o.as_path())).collect();
+    let main_runs = run_servers(&shared, first.strategy, &servers)?;
+    runs.iter()
+        .zip(main_runs)
+        .map(|((cfg, out), main)| {
+            // Without baselines the run's wall time is its strategy's.
+            let wall = main.wall_seconds;
+            write_report(backend, cfg, prepared, out, main, BTreeMap::new(), wall)
+        })
+        .collect()
+}
+
 /// [`run_on_partition`] after its checks.
 fn run_prepared<B: TrainingOps + ImageOps>(
     backend: &B,
@@ -541,35 +604,63 @@ fn run_prepared<B: TrainingOps + ImageOps>(
     let total = Instant::now();
     create_dir(out)?;
     metrics_log::start(out)?;
-    let partition = prepared.partition;
-    observer.note(&format!(
-        "align-fl: {} clients ({} samples, {} outliers at client 0), evaluation set of {} images from {}",
-        partition.clients.len(),
-        partition.clients.iter().map(|c| c.samples.len()).sum::<usize>(),
-        partition.clients[0].outliers,
-        partition.eval.len(),
-        prepared.data_dir.display()
-    ));
-    let shared = Shared {
-        backend,
-        cfg,
-        partition,
-        out,
-        // Every strategy's clients share the calibrated noise: compute it once.
-        sigmas: calibrate_clients(cfg, partition.clients.iter().map(|c| c.samples.len()))?,
-        fid: prepared.fid.scorer(),
-        observer,
-    };
-    for &sigma in shared.sigmas.values() {
-        if let Some(warning) = privacy::implausible_noise(sigma, cfg.privacy.epsilon, cfg.privacy.delta) {
-            observer.note(&warning);
-        }
-    }
+    let shared = Shared::new(backend, cfg, prepared, out, observer)?;
     let main = run_strategy(&shared, cfg.strategy)?;
     let mut baselines = BTreeMap::new();
     for &b in cfg.compare.iter().filter(|&&b| b != cfg.strategy) {
         baselines.insert(b, run_strategy(&shared, b)?);
     }
+    write_report(backend, cfg, prepared, out, main, baselines, total.elapsed().as_secs_f64())
+}
+
+impl<'a, B: TrainingOps + ImageOps> Shared<'a, B> {
+    /// What `cfg`'s strategies share on `prepared`'s partition, writing into `out`; notes an
+    /// implausible DP-SGD noise.
+    fn new(
+        backend: &'a B,
+        cfg: &'a ExperimentConfig,
+        prepared: &Prepared<'a, B>,
+        out: &'a Path,
+        observer: &'a dyn Observer,
+    ) -> Result<Self> {
+        let partition = prepared.partition;
+        observer.note(&format!(
+            "align-fl: {} clients ({} samples, {} outliers at client 0), evaluation set of {} images from {}",
+            partition.clients.len(),
+            partition.clients.iter().map(|c| c.samples.len()).sum::<usize>(),
+            partition.clients[0].outliers,
+            partition.eval.len(),
+            prepared.data_dir.display()
+        ));
+        let shared = Shared {
+            backend,
+            cfg,
+            partition,
+            out,
+            // Every strategy's clients share the calibrated noise: compute it once.
+            sigmas: calibrate_clients(cfg, partition.clients.iter().map(|c| c.samples.len()))?,
+            fid: prepared.fid.scorer(),
+            observer,
+        };
+        for &sigma in shared.sigmas.values() {
+            if let Some(warning) = privacy::implausible_noise(sigma, cfg.privacy.epsilon, cfg.privacy.delta) {
+                observer.note(&warning);
+            }
+        }
+        Ok(shared)
+    }
+}
+
+/// Writes the report of `cfg`'s run into `out` and returns it.
+fn write_report<B: TrainingOps + ImageOps>(
+    backend: &B,
+    cfg: &ExperimentConfig,
+    prepared: &Prepared<'_, B>,
+    out: &Path,
+    main: StrategyRun,
+    baselines: BTreeMap<StrategyKind, StrategyRun>,
+    total_wall_seconds: f64,
+) -> Result<Report> {
     let report = Report {
         config: cfg.clone(),
         backend: backend.name().to_string(),
@@ -578,7 +669,7 @@ fn run_prepared<B: TrainingOps + ImageOps>(
         privacy: privacy_report(cfg, &main, &baselines, cfg.analyses_training_images())?,
         main,
         baselines,
-        total_wall_seconds: total.elapsed().as_secs_f64(),
+        total_wall_seconds,
         fid_note: prepared.fid.skipped_because().map(str::to_owned),
     };
     report::write(out, &report)?;

@@ -40,7 +40,7 @@ mod saved_fid;
 
 pub use config::{ExperimentConfig, Mechanism, StrategyKind};
 pub use error::{PipelineError, Result};
-pub use experiment::{load_partition, run_experiment, run_on_partition, Fid, Prepared};
+pub use experiment::{load_partition, run_experiment, run_on_partition, run_sharing_clients, Fid, Prepared};
 pub use figures::FigureKind;
 pub use metrics_log::METRICS_LOG;
 pub use observer::{Observer, Quiet, RoundProgress};

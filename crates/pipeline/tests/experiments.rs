@@ -411,3 +411,58 @@ fn fid_added_to_a_finished_run_is_the_fid_the_run_would_have_scored() {
     }
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `report` as JSON without what depends on the clock or the folder.
+fn timeless(report: &pipeline::Report) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for key in ["seconds", "wall_seconds", "total_wall_seconds", "checkpoint"] {
+                    map.remove(key);
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(report).unwrap();
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn runs_sharing_clients_report_what_each_reports_alone() {
+    let mut configs = [tiny(), tiny(), tiny()];
+    configs[1].server.synthetic_samples = 150;
+    configs[1].server.server_epochs = 2;
+    configs[2].server.model = Some(pipeline::config::ModelConfig { latent: 3, ..configs[2].model.clone() });
+    let root = temp_dir("sharing");
+    let runs: Vec<_> = configs.iter().enumerate().map(|(k, c)| (c.clone(), root.join(format!("shared-{k}")))).collect();
+    let cpu = tensor_kernels::Cpu::new();
+    let data_dir = configs[0].data_dir(None);
+    let partition = pipeline::load_partition(&configs[0], &data_dir).unwrap();
+    let fid = pipeline::Fid::prepare(&cpu, &configs[0], &partition, &Quiet).unwrap();
+    let prepared = pipeline::Prepared { data_dir: &data_dir, partition: &partition, fid: &fid };
+    let shared = pipeline::run_sharing_clients(&cpu, &runs, &prepared, &Quiet).unwrap();
+    for (k, (cfg, _)) in runs.iter().enumerate() {
+        let alone = run(cfg, &root.join(format!("alone-{k}"))).unwrap();
+        assert_eq!(timeless(&shared[k]), timeless(&alone), "run {k}");
+        assert!(shared[k].main.wall_seconds > 0.0 && shared[k].total_wall_seconds == shared[k].main.wall_seconds);
+        assert!(root.join(format!("shared-{k}/report.md")).is_file());
+    }
+    assert_ne!(shared[0].main.final_metrics.accuracy, shared[2].main.final_metrics.accuracy);
+
+    // Clients that would train otherwise, or a baseline that sends them its model, are refused.
+    for edit in [
+        |c: &mut ExperimentConfig| c.client.local_epochs = 2,
+        |c: &mut ExperimentConfig| c.compare = vec![pipeline::StrategyKind::Fedavg],
+    ] {
+        let mut other = tiny();
+        edit(&mut other);
+        let runs = [(tiny(), root.join("a")), (other, root.join("b"))];
+        let e = pipeline::run_sharing_clients(&cpu, &runs, &prepared, &Quiet).unwrap_err().to_string();
+        assert!(e.contains("cannot share clients") && e.contains("differ only in [server] and [fid]"), "{e}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

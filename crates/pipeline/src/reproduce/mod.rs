@@ -10,7 +10,8 @@
 //! stopped; one that finished without FID (`--no-fid`, or no Inception weights) gets it from its
 //! saved global model when a later reproduction asks for FID with the weights present, without
 //! training again. The partition and the FID statistics of the evaluation images are computed
-//! once per seed and shared by its cells. The table shows the experiments asked for and every
+//! once per seed and shared by its cells; cells whose clients train alike (ALIGN-FL differing in
+//! the server alone) share one set of clients, a server each. The table shows the experiments asked for and every
 //! other one already finished in the output folder, so one curve run into a reproduction's
 //! folder adds to its table instead of replacing it.
 //!
@@ -37,9 +38,10 @@ use cells::{Cell, CellResult, Found};
 use table::Lookup;
 
 use crate::config::ExperimentConfig;
-use crate::experiment::{load_partition, run_on_partition, Fid, Prepared};
+use crate::experiment::{load_partition, run_on_partition, run_sharing_clients, Fid, Prepared};
 use crate::observer::Observer;
 use crate::out_dir::{create_dir, write_file};
+use crate::report::Report;
 use crate::saved_fid::add_fid_to_run;
 use crate::{PipelineError, Result};
 
@@ -414,7 +416,9 @@ struct Pending<'a> {
 }
 
 /// Runs `pending` (grouped by seed: one partition and one set of evaluation-image FID statistics
-/// per seed), saving each finished cell and naming each failed one; `done` cells came before.
+/// per seed; within a seed, cells whose clients train alike share them, see
+/// [`run_sharing_clients`]), saving each finished cell and naming each failed one; `done` cells
+/// came before.
 #[allow(clippy::too_many_arguments)]
 fn run_cells<B: TrainingOps + ImageOps>(
     backend: &B,
@@ -437,34 +441,72 @@ fn run_cells<B: TrainingOps + ImageOps>(
         seed_cfg.fid.weights.clone_from(&s.inception_weights);
         let partition = load_partition(&seed_cfg, data_dir)?;
         let fid = Fid::prepare(backend, &seed_cfg, &partition, observer)?;
-        for Pending { cell, fid_only } in pending.iter().filter(|p| p.cell.seed == seed) {
-            done += 1;
-            observer.note(&format!("\n[{done}/{total}] {} seed {seed}", cell.key));
-            let dir = cell.dir(&s.out);
-            let prepared = Prepared { data_dir, partition: &partition, fid: &fid };
-            let outcome = match fid.scorer().filter(|_| *fid_only) {
-                Some(scorer) => {
+        let prepared = Prepared { data_dir, partition: &partition, fid: &fid };
+        for group in sharing_clients(pending.iter().filter(|p| p.cell.seed == seed)) {
+            let keys: Vec<&str> = group.iter().map(|p| p.cell.key.as_str()).collect();
+            let numbers = match group.len() {
+                1 => format!("{}", done + 1),
+                n => format!("{}–{}", done + 1, done + n),
+            };
+            done += group.len();
+            let sharing = if group.len() > 1 { " (one set of clients, a server each)" } else { "" };
+            observer.note(&format!("\n[{numbers}/{total}] {} seed {seed}{sharing}", keys.join(", ")));
+            // Each cell's report, or why it failed.
+            let outcomes: Vec<std::result::Result<Report, String>> = match (&group[..], fid.scorer()) {
+                ([Pending { cell, fid_only: true }], Some(scorer)) => {
                     observer.note("finished without FID: adding it from the saved global model");
-                    add_fid_to_run(backend, &dir, scorer, observer)
+                    vec![add_fid_to_run(backend, &cell.dir(&s.out), scorer, observer).map_err(|e| e.to_string())]
                 }
-                None => run_on_partition(backend, &cell.cfg, &prepared, &dir, observer),
-            };
-            let report = match outcome {
-                Ok(report) => report,
-                Err(e) => {
-                    // Keep going: one diverged or broken experiment should not cost the others.
-                    let why = format!("{} seed {seed}: {e} (its files are in {})", cell.key, dir.display());
-                    observer.note(&format!("experiment failed: {why}"));
-                    failures.push(why);
-                    continue;
+                ([Pending { cell, .. }], _) => {
+                    let outcome = run_on_partition(backend, &cell.cfg, &prepared, &cell.dir(&s.out), observer);
+                    vec![outcome.map_err(|e| e.to_string())]
+                }
+                _ => {
+                    let runs: Vec<_> = group.iter().map(|p| (p.cell.cfg.clone(), p.cell.dir(&s.out))).collect();
+                    match run_sharing_clients(backend, &runs, &prepared, observer) {
+                        Ok(reports) => reports.into_iter().map(Ok).collect(),
+                        Err(e) => {
+                            let why = format!("{e} (in a run sharing its clients with {})", keys.join(", "));
+                            group.iter().map(|_| Err(why.clone())).collect()
+                        }
+                    }
                 }
             };
-            let result = CellResult::of(&report);
-            result.save(&dir)?;
-            results.insert((cell.key.clone(), seed), result);
+            for (Pending { cell, .. }, outcome) in group.iter().zip(outcomes) {
+                let dir = cell.dir(&s.out);
+                let report = match outcome {
+                    Ok(report) => report,
+                    Err(e) => {
+                        // Keep going: one diverged or broken experiment should not cost the others.
+                        let why = format!("{} seed {seed}: {e} (its files are in {})", cell.key, dir.display());
+                        observer.note(&format!("experiment failed: {why}"));
+                        failures.push(why);
+                        continue;
+                    }
+                };
+                let result = CellResult::of(&report);
+                result.save(&dir)?;
+                results.insert((cell.key.clone(), seed), result);
+            }
         }
     }
     Ok(())
+}
+
+/// `pending` in groups that can share one set of clients (in order of each group's first cell):
+/// cells to train whose configs differ only in `[server]` and `[fid]`; a cell that only needs its
+/// FID added is a group of its own.
+fn sharing_clients<'p, 'c>(pending: impl Iterator<Item = &'p Pending<'c>>) -> Vec<Vec<&'p Pending<'c>>> {
+    let mut groups: Vec<Vec<&Pending>> = Vec::new();
+    for p in pending {
+        let joins =
+            |g: &&mut Vec<&Pending>| !p.fid_only && !g[0].fid_only && g[0].cell.cfg.shares_clients_with(&p.cell.cfg);
+        match groups.iter_mut().find(joins) {
+            Some(group) => group.push(p),
+            None => groups.push(vec![p]),
+        }
+    }
+    groups
 }
 
 /// Writes `plan.txt` into `s.out`: one command per unfinished cell, each self-contained (it
@@ -555,6 +597,30 @@ impl Outputs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_differing_in_the_server_alone_share_their_clients() {
+        let settings = Settings { seeds: 0..1, fid: false, ..Settings::new(PathBuf::from("unused")) };
+        let (base, _) = base_config(&settings).unwrap();
+        let (cells, ..) = plan(&settings, &base).unwrap();
+        let mut pending: Vec<Pending> = cells.iter().map(|cell| Pending { cell, fid_only: false }).collect();
+        pending[0].fid_only = true;
+        let groups = sharing_clients(pending.iter());
+        let keys = |g: &Vec<&Pending>| g.iter().map(|p| p.cell.key.clone()).collect::<Vec<String>>();
+        let of = |key: &str| groups.iter().map(keys).find(|g| g.iter().any(|k| k == key)).unwrap();
+        // The first cell (align-fl) only needs its FID: alone, so the next no-privacy cell leads.
+        assert_eq!(of("align-fl"), ["align-fl"]);
+        let no_privacy = of("samples-1000");
+        for key in ["samples-10000", "server-epochs-1", "server-epochs-20", "server-latent-4", "server-latent-16"] {
+            assert!(no_privacy.iter().any(|k| k == key), "{key} not in {no_privacy:?}");
+        }
+        assert_eq!(no_privacy.len(), 9 + 4 + 3);
+        assert_eq!(of("dp-rdp"), ["dp-rdp", "server-latent-dp-4", "server-latent-dp-8", "server-latent-dp-16"]);
+        for alone in ["lcd", "fedavg", "heterogeneous", "lambda-1", "epsilon-0.5", "latent-4", "rounds-20"] {
+            assert_eq!(of(alone), [alone]);
+        }
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), cells.len());
+    }
 
     #[test]
     fn the_plan_runs_each_configuration_once_and_validates_it() {
