@@ -11,9 +11,9 @@
 //! saved global model when a later reproduction asks for FID with the weights present, without
 //! training again. The partition and the FID statistics of the evaluation images are computed
 //! once per seed and shared by its cells; cells whose clients train alike (ALIGN-FL differing in
-//! the server alone) share one set of clients, a server each. The table shows the experiments asked for and every
-//! other one already finished in the output folder, so one curve run into a reproduction's
-//! folder adds to its table instead of replacing it.
+//! the server alone) share one set of clients, a server each. The table shows the experiments
+//! asked for and every other one already finished in the output folder, so one curve run into a
+//! reproduction's folder adds to its table instead of replacing it.
 //!
 //! On a cluster the cells run apart: [`Action::Plan`] writes one self-contained command per
 //! unfinished cell (`plan.txt`, for a Slurm array, Kubernetes indexed Jobs or GNU parallel), each
