@@ -196,48 +196,68 @@ fn evaluate<B: TrainingOps + ImageOps>(global: &mut Vae<B>, eval: &Samples, seed
     Ok(Evaluation { score, gradient, spectral_bound, pairwise, mu })
 }
 
-/// Client 0's outliers through its own final VAE and through server `server`'s global VAE,
-/// measured against every client's in-domain training images; writes `outliers-<strategy>.png`
-/// (rows: outliers, client reconstructions, global reconstructions).
-fn outlier_analysis<B: TrainingOps + ImageOps>(
-    fed: &mut Federation<B>,
-    server: usize,
-    partition: &Partition,
-    strategy: StrategyKind,
-    out: &Path,
-) -> Result<Option<(OutlierReport, String)>> {
-    let c0 = &partition.clients[0];
-    if c0.outliers == 0 {
-        return Ok(None);
+/// Client 0's outliers, measured through its own final VAE against every client's in-domain
+/// training images: the half of the outlier analysis that every server on these clients shares.
+struct ClientOutliers<'p> {
+    outliers: &'p [f32],
+    references: Vec<&'p [f32]>,
+    reconstructions: Vec<f32>,
+    stats: metrics::OutlierStats,
+}
+
+impl<'p> ClientOutliers<'p> {
+    /// Measures client 0's side; `None` when client 0 holds no outliers.
+    fn measure<B: TrainingOps + ImageOps>(fed: &mut Federation<B>, partition: &'p Partition) -> Result<Option<Self>> {
+        let c0 = &partition.clients[0];
+        if c0.outliers == 0 {
+            return Ok(None);
+        }
+        let dim = data::IMAGE_PIXELS;
+        let first_outlier = c0.samples.len() - c0.outliers;
+        let outliers = &c0.samples.pixels[first_outlier * dim..];
+        let references: Vec<&[f32]> = partition
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(k, c)| if k == 0 { &c.samples.pixels[..first_outlier * dim] } else { &c.samples.pixels[..] })
+            .collect();
+        let client = fed.clients_mut()[0].model();
+        let reconstructions = reconstruct(client, outliers);
+        let stats = metrics::outlier_stats(client.backend(), outliers, &reconstructions, &references, dim)?;
+        Ok(Some(Self { outliers, references, reconstructions, stats }))
     }
-    let dim = data::IMAGE_PIXELS;
-    let first_outlier = c0.samples.len() - c0.outliers;
-    let outliers = &c0.samples.pixels[first_outlier * dim..];
-    let references: Vec<&[f32]> = partition
-        .clients
-        .iter()
-        .enumerate()
-        .map(|(k, c)| if k == 0 { &c.samples.pixels[..first_outlier * dim] } else { &c.samples.pixels[..] })
-        .collect();
-    let reconstruct = |model: &mut Vae<B>| {
-        let mu = model.encode_mean(outliers);
-        model.decoder().decode(&mu)
-    };
-    let client_recon = reconstruct(fed.clients_mut()[0].model());
-    let global_recon = reconstruct(fed.global_model_of(server));
-    let backend = fed.global_model_of(server).backend().clone();
-    let report = OutlierReport {
-        client: metrics::outlier_stats(&backend, outliers, &client_recon, &references, dim)?,
-        global: metrics::outlier_stats(&backend, outliers, &global_recon, &references, dim)?,
-    };
-    let shown = c0.outliers.min(10);
-    let mut grid = Vec::with_capacity(3 * shown * dim);
-    for source in [outliers, &client_recon[..], &global_recon[..]] {
-        grid.extend_from_slice(&source[..shown * dim]);
+
+    /// The same outliers through server `server`'s global VAE; writes `outliers-<strategy>.png`
+    /// (rows: outliers, client reconstructions, global reconstructions).
+    fn against_global<B: TrainingOps + ImageOps>(
+        &self,
+        fed: &mut Federation<B>,
+        server: usize,
+        strategy: StrategyKind,
+        out: &Path,
+    ) -> Result<(OutlierReport, String)> {
+        let dim = data::IMAGE_PIXELS;
+        let global = fed.global_model_of(server);
+        let global_recon = reconstruct(global, self.outliers);
+        let report = OutlierReport {
+            client: self.stats,
+            global: metrics::outlier_stats(global.backend(), self.outliers, &global_recon, &self.references, dim)?,
+        };
+        let shown = (self.outliers.len() / dim).min(10);
+        let mut grid = Vec::with_capacity(3 * shown * dim);
+        for source in [self.outliers, &self.reconstructions[..], &global_recon[..]] {
+            grid.extend_from_slice(&source[..shown * dim]);
+        }
+        let figure = FigureKind::Outliers.of_strategy(strategy);
+        write_file(&out.join(&figure), metrics::sample_grid(&grid, data::IMAGE_SIDE, shown)?)?;
+        Ok((report, figure))
     }
-    let figure = FigureKind::Outliers.of_strategy(strategy);
-    write_file(&out.join(&figure), metrics::sample_grid(&grid, data::IMAGE_SIDE, shown)?)?;
-    Ok(Some((report, figure)))
+}
+
+/// `images` through `model`'s encoder mean and decoder.
+fn reconstruct<B: TrainingOps + ImageOps>(model: &mut Vae<B>, images: &[f32]) -> Vec<f32> {
+    let mu = model.encode_mean(images);
+    model.decoder().decode(&mu)
 }
 
 /// What every strategy of one experiment shares.
@@ -302,13 +322,22 @@ fn run_servers<B: TrainingOps + ImageOps>(
     }
     bars.finished();
     let privacy: Vec<_> = last_privacy.into_iter().flatten().collect();
+    let analysing = Instant::now();
+    let client_outliers = if recorders.iter().any(|r| r.cfg.analyses_training_images()) {
+        ClientOutliers::measure(&mut fed, partition)?
+    } else {
+        None
+    };
+    let client_side = analysing.elapsed();
     let mut runs = Vec::with_capacity(servers.len());
     for (k, ((recorder, rounds), mu)) in recorders.iter().zip(rounds).zip(&last_mu).enumerate() {
         let analysing = Instant::now();
-        let analysed = if recorder.cfg.analyses_training_images() {
-            outlier_analysis(&mut fed, k, partition, strategy, recorder.out)?
-        } else {
-            None
+        let analysed = match &client_outliers {
+            Some(c) if recorder.cfg.analyses_training_images() => {
+                alone[k] += client_side;
+                Some(c.against_global(&mut fed, k, strategy, recorder.out)?)
+            }
+            _ => None,
         };
         let wall = (alone[k] + analysing.elapsed()).as_secs_f64();
         runs.push(recorder.finish(fed.global_model_of(k), rounds, mu, privacy.clone(), analysed, wall)?);
